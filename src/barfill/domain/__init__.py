@@ -1,0 +1,1 @@
+"""Pure logic: no database, no network, no clock (``now`` is always passed in)."""

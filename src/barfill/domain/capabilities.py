@@ -1,0 +1,78 @@
+"""What a provider declares about itself. The planner and router use only this.
+
+Nothing outside a provider's module hard-codes that provider's facts: its
+module builds a :class:`Capabilities` and every decision reads from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from barfill.domain.timeframes import Timeframe
+
+
+class PageUnit(StrEnum):
+    """What a provider's per-request limit counts."""
+
+    bars = "bars"  # rows returned (Alpaca, Tradier, Yahoo, synthetic)
+    base_minutes = "base_minutes"  # minute aggregates behind the answer (Polygon m1..h4)
+
+
+class HourAlignment(StrEnum):
+    """Where a provider's intraday bars of an hour or more start."""
+
+    clock = "clock"  # 09:00, 10:00 ... in the exchange's time zone (Polygon, Alpaca)
+    session_open = "session_open"  # 09:30, 10:30 ... (Yahoo): never stored as-is
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``requests`` per ``period_s`` seconds, with up to ``burst`` back to back."""
+
+    requests: int
+    period_s: float
+    burst: int = 1
+
+    @property
+    def interval_s(self) -> float:
+        """Emission interval of the GCRA: seconds between two requests at the limit."""
+        return self.period_s / self.requests
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """A provider's declared abilities.
+
+    Attributes:
+        name: the provider's name, as stored on bars and slices.
+        timeframes: native timeframes it serves.
+        page_limit: the most units one request can return.
+        page_unit: what ``page_limit`` counts; for ``base_minutes`` the
+            planner counts extended-hours minutes for intraday timeframes and
+            sessions for d1/w1.
+        extended_hours: whether intraday answers include pre/post-market bars.
+        history_days: how far back each timeframe reaches, in calendar days
+            (absent: unlimited).
+        max_span_days: the widest [start, end) one request may ask for, per
+            timeframe, in calendar days (Yahoo: 7 for m1).
+        max_symbols: symbols per request (1 unless multi-symbol).
+        rate_limit: the default limit, overridable in configuration.
+        hour_alignment: where h1/h4 bars start.
+        realtime: whether it serves today's forming session.
+    """
+
+    name: str
+    timeframes: frozenset[Timeframe]
+    page_limit: int
+    page_unit: PageUnit = PageUnit.bars
+    extended_hours: bool = False
+    history_days: dict[Timeframe, int] = field(default_factory=dict)
+    max_span_days: dict[Timeframe, int] = field(default_factory=dict)
+    max_symbols: int = 1
+    rate_limit: RateLimit = RateLimit(requests=60, period_s=60.0)
+    hour_alignment: HourAlignment = HourAlignment.clock
+    realtime: bool = False
+
+    def supports(self, timeframe: Timeframe) -> bool:
+        return timeframe in self.timeframes

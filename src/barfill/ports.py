@@ -1,0 +1,110 @@
+"""The ports the engine depends on, as Protocols split by capability.
+
+The service layer (ensure, orchestrator, worker) talks only to these;
+``tests/integration/test_port_conformance.py`` checks that every
+implementation still fits. Store ports are synchronous (SQLAlchemy Core);
+asyncio callers run them with ``asyncio.to_thread``. Provider fetches are
+async (httpx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from barfill.domain.bars import BarBatch, Layer
+from barfill.domain.capabilities import Capabilities, RateLimit
+from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
+from barfill.domain.timeframes import Timeframe
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of bars. Returned bars are normalized: UTC bar-open ``ts``, canonical timeframe."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def fetch(
+        self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
+    ) -> dict[str, BarBatch]:
+        """Bars with ``start <= ts < end`` for each symbol, following pagination to the end.
+
+        A symbol with no bars in the range maps to an empty batch (the range is
+        still covered). Raises :class:`barfill.errors.ProviderError` (or
+        :class:`~barfill.errors.NotSupported`) on failure.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """A request budget shared by every worker process on every machine."""
+
+    def try_acquire(self, provider: str, limit: RateLimit) -> float:
+        """Take one request slot: 0.0 if granted now, else seconds to wait before asking again."""
+        ...
+
+    def penalize(self, provider: str, seconds: float) -> None:
+        """Push the provider's budget ``seconds`` into the future for everyone (429, Retry-After)."""
+        ...
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """Slices in the database. Every change after a claim checks status and lease token."""
+
+    def enqueue(self, slices: Sequence[NewSlice]) -> int:
+        """Insert slices idempotently; returns how many were new (or re-queued)."""
+        ...
+
+    def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_s: float,
+        providers: Collection[str] | None = None,
+    ) -> list[ClaimedSlice]:
+        """Atomically take up to ``limit`` runnable slices (highest priority first)."""
+        ...
+
+    def heartbeat(self, claimed: ClaimedSlice, lease_s: float) -> None:
+        """Extend the lease; raises :class:`barfill.errors.LeaseLost` if it is gone."""
+        ...
+
+    def complete(
+        self,
+        claimed: ClaimedSlice,
+        batches: Sequence[BarBatch],
+        coverage: Sequence[CoverageSpan],
+        *,
+        layer: Layer = Layer.historical,
+    ) -> int:
+        """In one transaction: upsert bars, add coverage, mark succeeded. Returns rows written.
+
+        Raises :class:`barfill.errors.LeaseLost` (and writes nothing) if the
+        lease is no longer ours.
+        """
+        ...
+
+    def fail(
+        self,
+        claimed: ClaimedSlice,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+    ) -> str:
+        """Record a failure: back off and re-queue, or mark failed. Returns the new status."""
+        ...
+
+    def release(self, claimed: ClaimedSlice) -> None:
+        """Give a slice back untouched (graceful shutdown); the attempt is not counted."""
+        ...
+
+    def reap(self) -> int:
+        """Re-queue running slices whose lease expired; returns how many."""
+        ...

@@ -1,0 +1,1 @@
+"""The database edge: tables, migrations, bar upserts and reads, coverage, the queue."""

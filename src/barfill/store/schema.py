@@ -1,0 +1,159 @@
+"""Every table, declared once in SQLAlchemy Core.
+
+Times are stored as numbers, identical on SQLite and PostgreSQL:
+bar ``ts`` and interval bounds are integer Unix seconds (UTC, exact, cheap to
+compare); queue and bookkeeping times (``not_before``, ``lease_until`` ...)
+are float Unix seconds read from the **database clock** (see
+:func:`barfill.store.db.db_now`). Alembic migrations must produce exactly this
+metadata; ``tests/integration/test_schema.py`` checks it on both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+symbols = Table(
+    "symbols",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticker", String(32), nullable=False, unique=True),
+    Column("calendar", String(16), nullable=False, server_default="XNYS"),
+    Column("asset_class", String(16), nullable=False, server_default="us_equity"),
+    Column("created_at", Double, nullable=False),
+)
+
+bars = Table(
+    "bars",
+    metadata,
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), primary_key=True),
+    Column("timeframe", String(4), primary_key=True),
+    Column("ts", BigInteger, primary_key=True),  # bar open, Unix seconds UTC
+    Column("provider", String(40), primary_key=True),
+    Column("layer", String(12), primary_key=True),
+    Column("open", Double, nullable=False),
+    Column("high", Double, nullable=False),
+    Column("low", Double, nullable=False),
+    Column("close", Double, nullable=False),
+    Column("volume", Double, nullable=False),
+    Column("vwap", Double),
+    Column("trade_count", BigInteger),
+    Column("fetched_at", Double, nullable=False),
+    CheckConstraint("layer IN ('historical', 'intraday', 'forecast')", name="layer"),
+    sqlite_with_rowid=False,
+)
+
+coverage = Table(
+    "coverage",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), nullable=False),
+    Column("timeframe", String(4), nullable=False),
+    Column("start", BigInteger, nullable=False),  # Unix seconds UTC, inclusive
+    Column("end", BigInteger, nullable=False),  # Unix seconds UTC, exclusive
+    Column("provisional", Boolean, nullable=False, server_default=text("false")),
+    Column("expires_at", Double),  # provisional intervals only; database clock
+    Column("updated_at", Double, nullable=False),
+    CheckConstraint('"start" < "end"', name="span"),
+    Index(None, "symbol_id", "timeframe", "start"),
+)
+
+job_definitions = Table(
+    "job_definitions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), nullable=False),
+    Column("timeframe", String(4), nullable=False),
+    Column("window_days", Integer),  # rolling window ending now, or...
+    Column("start", BigInteger),  # ...a fixed [start, end) in Unix seconds UTC
+    Column("end", BigInteger),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("provider", String(40)),  # pinned provider, or NULL for the router's choice
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("symbol_id", "timeframe"),
+    CheckConstraint(
+        'window_days > 0 OR ("start" IS NOT NULL AND "end" IS NOT NULL AND "start" < "end")',
+        name="window",
+    ),
+)
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("definition_id", Integer, ForeignKey("job_definitions.id"), nullable=False),
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), nullable=False),
+    Column("timeframe", String(4), nullable=False),
+    Column("start", BigInteger, nullable=False),
+    Column("end", BigInteger, nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("status", String(12), nullable=False, server_default="queued"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="5"),
+    Column("not_before", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("lease_token", String(36)),
+    Column("worker_id", String(64)),
+    Column("heartbeat_at", Double),
+    Column("rows_written", Integer, nullable=False, server_default="0"),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("definition_id", "start", "end", "provider"),
+    CheckConstraint(
+        "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+    ),
+    CheckConstraint('"start" < "end"', name="span"),
+    # Runnable rows only: the claim scans this, never the finished history.
+    Index(
+        "ix_job_runs_runnable",
+        "priority",
+        "not_before",
+        postgresql_where=text("status = 'queued'"),
+        sqlite_where=text("status = 'queued'"),
+    ),
+    Index("ix_job_runs_running_lease", "lease_until", postgresql_where=text("status = 'running'"),
+          sqlite_where=text("status = 'running'")),
+    Index(None, "definition_id", "status"),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    # GCRA theoretical arrival time, Unix seconds on the database clock.
+    Column("tat", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
