@@ -38,14 +38,14 @@ def _admin_dsn() -> str:
 
 
 def _pg_url_for(dbname: str) -> str:
-    return make_url(PG_URL).set(drivername="postgresql", database=dbname).render_as_string(
-        hide_password=False
+    return (
+        make_url(PG_URL).set(drivername="postgresql", database=dbname).render_as_string(hide_password=False)
     )
 
 
 def _admin(sql: str) -> None:
     with psycopg.connect(_admin_dsn(), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 @pytest.fixture(scope="session")

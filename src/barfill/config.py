@@ -104,8 +104,13 @@ class Settings(BaseSettings):
     # Derived timeframes: "SOURCE->TARGET", e.g. "m15->h1".
     derivations: list[str] = ["m15->h1", "m15->h4", "m1->m5", "d1->w1"]
 
-    @field_validator("polygon_rate_limit", "alpaca_rate_limit", "tradier_rate_limit",
-                     "yahoo_rate_limit", "synthetic_rate_limit")
+    @field_validator(
+        "polygon_rate_limit",
+        "alpaca_rate_limit",
+        "tradier_rate_limit",
+        "yahoo_rate_limit",
+        "synthetic_rate_limit",
+    )
     @classmethod
     def _check_rate(cls, v: str | None) -> str | None:
         return _rate(v, "rate_limit")
@@ -158,9 +163,11 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "config"
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
-                         if "api_key" not in key and "secret" not in key and "token" not in key
-                         else f"{key}: {err['msg']}")
+            lines.append(
+                f"{key}: {err['msg']} (got {err.get('input')!r})"
+                if "api_key" not in key and "secret" not in key and "token" not in key
+                else f"{key}: {err['msg']}"
+            )
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
     except ValueError as e:  # e.g. TOML syntax errors
         raise ConfigError(f"invalid configuration: {e}") from None

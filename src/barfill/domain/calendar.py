@@ -98,9 +98,7 @@ class TradingCalendar:
     def sessions(self, start: int, end: int, *, extended: bool = False) -> list[Session]:
         i0, i1 = self.session_indices(start, end, extended=extended)
         opens, closes = self._bounds(extended)
-        return [
-            Session(str(self.dates[i]), int(opens[i]), int(closes[i])) for i in range(i0, i1)
-        ]
+        return [Session(str(self.dates[i]), int(opens[i]), int(closes[i])) for i in range(i0, i1)]
 
     def trading_intervals(self, start: int, end: int, *, extended: bool = False) -> list[Interval]:
         """Trading time inside [start, end), as normalized intervals."""

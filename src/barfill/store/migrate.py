@@ -60,9 +60,7 @@ def require_current(db: Database) -> None:
     if current == head:
         return
     if current is None:
-        raise SchemaMismatch(
-            "the database has no barfill schema: run `barfill init` to create it"
-        )
+        raise SchemaMismatch("the database has no barfill schema: run `barfill init` to create it")
     known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
     if current in known:
         raise SchemaMismatch(

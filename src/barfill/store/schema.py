@@ -132,9 +132,7 @@ job_runs = Table(
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
     UniqueConstraint("definition_id", "start", "end", "provider"),
-    CheckConstraint(
-        "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
-    ),
+    CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
     CheckConstraint('"start" < "end"', name="span"),
     # Runnable rows only: the claim scans this, never the finished history.
     Index(
@@ -144,8 +142,12 @@ job_runs = Table(
         postgresql_where=text("status = 'queued'"),
         sqlite_where=text("status = 'queued'"),
     ),
-    Index("ix_job_runs_running_lease", "lease_until", postgresql_where=text("status = 'running'"),
-          sqlite_where=text("status = 'running'")),
+    Index(
+        "ix_job_runs_running_lease",
+        "lease_until",
+        postgresql_where=text("status = 'running'"),
+        sqlite_where=text("status = 'running'"),
+    ),
     Index(None, "definition_id", "status"),
 )
 

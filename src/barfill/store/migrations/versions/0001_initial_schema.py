@@ -48,15 +48,9 @@ def upgrade() -> None:
         sa.Column("vwap", sa.Double(), nullable=True),
         sa.Column("trade_count", sa.BigInteger(), nullable=True),
         sa.Column("fetched_at", sa.Double(), nullable=False),
-        sa.CheckConstraint(
-            "layer IN ('historical', 'intraday', 'forecast')", name=op.f("ck_bars_layer")
-        ),
-        sa.ForeignKeyConstraint(
-            ["symbol_id"], ["symbols.id"], name=op.f("fk_bars_symbol_id_symbols")
-        ),
-        sa.PrimaryKeyConstraint(
-            "symbol_id", "timeframe", "ts", "provider", "layer", name=op.f("pk_bars")
-        ),
+        sa.CheckConstraint("layer IN ('historical', 'intraday', 'forecast')", name=op.f("ck_bars_layer")),
+        sa.ForeignKeyConstraint(["symbol_id"], ["symbols.id"], name=op.f("fk_bars_symbol_id_symbols")),
+        sa.PrimaryKeyConstraint("symbol_id", "timeframe", "ts", "provider", "layer", name=op.f("pk_bars")),
         sqlite_with_rowid=False,
     )
     op.create_table(
@@ -70,9 +64,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Double(), nullable=True),
         sa.Column("updated_at", sa.Double(), nullable=False),
         sa.CheckConstraint('"start" < "end"', name=op.f("ck_coverage_span")),
-        sa.ForeignKeyConstraint(
-            ["symbol_id"], ["symbols.id"], name=op.f("fk_coverage_symbol_id_symbols")
-        ),
+        sa.ForeignKeyConstraint(["symbol_id"], ["symbols.id"], name=op.f("fk_coverage_symbol_id_symbols")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_coverage")),
     )
     with op.batch_alter_table("coverage", schema=None) as batch_op:
@@ -103,9 +95,7 @@ def upgrade() -> None:
             ["symbol_id"], ["symbols.id"], name=op.f("fk_job_definitions_symbol_id_symbols")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_definitions")),
-        sa.UniqueConstraint(
-            "symbol_id", "timeframe", name=op.f("uq_job_definitions_symbol_id_timeframe")
-        ),
+        sa.UniqueConstraint("symbol_id", "timeframe", name=op.f("uq_job_definitions_symbol_id_timeframe")),
     )
     op.create_table(
         "job_runs",
@@ -142,9 +132,7 @@ def upgrade() -> None:
             ["job_definitions.id"],
             name=op.f("fk_job_runs_definition_id_job_definitions"),
         ),
-        sa.ForeignKeyConstraint(
-            ["symbol_id"], ["symbols.id"], name=op.f("fk_job_runs_symbol_id_symbols")
-        ),
+        sa.ForeignKeyConstraint(["symbol_id"], ["symbols.id"], name=op.f("fk_job_runs_symbol_id_symbols")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_runs")),
         sa.UniqueConstraint(
             "definition_id",
