@@ -9,8 +9,10 @@ async (httpx).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
+
+from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.capabilities import Capabilities, RateLimit
@@ -81,8 +83,11 @@ class JobQueue(Protocol):
         coverage: Sequence[CoverageSpan],
         *,
         layer: Layer = Layer.historical,
+        also: Callable[[Connection], object] | None = None,
     ) -> int:
         """In one transaction: upsert bars, add coverage, mark succeeded. Returns rows written.
+
+        ``also(conn)`` runs inside the same transaction (derived bars).
 
         Raises :class:`barfill.errors.LeaseLost` (and writes nothing) if the
         lease is no longer ours.

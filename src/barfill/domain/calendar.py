@@ -15,6 +15,7 @@ the regular close (20:00, or 17:00 after an early close).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -49,7 +50,11 @@ class TradingCalendar:
 
     def __init__(self, name: str = "XNYS") -> None:
         try:
-            cal: Any = xcals.get_calendar(name, start=CALENDAR_START)
+            with warnings.catch_warnings():
+                # exchange_calendars 4.13 reads ``Series.values`` of tz-aware columns, which
+                # pandas 3.1 deprecates (Pandas4Warning); harmless, and fatal under -W error.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                cal: Any = xcals.get_calendar(name, start=CALENDAR_START)
         except (xcals.errors.InvalidCalendarName, KeyError) as e:
             raise InvalidInput("calendar", "an exchange_calendars name such as XNYS or 24/7", name) from e
         self.name = name
@@ -57,11 +62,14 @@ class TradingCalendar:
         self.continuous = name in ("24/7", "24/5")
         sched = cal.schedule
         self.dates: np.ndarray[Any, np.dtype[np.datetime64]] = sched.index.values.astype("datetime64[D]")
-        self.opens: I64 = sched["open"].values.astype("datetime64[s]").astype(np.int64)
-        self.closes: I64 = sched["close"].values.astype("datetime64[s]").astype(np.int64)
+        self.opens: I64 = _utc_seconds(sched["open"])
+        self.closes: I64 = _utc_seconds(sched["close"])
         midnight_utc = self.dates.astype("datetime64[s]").astype(np.int64)
-        # Local midnight of each session date, in UTC seconds.
-        self.midnights: I64 = midnight_utc - self._offsets_at(midnight_utc + 12 * 3600)
+        # Local midnight of each session date, in UTC seconds. The offset at noon is only a first
+        # guess: on a DST-change date it differs from the offset at midnight itself, so re-read
+        # the offset at the guessed instant (a fixed point after one step for 1 h shifts).
+        guess = midnight_utc - self._offsets_at(midnight_utc + 12 * 3600)
+        self.midnights: I64 = midnight_utc - self._offsets_at(guess)
         if self.continuous:
             self.ext_opens, self.ext_closes = self.opens, self.closes
         else:
@@ -209,6 +217,14 @@ class TradingCalendar:
         session_close = closes[idx]
         in_session = ts < session_close
         return np.asarray(np.where(in_session, np.minimum(nominal, session_close), nominal))
+
+
+def _utc_seconds(column: pd.Series[Any]) -> I64:
+    """A datetime column (tz-aware or naive UTC) as Unix seconds."""
+    index = pd.DatetimeIndex(column)
+    if index.tz is not None:
+        index = index.tz_convert(None)
+    return np.asarray(index.as_unit("s").asi8, dtype=np.int64)
 
 
 @cache

@@ -1,0 +1,223 @@
+"""The Python facade: ``Barfill(database_url).ensure(...)``, ``.wait(job)``, ``.bars(...)``.
+
+A notebook or a trading system uses this; the CLI uses the same services.
+``ensure`` answers at once; ``wait`` runs an in-process worker (unless told
+another process does the work) and returns when the job is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import pandas as pd
+import polars as pl
+
+from barfill.bootstrap import App, build
+from barfill.config import Settings, load_settings
+from barfill.domain.symbols import validate_ticker
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import InvalidInput
+from barfill.ports import Provider
+from barfill.service.ensure import EnsureReport, ensure, parse_time
+from barfill.service.orchestrator import TickResult, tick
+from barfill.service.progress import JobRef, Progress, job_progress
+from barfill.service.worker import Worker, WorkerStats
+from barfill.store import migrate
+from barfill.store.bars import read_bars_frame
+from barfill.store.symbols import symbol_id
+
+TimeLike = datetime | date | str | int
+
+
+class Barfill:
+    """A handle on one bar store.
+
+    Args:
+        database_url: SQLite or PostgreSQL URL; default from configuration.
+        settings: full settings (overrides ``database_url``'s lookup).
+        providers: use these providers instead of the configured ones.
+        create: create or upgrade the schema first (like ``barfill init``).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        create: bool = False,
+    ) -> None:
+        self.settings = settings or load_settings(database_url=database_url)
+        self.app: App = build(self.settings, providers=providers)
+        if create:
+            migrate.upgrade(self.app.db)
+        migrate.require_current(self.app.db)
+
+    @classmethod
+    def wrap(cls, app: App) -> Barfill:
+        """A facade over an already-built :class:`App` (the CLI's)."""
+        self = cls.__new__(cls)
+        self.settings, self.app = app.settings, app
+        return self
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.app.http is not None:
+            asyncio.run(self.app.aclose())
+        self.app.close()
+
+    def __enter__(self) -> Barfill:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- hydration --------------------------------------------------------------
+
+    def ensure(
+        self,
+        symbols: str | Sequence[str],
+        timeframe: Timeframe | str,
+        *,
+        days: int | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        priority: int = 0,
+        provider: str | None = None,
+    ) -> EnsureReport:
+        """Record the desired coverage and queue what is missing; returns at once."""
+        items = [symbols] if isinstance(symbols, str) else list(symbols)
+        return ensure(
+            self.app, items, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+        )
+
+    def progress(self, job: JobRef) -> Progress:
+        return job_progress(self.app.db, job)
+
+    def tick(self) -> TickResult:
+        return tick(self.app)
+
+    def wait(
+        self,
+        job: JobRef,
+        *,
+        work: bool = True,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Block until the job has nothing queued or running.
+
+        With ``work`` (the default) an in-process worker does the fetching;
+        pass ``work=False`` when separate worker processes run.
+        """
+        if work:
+            return asyncio.run(self._work_until_done(job, timeout_s, poll_s, on_progress))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            p = self.progress(job)
+            if on_progress:
+                on_progress(p)
+            if p.done or (deadline is not None and time.monotonic() > deadline):
+                return p
+            time.sleep(poll_s)
+
+    async def _work_until_done(
+        self,
+        job: JobRef,
+        timeout_s: float | None,
+        poll_s: float,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> Progress:
+        stop = asyncio.Event()
+        worker = Worker(self.app)
+        task = asyncio.create_task(worker.run(stop))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while True:
+                p = await asyncio.to_thread(self.progress, job)
+                if on_progress:
+                    on_progress(p)
+                if p.done or task.done() or (deadline is not None and time.monotonic() > deadline):
+                    return p
+                await asyncio.sleep(poll_s)
+        finally:
+            stop.set()
+            await task
+            await self.app.aclose()
+
+    def work(self, *, concurrency: int | None = None, drain: bool = True) -> WorkerStats:
+        """Run one in-process worker until the queue is empty (``drain``)."""
+
+        async def go() -> WorkerStats:
+            try:
+                return await Worker(self.app, concurrency=concurrency).run(drain=drain)
+            finally:
+                await self.app.aclose()
+
+        return asyncio.run(go())
+
+    # -- reading ----------------------------------------------------------------
+
+    def bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        library: Literal["pandas", "polars"] = "pandas",
+    ) -> Any:
+        """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider."""
+        ticker = validate_ticker(symbol)
+        tf = Timeframe.parse(timeframe)
+        lo = 0 if start is None else parse_time(start, "start")
+        hi = 2**62 if end is None else parse_time(end, "end")
+        if hi <= lo:
+            raise InvalidInput("end", "a time after start", end)
+        with self.app.db.read() as conn:
+            sid = symbol_id(conn, ticker)
+            if sid is None:
+                frame = read_bars_frame(conn, -1, tf, lo, hi)
+            else:
+                frame = read_bars_frame(conn, sid, tf, lo, hi)
+        if library == "polars":
+            return pl.from_pandas(frame.reset_index())
+        if library != "pandas":
+            raise InvalidInput("library", "pandas or polars", library)
+        return frame
+
+    def export(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        path: str | Path,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        format: Literal["csv", "parquet"] | None = None,
+    ) -> int:
+        """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows."""
+        out = Path(path)
+        fmt = format or out.suffix.lstrip(".").lower()
+        if fmt not in ("csv", "parquet"):
+            raise InvalidInput("format", "csv or parquet (or a .csv/.parquet file name)", fmt)
+        frame: pd.DataFrame = self.bars(symbol, timeframe, start=start, end=end)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            frame.to_csv(out)
+        else:
+            frame.to_parquet(out)
+        return len(frame)

@@ -1,0 +1,503 @@
+"""``barfill`` — the command line. Thin: every command calls the same services as the API.
+
+A user mistake (bad argument, bad config, unreachable or un-migrated
+database) is one clear line on stderr and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from barfill.api import Barfill
+from barfill.bootstrap import App, build
+from barfill.config import load_settings
+from barfill.domain.symbols import validate_ticker
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import BarfillError, InvalidInput
+from barfill.live import on_signals, watch
+from barfill.service import admin
+from barfill.service.ensure import EnsureReport, parse_time
+from barfill.service.orchestrator import run_scheduler, tick
+from barfill.service.progress import JobRef
+from barfill.service.worker import Worker
+from barfill.store import migrate
+
+cli = typer.Typer(
+    name="barfill",
+    help="Keep an OHLCV bar store complete: ensure coverage, fetch gaps in the background.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+jobs_cli = typer.Typer(help="Inspect and steer queued slices.", no_args_is_help=True)
+defs_cli = typer.Typer(help="Desired coverage: list, enable, disable.", no_args_is_help=True)
+universe_cli = typer.Typer(help="Add many symbols at once.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(defs_cli, name="definitions")
+cli.add_typer(universe_cli, name="universe")
+
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, Any] = {}
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="BARFILL_DATABASE_URL", help="SQLite or PostgreSQL URL."),
+]
+TfOpt = Annotated[str, typer.Option("--timeframe", "-t", help="m1 m5 m15 m30 h1 h4 d1 w1 (or 1m ... 1w).")]
+
+
+@cli.callback()
+def _root(database_url: DbOpt = None) -> None:
+    _state["database_url"] = database_url
+
+
+def _app(*, check: bool = True) -> App:
+    settings = load_settings(database_url=_state.get("database_url"))
+    app = build(settings)
+    if check:
+        try:
+            migrate.require_current(app.db)
+        except BarfillError:
+            app.close()
+            raise
+    return app
+
+
+@contextlib.contextmanager
+def _opened(*, check: bool = True) -> Iterator[App]:
+    app = _app(check=check)
+    try:
+        yield app
+    finally:
+        if app.http is not None:
+            asyncio.run(app.aclose())
+        app.close()
+
+
+def _iso(ts: float | int | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+# -- setup ---------------------------------------------------------------------
+
+
+@cli.command()
+def init() -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    with _opened(check=False) as app:
+        before, after = migrate.upgrade(app.db)
+        shown = app.db.engine.url.render_as_string(hide_password=True)
+        if before == after:
+            out.print(f"database {shown} is up to date (schema {after})")
+        else:
+            out.print(f"database {shown}: schema {before or 'none'} → {after}")
+
+
+@cli.command()
+def keys() -> None:
+    """Which providers are configured (keys are never shown)."""
+    with _opened(check=False) as app:
+        table = Table("provider", "timeframes", "page limit", "rate limit", "history")
+        for name, p in app.providers.items():
+            c = p.capabilities
+            hist = ", ".join(f"{k.value} {v}d" for k, v in sorted(c.history_days.items())) or "unlimited"
+            table.add_row(
+                name,
+                " ".join(t.value for t in Timeframe if t in c.timeframes),
+                f"{c.page_limit:,} {c.page_unit.value}",
+                f"{c.rate_limit.requests}/{c.rate_limit.period_s:g}s",
+                hist,
+            )
+        out.print(table)
+        for notice in app.notices:
+            err.print(f"[yellow]note:[/yellow] {notice}")
+
+
+# -- hydration -----------------------------------------------------------------
+
+
+@cli.command("ensure")
+def ensure_cmd(
+    symbols: Annotated[list[str], typer.Argument(help="Tickers, e.g. AAPL MSFT.")],
+    timeframe: TfOpt,
+    days: Annotated[int | None, typer.Option(help="Rolling window ending now.")] = None,
+    start: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO time with offset.")] = None,
+    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO time with offset.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Pin one provider.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Fetch now and show live progress.")] = False,
+    work: Annotated[bool, typer.Option(help="With --wait: run a worker in this process.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Ensure coverage for SYMBOLS: answers at once, queues what is missing."""
+    Timeframe.parse(timeframe)  # argument mistakes first, before touching the database
+    for ticker in symbols:
+        validate_ticker(ticker)
+    with _opened() as app:
+        fx = Barfill.wrap(app)
+        report = fx.ensure(
+            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+        )
+        for notice in report.notices:
+            err.print(f"[yellow]note:[/yellow] {notice}")
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {"results": [r.as_dict() for r in report.results], "progress": report.progress.as_dict()}
+                )
+            )
+        else:
+            _print_report(report)
+        if not wait:
+            return
+        _watch(app, report.job, work=work)
+        final = fx.ensure(
+            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+        )
+        incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable]
+        if incomplete:
+            err.print(
+                f"coverage incomplete for {', '.join(r.symbol for r in incomplete)}; "
+                "see `barfill status` for errors"
+            )
+            raise typer.Exit(1)
+        out.print("[green]coverage complete[/green]")
+
+
+def _print_report(report: EnsureReport) -> None:
+    table = Table(
+        "symbol", "tf", "def", "coverage", "gaps", "bars missing", "slices", "provider", "unfillable"
+    )
+    for r in report.results:
+        cov = f"{_iso(r.coverage_from)} → {_iso(r.coverage_to)}" if r.coverage_from else "none"
+        table.add_row(
+            r.symbol,
+            r.timeframe.value,
+            str(r.definition_id),
+            cov,
+            str(r.gaps),
+            f"{r.bars_missing:,}",
+            str(r.slices_queued),
+            r.provider or "-",
+            "; ".join(f"{_iso(u.start)}→{_iso(u.end)}" for u in r.unfillable) or "-",
+        )
+    out.print(table)
+
+
+def _watch(app: App, job: JobRef, *, work: bool) -> None:
+    asyncio.run(watch(app, job, out, work=work))
+
+
+# -- long-running processes ----------------------------------------------------
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256, help="Slices in flight.")] = None,
+    drain: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds to finish in-flight slices on SIGTERM.")] = 10.0,
+) -> None:
+    """Run a worker: claim slices, fetch, commit. SIGTERM/SIGINT stop it gracefully."""
+    with _opened() as app:
+        w = Worker(app, concurrency=concurrency)
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            on_signals(stop)
+            err.print(f"worker {w.worker_id}: concurrency {w.concurrency}")
+            stats = await w.run(stop, drain=drain, grace_s=grace)
+            err.print(f"worker {w.worker_id} stopped: {stats}")
+
+        asyncio.run(go())
+
+
+@cli.command()
+def scheduler(
+    once: Annotated[bool, typer.Option("--once", help="Tick once and print the result.")] = False,
+    interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+) -> None:
+    """Run the orchestrator: definitions → gaps → slices, every interval."""
+    with _opened() as app:
+        if once:
+            out.print_json(json.dumps(tick(app).as_dict()))
+            return
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            on_signals(stop)
+            await run_scheduler(app, stop, interval_s=interval)
+
+        asyncio.run(go())
+
+
+@cli.command()
+def serve(
+    concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+) -> None:
+    """Scheduler and workers in one process."""
+    with _opened() as app:
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            on_signals(stop)
+            err.print("serving: scheduler + worker (Ctrl-C to stop)")
+            await asyncio.gather(
+                run_scheduler(app, stop, interval_s=interval),
+                Worker(app, concurrency=concurrency).run(stop),
+            )
+
+        asyncio.run(go())
+
+
+# -- inspection ----------------------------------------------------------------
+
+
+@cli.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Queue counts, throughput in the last hour, errors grouped, stuck slices."""
+    with _opened() as app:
+        s = admin.status(app)
+        if as_json:
+            out.print_json(json.dumps(s))
+            return
+        out.print("queue: " + "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
+        out.print(f"last hour: {s['throughput']['slices']} slices, {s['throughput']['bars']:,} bars")
+        out.print(f"definitions: {s['definitions']}  bars stored: {s['bars']:,}")
+        if s["errors"]:
+            table = Table("error", "message", "slices", title="errors")
+            for e in s["errors"]:
+                table.add_row(e["code"], e["message"], str(e["count"]))
+            out.print(table)
+        if s["stuck"]:
+            out.print(
+                f"[yellow]{len(s['stuck'])} running slice(s) past their lease[/yellow]: "
+                + ", ".join(str(x) for x in s["stuck"][:20])
+            )
+
+
+@jobs_cli.command("list")
+def jobs_list(
+    state: Annotated[
+        str | None, typer.Option("--status", help="queued running succeeded failed cancelled")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List slices, newest first."""
+    with _opened() as app:
+        rows = admin.list_slices(app, status=state, limit=limit)
+        table = Table("id", "symbol", "tf", "start", "end", "provider", "status", "tries", "rows", "error")
+        for r in rows:
+            table.add_row(
+                str(r["id"]),
+                r["symbol"],
+                r["timeframe"],
+                _iso(r["start"]),
+                _iso(r["end"]),
+                r["provider"],
+                r["status"],
+                f"{r['attempts']}/{r['max_attempts']}",
+                str(r["rows_written"]),
+                (r["error_code"] or "") + (f": {r['error_message'][:60]}" if r["error_message"] else ""),
+            )
+        out.print(table)
+
+
+@jobs_cli.command("retry")
+def jobs_retry(
+    ids: Annotated[list[int] | None, typer.Argument(help="Slice ids; none = all failed.")] = None,
+) -> None:
+    """Re-queue failed slices."""
+    with _opened() as app:
+        n = app.queue.retry_failed(ids or None)
+        out.print(f"re-queued {n} slice(s)")
+
+
+@jobs_cli.command("cancel")
+def jobs_cancel(
+    ids: Annotated[list[int] | None, typer.Argument(help="Slice ids.")] = None,
+    definition: Annotated[
+        list[int] | None, typer.Option(help="Cancel all open slices of a definition.")
+    ] = None,
+) -> None:
+    """Cancel queued (or running) slices."""
+    if not ids and not definition:
+        raise InvalidInput("ids", "slice ids or --definition ID")
+    with _opened() as app:
+        n = app.queue.cancel(ids or None, definition_ids=definition or None)
+        out.print(f"cancelled {n} slice(s)")
+
+
+@defs_cli.command("list")
+def defs_list() -> None:
+    """All definitions with their coverage state."""
+    with _opened() as app:
+        table = Table("id", "symbol", "tf", "window", "priority", "enabled", "provider")
+        for d in admin.list_defs(app):
+            table.add_row(
+                str(d["id"]),
+                d["symbol"],
+                d["timeframe"],
+                d["window"],
+                str(d["priority"]),
+                "yes" if d["enabled"] else "no",
+                d["provider"] or "auto",
+            )
+        out.print(table)
+
+
+def _set_enabled(ids: list[int], enabled: bool) -> None:
+    with _opened() as app:
+        n = admin.set_enabled(app, ids, enabled)
+        out.print(f"{'enabled' if enabled else 'disabled'} {n} definition(s)")
+
+
+@defs_cli.command("enable")
+def defs_enable(ids: Annotated[list[int], typer.Argument()]) -> None:
+    """Enable definitions (the scheduler keeps them covered)."""
+    _set_enabled(ids, True)
+
+
+@defs_cli.command("disable")
+def defs_disable(ids: Annotated[list[int], typer.Argument()]) -> None:
+    """Disable definitions (no new slices; stored bars stay)."""
+    _set_enabled(ids, False)
+
+
+@universe_cli.command("add")
+def universe_add(
+    file: Annotated[Path, typer.Argument(help="One ticker a line; # comments allowed.")],
+    timeframe: Annotated[
+        str | None, typer.Option("--timeframe", "-t", help="Also ensure this timeframe.")
+    ] = None,
+    days: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Add the symbols in FILE (e.g. an S&P 500 list), optionally ensuring coverage for each."""
+    if not file.is_file():
+        raise InvalidInput("file", "a readable text file with one ticker a line", str(file))
+    tickers: list[str] = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                tickers.append(validate_ticker(text))
+            except InvalidInput as e:
+                raise InvalidInput(f"{file}:{n}", e.expected, text) from None
+    tickers = list(dict.fromkeys(tickers))
+    with _opened() as app:
+        added = admin.add_symbols(app, tickers)
+        out.print(f"{len(tickers)} symbol(s) read, {added} new")
+        if timeframe:
+            fx = Barfill.wrap(app)
+            report = fx.ensure(tickers, timeframe, days=days)
+            out.print(
+                f"ensured {len(report.results)} definition(s); "
+                f"{sum(r.slices_queued for r in report.results)} slice(s) queued"
+            )
+
+
+# -- data out ------------------------------------------------------------------
+
+
+@cli.command()
+def bars(
+    symbol: Annotated[str, typer.Argument()],
+    timeframe: TfOpt,
+    start: Annotated[str | None, typer.Option()] = None,
+    end: Annotated[str | None, typer.Option()] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N bars.")] = None,
+) -> None:
+    """Print stored bars (never waits for a provider)."""
+    if fmt not in ("table", "csv", "json"):
+        raise InvalidInput("format", "table, csv or json", fmt)
+    Timeframe.parse(timeframe)
+    validate_ticker(symbol)
+    with _opened() as app:
+        fx = Barfill.wrap(app)
+        frame = fx.bars(symbol, timeframe, start=start, end=end)
+    if limit:
+        frame = frame.tail(limit)
+    if fmt == "csv":
+        sys.stdout.write(frame.to_csv())
+    elif fmt == "json":
+        sys.stdout.write(frame.reset_index().to_json(orient="records", date_format="iso") + "\n")
+    else:
+        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider")
+        for ts, row in frame.iterrows():
+            table.add_row(
+                str(ts),
+                f"{row.open:.4f}",
+                f"{row.high:.4f}",
+                f"{row.low:.4f}",
+                f"{row.close:.4f}",
+                f"{row.volume:,.0f}",
+                str(row.provider),
+            )
+        out.print(table)
+        out.print(f"{len(frame)} bar(s)")
+
+
+@cli.command()
+def export(
+    symbols: Annotated[list[str], typer.Argument()],
+    timeframe: TfOpt,
+    out_path: Annotated[Path, typer.Option("--out", help="File (one symbol) or folder (several).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
+    start: Annotated[str | None, typer.Option()] = None,
+    end: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Export stored bars to CSV or Parquet."""
+    if fmt not in ("csv", "parquet"):
+        raise InvalidInput("format", "csv or parquet", fmt)
+    Timeframe.parse(timeframe)
+    for value, name in ((start, "start"), (end, "end")):
+        if value is not None:
+            parse_time(value, name)
+    with _opened() as app:
+        fx = Barfill.wrap(app)
+        for s in symbols:
+            target = out_path if len(symbols) == 1 else out_path / f"{validate_ticker(s)}_{timeframe}.{fmt}"
+            n = fx.export(s, timeframe, target, start=start, end=end, format=fmt)  # type: ignore[arg-type]
+            out.print(f"{s}: {n} bar(s) → {target}")
+
+
+@cli.command()
+def demo(
+    database_url: Annotated[
+        str | None, typer.Option(help="Default: a fresh SQLite file ./data/demo.db")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option(help="Keep an existing demo database instead of starting fresh.")
+    ] = False,
+) -> None:
+    """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data."""
+    from barfill.service.demo import run_demo
+
+    run_demo(out, database_url=database_url, keep=keep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and exit code 2."""
+    try:
+        cli(args=argv, standalone_mode=True)
+    except BarfillError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

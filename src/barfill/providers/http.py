@@ -1,0 +1,380 @@
+"""What every HTTP provider adapter shares: one GET, its errors, and bar labels.
+
+Errors. Every failure leaves an adapter as a :class:`~barfill.errors.ProviderError`
+with a stable ``code`` the worker groups and retries by:
+
+=============  =========  ====================================================
+code           retryable  cause
+=============  =========  ====================================================
+``http_401``   no         missing or wrong credentials
+``http_403``   no         credentials valid, plan does not cover the request
+``http_404``   no         unknown symbol or path
+``http_4xx``   no         any other 4xx (``http_400``, ``http_422``...)
+``http_429``   yes        throttled; ``retry_after_s`` from ``Retry-After``
+``http_5xx``   yes        the provider failed; ``retry_after_s`` if sent
+``timeout``    yes        connect, read, write or pool timeout
+``connect``    yes        the connection could not be made
+``transport``  yes        the connection broke mid-exchange
+``bad_payload`` no        not JSON, truncated JSON, or not the documented shape
+=============  =========  ====================================================
+
+Secrets. Adapters authenticate with headers wherever the provider allows, so
+keys are never part of a URL (httpx puts the URL in its exception messages and
+in its ``INFO`` log line). As a second line of defence every message built here
+is passed through :func:`redact`, which removes the adapter's own secrets and
+any ``apiKey=``/``token=``-like query parameter. The httpx exception is never
+chained (``__cause__``/``__context__``), so a traceback cannot show it either.
+
+Labels. Providers stamp daily and weekly bars in different ways (00:00 New
+York, 09:30 New York, a date string, a Sunday or a Monday). :func:`daily_labels`
+and :func:`weekly_labels` turn any plausible stamp into barfill's label (see
+:mod:`barfill.domain.calendar`) and raise ``bad_payload`` for a stamp whose
+meaning is ambiguous, so a wrong assumption about a provider fails loudly
+instead of shifting bars by a day.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
+
+import httpx
+import numpy as np
+
+from barfill.domain.bars import I64, BarBatch
+from barfill.domain.calendar import TradingCalendar
+from barfill.domain.capabilities import Capabilities
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import NotSupported, ProviderError
+
+log = logging.getLogger("barfill.providers")
+
+_DAY = 86_400
+_SNIPPET = 300  # characters of an error body kept in a message
+# `apiKey=v` in a URL, `"apiKey": "v"` in a JSON body, `token: v` in text.
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(api[_-]?key|apikey|access[_-]?token|token|secret[_-]?key|secret|key[_-]?id|password)"
+    r"(\"?\s*[:=]\s*\"?)([^&\s\"',;<>]+)"
+)
+_MONDAY_DAY_NUMBER = 4  # days since 1970-01-01 (a Thursday) of Monday 1970-01-05
+
+
+# -- secrets ------------------------------------------------------------------
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without ``secrets`` and without secret-looking query parameters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _SECRET_PARAM.sub(r"\1\2***", text)
+
+
+# -- Retry-After --------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110: seconds or an HTTP date).
+
+    Args:
+        value: the header's value, or None when absent.
+        now: the current Unix time in seconds, used for the HTTP-date form.
+
+    Returns:
+        A finite number of seconds >= 0, or None if absent or unreadable.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            return None
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+# -- errors -------------------------------------------------------------------
+
+
+def bad_payload(provider: str, message: str) -> ProviderError:
+    """A response that is not what the provider documents: never retried."""
+    return ProviderError("bad_payload", f"{provider}: {message}", retryable=False)
+
+
+def fail_payload(provider: str, message: str) -> NoReturn:
+    raise bad_payload(provider, message)
+
+
+def error_for_status(
+    response: httpx.Response, *, provider: str, secrets: Iterable[str] = (), now: float
+) -> ProviderError | None:
+    """The error a non-2xx response stands for, or None for a success.
+
+    The message names the provider, the request path (never the query) and
+    the start of the body, redacted.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    body = redact(_text_head(response), secrets)
+    where = f"{provider}: GET {response.request.url.path}: HTTP {status}"
+    message = f"{where}: {body}" if body else where
+    retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+    if status == 429:
+        return ProviderError("http_429", message, retryable=True, retry_after_s=retry_after)
+    if status >= 500:
+        return ProviderError("http_5xx", message, retryable=True, retry_after_s=retry_after)
+    return ProviderError(f"http_{status}", message, retryable=False)
+
+
+def error_for_exception(exc: httpx.HTTPError, *, provider: str, secrets: Iterable[str] = ()) -> ProviderError:
+    """The error an httpx exception stands for; its message is redacted."""
+    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError("timeout", f"{provider}: {detail}", retryable=True)
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderError("connect", f"{provider}: {detail}", retryable=True)
+    if isinstance(exc, httpx.TransportError):
+        return ProviderError("transport", f"{provider}: {detail}", retryable=True)
+    # InvalidURL, DecodingError, TooManyRedirects...: a bug or a provider change.
+    return ProviderError("bad_payload", f"{provider}: {detail}", retryable=False)
+
+
+def _text_head(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except (httpx.HTTPError, UnicodeDecodeError, LookupError):
+        return ""
+    text = " ".join(text.split())
+    return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else "")
+
+
+async def get_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    params: Mapping[str, str | int] | None = None,
+    headers: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    now: float | None = None,
+) -> Any:
+    """One GET whose answer must be JSON; every failure is a :class:`ProviderError`.
+
+    No retries here: the worker owns retries and the shared rate limiter.
+
+    Args:
+        now: Unix seconds, to turn an HTTP-date ``Retry-After`` into seconds
+            (default: the system clock; adapters are the I/O edge).
+    """
+    secrets = tuple(secrets)
+    sent = await _send(client, url, params=params, headers=headers, provider=provider, secrets=secrets)
+    if isinstance(sent, ProviderError):
+        raise sent
+    response = sent
+    log.debug("%s GET %s -> %s", provider, response.request.url.path, response.status_code)
+    error = error_for_status(
+        response, provider=provider, secrets=secrets, now=time.time() if now is None else now
+    )
+    if error is not None:
+        raise error
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        error = bad_payload(
+            provider,
+            f"GET {response.request.url.path}: answer is not valid JSON "
+            f"({len(response.content)} bytes, truncated or not JSON)",
+        )
+    raise error
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    params: Mapping[str, str | int] | None,
+    headers: Mapping[str, str] | None,
+    provider: str,
+    secrets: tuple[str, ...],
+) -> httpx.Response | ProviderError:
+    """The response, or the error to raise: returned, not raised, so that the
+    httpx exception (URL and all) never rides along as ``__context__``."""
+    try:
+        return await client.get(url, params=params, headers=headers)
+    except httpx.HTTPError as exc:
+        return error_for_exception(exc, provider=provider, secrets=secrets)
+
+
+# -- reading payloads ---------------------------------------------------------
+
+
+def number(value: Any, *, provider: str, field: str) -> float:
+    """A JSON number (not a bool, not a string) as float; else ``bad_payload``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        fail_payload(provider, f"field {field!r}: expected a number, got {value!r}")
+    return float(value)
+
+
+def integer(value: Any, *, provider: str, field: str) -> int:
+    """A JSON integer (an integral float is accepted); else ``bad_payload``."""
+    f = number(value, provider=provider, field=field)
+    if not f.is_integer():
+        fail_payload(provider, f"field {field!r}: expected an integer, got {value!r}")
+    return int(f)
+
+
+def optional_number(value: Any, *, provider: str, field: str) -> float | None:
+    return None if value is None else number(value, provider=provider, field=field)
+
+
+def mapping(value: Any, *, provider: str, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        fail_payload(provider, f"{field}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def rows_list(value: Any, *, provider: str, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        fail_payload(provider, f"{field}: expected a list, got {type(value).__name__}")
+    return value
+
+
+# -- reach ------------------------------------------------------------------
+
+
+def check_reach(capabilities: Capabilities, timeframe: Timeframe, start: int, end: int, now: float) -> None:
+    """Refuse, with :class:`NotSupported`, what a provider cannot answer *completely*.
+
+    A provider asked beyond its history depth tends to answer with the part it
+    has, which would be recorded as covered: a silent hole. Refusing lets the
+    router try another provider.
+    """
+    name = capabilities.name
+    if not capabilities.supports(timeframe):
+        raise NotSupported(f"{name}: timeframe {timeframe.value} is not served natively")
+    days = capabilities.history_days.get(timeframe)
+    if days is not None and start < now - days * _DAY:
+        raise NotSupported(f"{name}: {timeframe.value} reaches back {days} days; {iso(start)} is older")
+    span = capabilities.max_span_days.get(timeframe)
+    if span is not None and end - start > span * _DAY:
+        raise NotSupported(f"{name}: {timeframe.value} requests span at most {span} days")
+
+
+# -- labels and sessions ------------------------------------------------------
+
+
+def iso(ts: int) -> str:
+    """``ts`` (Unix seconds) as ISO 8601 UTC, for messages."""
+    return str(np.datetime64(int(ts), "s")) + "Z"
+
+
+def daily_labels(calendar: TradingCalendar, stamps: I64, *, provider: str, grace_s: int = 3600) -> I64:
+    """Our d1 labels (00:00 local of the session date) for a provider's daily stamps.
+
+    A stamp is read as "a moment of the session's local date": 00:00 (Polygon,
+    Alpaca), the 09:30 open (Yahoo) or the last trade just after the close.
+    It must fall between local midnight of a session date and that session's
+    close plus ``grace_s``. A stamp at 00:00 UTC (19:00/20:00 New York the
+    evening before) therefore fails instead of labelling the previous day.
+    """
+    stamps = np.asarray(stamps, dtype=np.int64)
+    if len(stamps) == 0:
+        return stamps
+    labels = calendar.bucket(Timeframe.d1, stamps)
+    idx = np.clip(np.searchsorted(calendar.midnights, labels), 0, len(calendar.midnights) - 1)
+    ok = (calendar.midnights[idx] == labels) & (stamps <= calendar.closes[idx] + grace_s)
+    if not ok.all():
+        bad = int(stamps[~ok][0])
+        fail_payload(
+            provider,
+            f"daily bar stamped {iso(bad)} is not within a {calendar.name} session date "
+            f"(midnight to close); refusing to guess its date",
+        )
+    return labels
+
+
+def weekly_labels(calendar: TradingCalendar, stamps: I64, *, provider: str) -> I64:
+    """Our w1 labels (Monday 00:00 local) for a provider's weekly stamps.
+
+    A stamp on Monday..Friday (local) belongs to its own week; one on Sunday
+    is read as the start of the week that begins the next day (Polygon's
+    anchor, and 00:00 UTC Monday seen from New York). A Saturday stamp could
+    be the end of one week or the start of the next: it is refused. The week
+    must hold at least one session.
+    """
+    stamps = np.asarray(stamps, dtype=np.int64)
+    if len(stamps) == 0:
+        return stamps
+    local_day = (stamps + calendar.utc_offset(stamps)) // _DAY
+    weekday = (local_day - _MONDAY_DAY_NUMBER) % 7  # 0 = Monday
+    if (weekday == 5).any():
+        bad = int(stamps[weekday == 5][0])
+        fail_payload(provider, f"weekly bar stamped {iso(bad)} (a Saturday): ambiguous week")
+    # Sunday any time + 30 h lands on Monday or early Tuesday of the next week, DST or not.
+    shifted = np.where(weekday == 6, stamps + _DAY + 6 * 3600, stamps)
+    labels = calendar.bucket(Timeframe.w1, shifted)
+    first_session = np.searchsorted(calendar.midnights, labels)
+    has_session = (first_session < len(calendar.midnights)) & (
+        calendar.midnights[np.clip(first_session, 0, len(calendar.midnights) - 1)] < labels + 7 * _DAY
+    )
+    if not has_session.all():
+        bad = int(stamps[~has_session][0])
+        fail_payload(provider, f"weekly bar stamped {iso(bad)}: its week holds no {calendar.name} session")
+    return labels
+
+
+def relabel(batch: BarBatch, calendar: TradingCalendar, *, grace_s: int = 3600) -> BarBatch:
+    """``batch`` with d1/w1 stamps turned into our labels; intraday batches unchanged."""
+    if batch.timeframe == Timeframe.d1:
+        ts = daily_labels(calendar, batch.ts, provider=batch.provider, grace_s=grace_s)
+    elif batch.timeframe == Timeframe.w1:
+        ts = weekly_labels(calendar, batch.ts, provider=batch.provider)
+    else:
+        return batch
+    return BarBatch(
+        batch.symbol,
+        batch.timeframe,
+        batch.provider,
+        ts,
+        batch.open,
+        batch.high,
+        batch.low,
+        batch.close,
+        batch.volume,
+        batch.vwap,
+        batch.trade_count,
+    ).take(np.argsort(ts, kind="stable"))
+
+
+def session_bars(batch: BarBatch, calendar: TradingCalendar, *, extended: bool) -> BarBatch:
+    """Intraday bars whose span ``[ts, ts + timeframe)`` meets trading time.
+
+    ``extended=False`` keeps the regular session (an h1 bar labelled 09:00
+    meets the 09:30 open and is kept); ``extended=True`` keeps 04:00 local to
+    four hours after the close. d1/w1 batches are returned unchanged.
+    """
+    if not batch.timeframe.intraday or len(batch) == 0:
+        return batch
+    opens, closes = (
+        (calendar.ext_opens, calendar.ext_closes) if extended else (calendar.opens, calendar.closes)
+    )
+    bar_end = batch.ts + batch.timeframe.seconds
+    i = np.searchsorted(opens, bar_end, side="left") - 1  # last session opening before the bar ends
+    keep = (i >= 0) & (batch.ts < closes[np.clip(i, 0, len(closes) - 1)])
+    return batch.take(keep)

@@ -1,0 +1,213 @@
+"""Polygon.io (Massive) aggregates: ``GET /v2/aggs/ticker/{T}/range/{mult}/{span}/{from}/{to}``.
+
+Wire contract, as documented and as this adapter relies on it:
+
+* ``from``/``to`` are Unix **milliseconds**, both inclusive; we send
+  ``[start, end - 1 ms]`` (w1: ``from`` two days early, see below). Query:
+  ``adjusted`` (we default to raw bars: adjust on read), ``sort=asc``,
+  ``limit=50000``.
+* ``limit`` caps the *base* aggregates behind the answer (minutes for
+  minute/hour bars, days for day/week bars), not the rows returned, which is
+  why capabilities declare ``page_unit=base_minutes`` and the planner chunks
+  by time so that no request reaches the cap.
+* Answer ``{ticker, adjusted, status: OK|DELAYED, resultsCount, results:
+  [{t, o, h, l, c, v, vw?, n?}], next_url?}``; ``t`` is the bar **start** in
+  Unix ms. An empty range has no ``results`` key at all (a covered, empty
+  range). ``status`` ERROR / NOT_AUTHORIZED are errors; any other status is
+  ``bad_payload``.
+* ``next_url`` is followed when present (staff once said aggregates have
+  none; current docs show it). It must point at the configured host: the
+  adapter authenticates with ``Authorization: Bearer`` and never sends the
+  key elsewhere, nor puts it in any URL.
+* Minute and hour aggregates include pre/post-market (04:00-20:00 New York).
+  They are filtered to the regular session unless ``extended_hours=True``;
+  an h1/h4 bar is kept when its span meets the session, so the 09:00 h1 bar
+  is kept (Polygon builds it from 09:00-09:59 minutes, pre-market included).
+* Day bars are stamped 00:00 New York of the session date: kept as our d1
+  label. Week bars' anchor is unconfirmed (reportedly Sunday 00:00 New
+  York): :func:`~barfill.providers.http.weekly_labels` maps a Sunday stamp to
+  the next Monday, a weekday stamp to its own Monday, and refuses Saturday.
+* Throttling is HTTP 429; ``Retry-After`` is honoured if sent (unconfirmed
+  that Polygon sends it). 401 = missing or unknown key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from barfill.domain.bars import BarBatch
+from barfill.domain.calendar import TradingCalendar, get_calendar
+from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import NotSupported, ProviderError
+from barfill.providers.http import (
+    fail_payload,
+    get_json,
+    integer,
+    mapping,
+    number,
+    optional_number,
+    redact,
+    relabel,
+    rows_list,
+    session_bars,
+)
+
+NAME = "polygon"
+PAGE_LIMIT = 50_000
+DEFAULT_RATE_LIMIT = RateLimit(requests=5, period_s=60.0)  # free tier
+_TIMESPANS: dict[Timeframe, tuple[int, str]] = {
+    Timeframe.m1: (1, "minute"),
+    Timeframe.m5: (5, "minute"),
+    Timeframe.m15: (15, "minute"),
+    Timeframe.m30: (30, "minute"),
+    Timeframe.h1: (1, "hour"),
+    Timeframe.h4: (4, "hour"),
+    Timeframe.d1: (1, "day"),
+    Timeframe.w1: (1, "week"),
+}
+_WEEK_LEAD_S = 2 * 86_400  # reach back to a Sunday (or Saturday) anchor before our Monday label
+_MAX_PAGES = 1_000  # a next_url chain longer than this is a provider loop, not data
+
+_Row = tuple[int, float, float, float, float, float, float | None, int | None]
+
+
+class PolygonProvider:
+    """Bars from Polygon's aggregates endpoint, one symbol per request.
+
+    Args:
+        client: an httpx client owned by the caller (it closes it).
+        api_key: sent as ``Authorization: Bearer``; never logged nor put in a URL.
+        base_url: the API root, configurable for proxies and tests.
+        adjusted: ask for split-adjusted bars (default raw: adjust on read).
+        rate_limit: overrides the free tier's 5 requests per minute.
+        extended_hours: keep pre/post-market minutes instead of filtering
+            intraday bars to the regular session.
+        calendar: the exchange calendar (default XNYS).
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        api_key: str,
+        base_url: str = "https://api.polygon.io",
+        adjusted: bool = False,
+        rate_limit: RateLimit | None = None,
+        extended_hours: bool = False,
+        calendar: TradingCalendar | None = None,
+    ) -> None:
+        self._client = client
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._base = httpx.URL(self._base_url)
+        self._adjusted = adjusted
+        self._extended = extended_hours
+        self._calendar = calendar or get_calendar("XNYS")
+        self._capabilities = Capabilities(
+            name=NAME,
+            timeframes=frozenset(_TIMESPANS),
+            page_limit=PAGE_LIMIT,
+            page_unit=PageUnit.base_minutes,
+            # The answer counts extended-hours minutes against `limit` even
+            # when we filter them out afterwards.
+            extended_hours=True,
+            rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client belongs to the caller."""
+
+    async def fetch(
+        self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
+    ) -> dict[str, BarBatch]:
+        """Bars with ``start <= ts < end`` for each symbol (one request chain per symbol)."""
+        if timeframe not in _TIMESPANS:
+            raise NotSupported(f"{NAME}: timeframe {timeframe.value}")
+        return {symbol: await self._fetch_one(symbol, timeframe, start, end) for symbol in symbols}
+
+    async def _fetch_one(self, symbol: str, timeframe: Timeframe, start: int, end: int) -> BarBatch:
+        multiplier, timespan = _TIMESPANS[timeframe]
+        from_ms = (start - (_WEEK_LEAD_S if timeframe == Timeframe.w1 else 0)) * 1000
+        to_ms = end * 1000 - 1
+        url = (
+            f"{self._base_url}/v2/aggs/ticker/{quote(symbol, safe='')}"
+            f"/range/{multiplier}/{timespan}/{from_ms}/{to_ms}"
+        )
+        params: dict[str, str | int] | None = {
+            "adjusted": "true" if self._adjusted else "false",
+            "sort": "asc",
+            "limit": PAGE_LIMIT,
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        rows: list[_Row] = []
+        for _ in range(_MAX_PAGES):
+            payload = await get_json(
+                self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
+            )
+            page = mapping(payload, provider=NAME, field="answer")
+            rows.extend(self._parse_page(page, symbol))
+            next_url = page.get("next_url")
+            if not next_url:
+                break
+            url, params = self._checked_next(next_url), None  # next_url carries its own query
+        else:
+            fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
+        batch = relabel(BarBatch.from_rows(symbol, timeframe, NAME, rows), self._calendar)
+        batch = session_bars(batch, self._calendar, extended=self._extended)
+        return batch.between(start, end)
+
+    def _parse_page(self, page: Mapping[str, Any], symbol: str) -> list[_Row]:
+        status = page.get("status")
+        if status in ("ERROR", "NOT_AUTHORIZED"):
+            detail = redact(str(page.get("error") or page.get("message") or ""), (self._api_key,))
+            code = "not_authorized" if status == "NOT_AUTHORIZED" else "provider_error"
+            raise ProviderError(code, f"{NAME}: {symbol}: status {status}: {detail}", retryable=False)
+        if status not in ("OK", "DELAYED"):
+            fail_payload(NAME, f"{symbol}: unexpected status {status!r}")
+        ticker = page.get("ticker")
+        if ticker is not None and str(ticker).upper() != symbol.upper():
+            fail_payload(NAME, f"asked for {symbol!r}, answer is for {ticker!r}")
+        adjusted = page.get("adjusted")
+        if adjusted is not None and adjusted is not self._adjusted:
+            fail_payload(NAME, f"{symbol}: asked adjusted={self._adjusted}, answer says {adjusted!r}")
+        if "results" not in page:  # resultsCount 0: an empty, covered range
+            return []
+        out: list[_Row] = []
+        for i, raw in enumerate(rows_list(page["results"], provider=NAME, field="results")):
+            row = mapping(raw, provider=NAME, field=f"results[{i}]")
+            t_ms = integer(row.get("t"), provider=NAME, field="t")
+            trades = row.get("n")
+            out.append(
+                (
+                    t_ms // 1000,
+                    number(row.get("o"), provider=NAME, field="o"),
+                    number(row.get("h"), provider=NAME, field="h"),
+                    number(row.get("l"), provider=NAME, field="l"),
+                    number(row.get("c"), provider=NAME, field="c"),
+                    number(row.get("v"), provider=NAME, field="v"),
+                    optional_number(row.get("vw"), provider=NAME, field="vw"),
+                    None if trades is None else integer(trades, provider=NAME, field="n"),
+                )
+            )
+        return out
+
+    def _checked_next(self, next_url: Any) -> str:
+        """``next_url`` if it points at the configured API; else ``bad_payload``."""
+        if not isinstance(next_url, str):
+            fail_payload(NAME, f"next_url: expected a string, got {type(next_url).__name__}")
+        try:
+            target = httpx.URL(next_url)
+        except httpx.InvalidURL:
+            fail_payload(NAME, "next_url is not a URL")
+        if (target.scheme, target.host, target.port) != (self._base.scheme, self._base.host, self._base.port):
+            fail_payload(NAME, f"next_url points at {target.scheme}://{target.host}, not the configured API")
+        return str(target)

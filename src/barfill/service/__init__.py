@@ -1,0 +1,1 @@
+"""The engine: ensure, orchestrator tick, workers, derivations, progress."""

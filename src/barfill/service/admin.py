@@ -1,0 +1,61 @@
+"""What the operator commands show and change: status, slices, definitions, symbols."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from barfill.bootstrap import App
+from barfill.store import reports
+from barfill.store.definitions import set_enabled as _set_enabled
+from barfill.store.symbols import ensure_symbols
+
+
+def status(app: App) -> dict[str, Any]:
+    """Queue counts, last-hour throughput, errors grouped by message, slices past their lease."""
+    q = app.queue
+    slices, rows = q.throughput(3600)
+    with app.db.read() as conn:
+        n_defs = reports.definition_count(conn)
+        n_bars = reports.total_bars(conn)
+    return {
+        "counts": q.counts(),
+        "throughput": {"slices": slices, "bars": rows},
+        "errors": [{"code": c, "message": m, "count": n} for c, m, n in q.errors(20)],
+        "stuck": list(q.stuck(0.0)),
+        "definitions": n_defs,
+        "bars": n_bars,
+    }
+
+
+def list_slices(app: App, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+    with app.db.read() as conn:
+        return reports.list_slices(conn, status=status, limit=limit)
+
+
+def list_defs(app: App) -> list[dict[str, Any]]:
+    with app.db.read() as conn:
+        rows = reports.definitions_with_symbols(conn)
+    for r in rows:
+        if r["window_days"] is not None:
+            r["window"] = f"{r['window_days']} days"
+        else:
+            r["window"] = (
+                f"{time.strftime('%Y-%m-%d', time.gmtime(r['start']))} → "
+                f"{time.strftime('%Y-%m-%d', time.gmtime(r['end']))}"
+            )
+    return rows
+
+
+def set_enabled(app: App, ids: Sequence[int], enabled: bool) -> int:
+    with app.db.write() as conn:
+        return _set_enabled(conn, ids, enabled)
+
+
+def add_symbols(app: App, tickers: Sequence[str]) -> int:
+    """Insert the tickers that are new; returns how many were."""
+    with app.db.write() as conn:
+        before = reports.symbol_count(conn)
+        ensure_symbols(conn, tickers, calendar=app.settings.calendar)
+        return reports.symbol_count(conn) - before

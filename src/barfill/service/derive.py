@@ -1,0 +1,96 @@
+"""Derived timeframes: rebuild coarser bars from finer ones after a source slice lands.
+
+Configured as ``"SOURCE->TARGET"`` pairs (``m15->h1``). Each bucket a slice
+touches is recomputed from **all** of its source bars in the store, never only
+from the slice, and only when the bucket's whole trading time is covered by
+the source's coverage: a half-fetched hour is not written as an hour. Derived
+bars are stored with provider ``resample:SOURCE`` (their lineage) and their
+buckets are added to the target's coverage, so a definition for the target
+timeframe needs no request where the source already answers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.engine import Connection
+
+from barfill.domain import intervals as iv
+from barfill.domain.bars import Layer
+from barfill.domain.calendar import TradingCalendar
+from barfill.domain.resample import complete_buckets, resample, touched_buckets
+from barfill.domain.slices import CoverageSpan
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import InvalidInput
+from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.coverage import add_coverage, read_coverage
+
+
+@dataclass(frozen=True)
+class Derivation:
+    source: Timeframe
+    target: Timeframe
+
+    @property
+    def provider(self) -> str:
+        return f"resample:{self.source.value}"
+
+
+def parse_derivations(items: Sequence[str]) -> list[Derivation]:
+    out = []
+    for item in items:
+        source, sep, target = item.partition("->")
+        src, dst = Timeframe.parse(source), Timeframe.parse(target)
+        if not sep or dst.seconds <= src.seconds:
+            raise InvalidInput("derivations", "'SOURCE->TARGET' with a coarser target", item)
+        out.append(Derivation(src, dst))
+    return out
+
+
+def derive_after(
+    conn: Connection,
+    *,
+    symbol_id: int,
+    source: Timeframe,
+    start: int,
+    end: int,
+    derivations: Sequence[Derivation],
+    calendar: TradingCalendar,
+    layer: Layer,
+    fetched_at: float,
+    coverage_expires_at: float | None = None,
+) -> int:
+    """Recompute every target bucket that [start, end) of ``source`` touches; returns bars written.
+
+    Runs inside the caller's transaction (the slice's completion), so derived
+    bars land with their source or not at all.
+    """
+    written = 0
+    for d in derivations:
+        if d.source != source:
+            continue
+        lo, hi = touched_buckets(d.target, start, end, calendar)
+        labels = calendar.bar_opens(d.target, lo, hi)
+        labels = labels[(labels >= lo) & (labels < hi)]
+        if len(labels) == 0:
+            continue
+        covered = read_coverage(conn, symbol_id, source)
+        complete = labels[complete_buckets(d.target, labels, covered, calendar)]
+        if len(complete) == 0:
+            continue
+        src = read_bars(conn, symbol_id, source, lo, hi)
+        if len(src):
+            out = resample(src, d.target, calendar, provider=d.provider)
+            out = out.take(np.isin(out.ts, complete))
+            written += upsert_bars(conn, symbol_id, out, layer=layer, fetched_at=fetched_at)
+        ends = calendar.bar_end(d.target, complete)
+        spans = iv.normalize(zip(complete.tolist(), ends.tolist(), strict=True))
+        add_coverage(
+            conn,
+            symbol_id,
+            d.target,
+            [CoverageSpan(s.start, s.end, coverage_expires_at) for s in spans],
+        )
+    return written

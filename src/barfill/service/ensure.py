@@ -1,0 +1,238 @@
+"""``ensure``: record the desired coverage, answer at once, queue what is missing.
+
+It never waits for a provider. It answers with what is stored (coverage
+bounds), what is missing (gaps, bars), what cannot be filled (beyond every
+provider's history) and the job's progress, then queues the slices for the
+workers. Repeating it, even concurrently, gives one definition per
+(symbol, timeframe) and no duplicate slices (both are unique keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from barfill.bootstrap import App
+from barfill.domain import intervals as iv
+from barfill.domain.calendar import get_calendar
+from barfill.domain.intervals import Interval
+from barfill.domain.symbols import validate_ticker
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import InvalidInput
+from barfill.service.planning import order_for_batching, plan_definition
+from barfill.service.progress import JobRef, Progress, job_progress
+from barfill.store.coverage import read_coverage
+from barfill.store.db import db_now
+from barfill.store.definitions import Definition, get_definition, upsert_definition
+from barfill.store.symbols import ensure_symbols
+
+DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
+    Timeframe.m1: 7,
+    Timeframe.m5: 30,
+    Timeframe.m15: 30,
+    Timeframe.m30: 60,
+    Timeframe.h1: 90,
+    Timeframe.h4: 90,
+    Timeframe.d1: 365,
+    Timeframe.w1: 365,
+}
+MAX_WINDOW_DAYS = 365 * 30
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    """The answer for one (symbol, timeframe). Times are Unix seconds, UTC."""
+
+    symbol: str
+    timeframe: Timeframe
+    definition_id: int
+    created: bool
+    window_start: int
+    window_end: int
+    has_coverage: bool
+    coverage_from: int | None
+    coverage_to: int | None
+    gaps: int
+    bars_missing: int
+    unfillable: list[Interval]
+    slices_queued: int
+    provider: str | None
+    gap_spans: list[Interval] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe.value,
+            "definition_id": self.definition_id,
+            "window": [_iso(self.window_start), _iso(self.window_end)],
+            "has_coverage": self.has_coverage,
+            "coverage_from": _iso(self.coverage_from),
+            "coverage_to": _iso(self.coverage_to),
+            "gaps": self.gaps,
+            "bars_missing": self.bars_missing,
+            "unfillable": [[_iso(u.start), _iso(u.end)] for u in self.unfillable],
+            "slices_queued": self.slices_queued,
+            "provider": self.provider,
+        }
+
+
+@dataclass(frozen=True)
+class EnsureReport:
+    results: list[EnsureResult]
+    job: JobRef
+    progress: Progress
+    notices: list[str] = field(default_factory=list)
+
+
+def _iso(ts: int | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: datetime | date | str | int | float, field_name: str) -> int:
+    """A point in time as Unix seconds. Naive datetimes are refused: say which zone you mean.
+
+    Accepts an aware ``datetime``, a ``date`` or ``YYYY-MM-DD`` (00:00 UTC),
+    an ISO 8601 string with an offset or ``Z``, or Unix seconds.
+    """
+    if isinstance(value, bool):
+        raise InvalidInput(field_name, "a date, an aware datetime or Unix seconds", value)
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInput(field_name, "a timezone-aware datetime (naive times are ambiguous)", value)
+        return int(value.timestamp())
+    if isinstance(value, date):
+        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
+    text = str(value).strip()
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(field_name, "YYYY-MM-DD or an ISO 8601 time with offset", value) from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(field_name, "an ISO 8601 time with an offset such as Z or +00:00", value)
+    return int(parsed.timestamp())
+
+
+@dataclass(frozen=True)
+class Window:
+    """Either a rolling ``days`` window ending now, or fixed [start, end)."""
+
+    days: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        timeframe: Timeframe,
+        *,
+        days: int | None = None,
+        start: datetime | date | str | int | None = None,
+        end: datetime | date | str | int | None = None,
+    ) -> Window:
+        if days is not None and (start is not None or end is not None):
+            raise InvalidInput("window", "either days or start/end, not both")
+        if start is None and end is None:
+            days = DEFAULT_WINDOW_DAYS[timeframe] if days is None else days
+            if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_WINDOW_DAYS:
+                raise InvalidInput("days", f"a whole number of days from 1 to {MAX_WINDOW_DAYS}", days)
+            return cls(days=days)
+        if start is None or end is None:
+            raise InvalidInput("window", "both start and end (or days)")
+        s, e = parse_time(start, "start"), parse_time(end, "end")
+        if e <= s:
+            raise InvalidInput("end", "a time after start", end)
+        return cls(start=s, end=e)
+
+
+def ensure(
+    app: App,
+    symbols: Sequence[str],
+    timeframe: Timeframe | str,
+    *,
+    days: int | None = None,
+    start: datetime | date | str | int | None = None,
+    end: datetime | date | str | int | None = None,
+    priority: int = 0,
+    provider: str | None = None,
+    calendar: str | None = None,
+) -> EnsureReport:
+    """Record the desired coverage for each symbol, queue its gaps, answer at once."""
+    tf = Timeframe.parse(timeframe)
+    if not symbols:
+        raise InvalidInput("symbols", "at least one ticker")
+    tickers = list(dict.fromkeys(validate_ticker(s) for s in symbols))
+    window = Window.parse(tf, days=days, start=start, end=end)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise InvalidInput("priority", "a whole number from -1000 to 1000", priority)
+    if provider is not None and provider not in app.providers:
+        raise InvalidInput("provider", f"one of {', '.join(sorted(app.providers))}", provider)
+    cal_name = calendar or app.settings.calendar
+    cal = get_calendar(cal_name)
+    if window.start is not None and window.end is not None:
+        cal.check_range(window.start, window.end)
+
+    with app.db.write() as conn:
+        since = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+        ids = ensure_symbols(conn, tickers, calendar=cal_name)
+        upserted = [
+            upsert_definition(
+                conn,
+                ids[t],
+                tf,
+                window_days=window.days,
+                start=window.start,
+                end=window.end,
+                priority=priority,
+                provider=provider,
+            )
+            for t in tickers
+        ]
+        defs = [(_definition(conn, def_id), created) for def_id, created in upserted]
+        coverages = [read_coverage(conn, ids[t], tf) for t in tickers]
+    now = int(since)
+    results: list[EnsureResult] = []
+    new_slices = []
+    for ticker, (defn, created), coverage in zip(tickers, defs, coverages, strict=True):
+        plan = plan_definition(
+            defn, coverage, cal, app.router, now=now, max_attempts=app.settings.max_attempts
+        )
+        new_slices.extend(plan.slices)
+        inside = iv.intersect(coverage, [plan.window])
+        results.append(
+            EnsureResult(
+                symbol=ticker,
+                timeframe=tf,
+                definition_id=defn.id,
+                created=created,
+                window_start=plan.window.start,
+                window_end=plan.window.end,
+                has_coverage=not plan.gaps,
+                coverage_from=inside[0].start if inside else None,
+                coverage_to=inside[-1].end if inside else None,
+                gaps=len(plan.gaps),
+                bars_missing=plan.bars_missing,
+                unfillable=plan.unfillable,
+                slices_queued=len(plan.slices),
+                provider=plan.provider,
+                gap_spans=plan.gaps,
+            )
+        )
+    if new_slices:
+        app.queue.enqueue(order_for_batching(new_slices))
+    job = JobRef(tuple(d.id for d, _ in defs), since - 1e-3)
+    return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
+
+
+def _definition(conn: sa.Connection, definition_id: int) -> Definition:
+    defn = get_definition(conn, definition_id)
+    assert defn is not None, "the definition was just upserted in this transaction"
+    return defn

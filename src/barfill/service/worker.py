@@ -1,0 +1,370 @@
+"""The fetch-bars worker: claim slices, fetch within the shared rate limit, validate, commit.
+
+asyncio with ``concurrency`` slices (or multi-symbol groups) in flight; any
+number of processes on any number of machines share the queue and the rate
+limiter through the database. Store calls are synchronous and run in threads.
+
+A slice's life here: claimed under a lease → heartbeat every lease/3 → rate
+token (waiting if needed) → fetch through the planned provider, falling back
+to the router's next choice when it cannot serve → validate → one transaction
+(bars + coverage + derived bars + status). Errors are recorded on the slice;
+retryable ones back off (honouring Retry-After, pushing the shared limiter
+for everyone on a 429). On stop: no new claims; in-flight slices get
+``grace_s`` to finish, then are released untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
+
+from barfill.bootstrap import App
+from barfill.domain.bars import BarBatch, Layer
+from barfill.domain.calendar import TradingCalendar, get_calendar
+from barfill.domain.planner import estimate_units
+from barfill.domain.slices import ClaimedSlice, CoverageSpan
+from barfill.domain.validate import validate_bars
+from barfill.errors import BarfillError, InvalidBars, LeaseLost, ProviderError
+from barfill.service.derive import Derivation, derive_after, parse_derivations
+from barfill.service.planning import reaches_open_session
+from barfill.store.definitions import get_definition
+from barfill.store.ratelimit import acquire
+from barfill.store.symbols import symbol_calendars
+
+log = logging.getLogger("barfill.worker")
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did; ``requests`` counts provider fetch calls."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lease_lost: int = 0
+    reaped: int = 0
+    requests: int = 0
+    bars_written: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One worker process's loop. Create, then ``await run(stop)``."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        lease_s: float | None = None,
+        poll_s: float = 0.5,
+        derivations: Sequence[Derivation] | None = None,
+    ) -> None:
+        self.app = app
+        self.concurrency = concurrency or app.settings.worker_concurrency
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_s = lease_s or app.settings.lease_s
+        self.poll_s = poll_s
+        self.derivations = (
+            list(derivations) if derivations is not None else parse_derivations(app.settings.derivations)
+        )
+        self.stats = WorkerStats()
+        self._calendars: dict[int, TradingCalendar] = {}
+        self._pins: dict[int, str | None] = {}
+        self._last_reap = 0.0
+        self._claim_batch = max(p.capabilities.max_symbols for p in app.providers.values())
+
+    # -- main loop ------------------------------------------------------------
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, drain: bool = False, grace_s: float = 10.0
+    ) -> WorkerStats:
+        """Work until ``stop`` is set (or, with ``drain``, until the queue has nothing left)."""
+        stop = stop or asyncio.Event()
+        inflight: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            inflight = {t for t in inflight if not t.done()}
+            free = self.concurrency - len(inflight)
+            if free <= 0:
+                await _wait_any(inflight, stop)
+                continue
+            groups = await self._claim_groups(free)
+            if not groups:
+                await self._reap_if_due()
+                if drain and not inflight and await asyncio.to_thread(self._queue_empty):
+                    break
+                await _wait_any(inflight, stop, timeout=self.poll_s)
+                continue
+            for group in groups:
+                inflight.add(asyncio.create_task(self._process(group)))
+        await self._shutdown(inflight, grace_s)
+        return self.stats
+
+    async def _reap_if_due(self) -> None:
+        """An idle worker re-queues slices whose lease expired (a dead worker's).
+
+        The scheduler reaps too; reaping is one idempotent conditional UPDATE,
+        so doing it from anywhere is safe and keeps work moving when no
+        scheduler runs (``worker --drain``).
+        """
+        now = time.monotonic()
+        if now - self._last_reap < max(1.0, self.lease_s / 3):
+            return
+        self._last_reap = now
+        self.stats.reaped += await asyncio.to_thread(self.app.queue.reap)
+
+    def _queue_empty(self) -> bool:
+        counts = self.app.queue.counts()
+        return counts.get("queued", 0) == 0 and counts.get("running", 0) == 0
+
+    async def _shutdown(self, inflight: set[asyncio.Task[None]], grace_s: float) -> None:
+        if not inflight:
+            return
+        _, pending = await asyncio.wait(inflight, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- claiming ---------------------------------------------------------------
+
+    async def _claim_groups(self, free: int) -> list[list[ClaimedSlice]]:
+        """Claim runnable slices and group same-range ones of multi-symbol providers.
+
+        Slices of providers whose shared rate limit is exhausted are not
+        claimed: a worker does not take work it cannot start.
+        """
+        ready = await asyncio.to_thread(self._ready_providers)
+        if not ready:
+            return []
+        claimed = await asyncio.to_thread(
+            self.app.queue.claim, self.worker_id, free * self._claim_batch, self.lease_s, ready
+        )
+        self.stats.claimed += len(claimed)
+        groups = self._group(claimed)
+        keep, extra = groups[:free], groups[free:]
+        for group in extra:
+            for s in group:
+                await asyncio.to_thread(self._release_quietly, s)
+        return keep
+
+    def _ready_providers(self) -> list[str]:
+        return [
+            name
+            for name, p in self.app.providers.items()
+            if self.app.limiter.peek(name, p.capabilities.rate_limit) <= 0.0
+        ]
+
+    def _group(self, claimed: Sequence[ClaimedSlice]) -> list[list[ClaimedSlice]]:
+        by_range: dict[tuple[str, str, int, int], list[ClaimedSlice]] = defaultdict(list)
+        for s in claimed:
+            by_range[(s.provider, s.timeframe.value, s.start, s.end)].append(s)
+        groups: list[list[ClaimedSlice]] = []
+        for (provider_name, _, _, _), same in by_range.items():
+            caps = self.app.providers[provider_name].capabilities
+            group: list[ClaimedSlice] = []
+            units = 0
+            for s in same:
+                cost = estimate_units(s.timeframe, caps, self._calendar(s.symbol_id), s.start, s.end)
+                if group and (len(group) >= caps.max_symbols or units + cost > caps.page_limit):
+                    groups.append(group)
+                    group, units = [], 0
+                group.append(s)
+                units += cost
+            groups.append(group)
+        return groups
+
+    def _calendar(self, symbol_id: int) -> TradingCalendar:
+        cal = self._calendars.get(symbol_id)
+        if cal is None:
+            with self.app.db.read() as conn:
+                names = symbol_calendars(conn, [symbol_id])
+            cal = get_calendar(names.get(symbol_id, self.app.settings.calendar))
+            self._calendars[symbol_id] = cal
+        return cal
+
+    # -- one group --------------------------------------------------------------
+
+    async def _process(self, group: list[ClaimedSlice]) -> None:
+        lost: set[int] = set()
+        beat = asyncio.create_task(self._heartbeat(group, lost))
+        try:
+            await self._fetch_and_commit(group, lost)
+        except asyncio.CancelledError:
+            for s in group:
+                await asyncio.to_thread(self._release_quietly, s)
+            raise
+        except Exception as e:  # the loop must survive anything one slice does
+            log.exception("slice group %s failed unexpectedly", [s.id for s in group])
+            for s in group:
+                await self._fail(s, "internal", f"{type(e).__name__}: {e}", retryable=True)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _heartbeat(self, group: list[ClaimedSlice], lost: set[int]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            for s in group:
+                if s.id in lost:
+                    continue
+                try:
+                    await asyncio.to_thread(self.app.queue.heartbeat, s, self.lease_s)
+                except LeaseLost:
+                    lost.add(s.id)
+
+    async def _fetch_and_commit(self, group: list[ClaimedSlice], lost: set[int]) -> None:
+        first = group[0]
+        cal = self._calendar(first.symbol_id)
+        attempted: list[str] = []
+
+        async def take_slot(name: str) -> None:
+            attempted.append(name)
+            await acquire(self.app.limiter, name, self.app.providers[name].capabilities.rate_limit)
+            self.stats.requests += 1
+
+        try:
+            _, batches = await self.app.router.fetch(
+                [s.symbol for s in group],
+                first.timeframe,
+                first.start,
+                first.end,
+                now=int(time.time()),
+                pinned=await asyncio.to_thread(self._pinned, first.definition_id),
+                prefer=first.provider,
+                on_attempt=take_slot,
+            )
+        except ProviderError as e:
+            if e.code == "http_429" and attempted:
+                name = attempted[-1]
+                wait = e.retry_after_s or 2 * self.app.providers[name].capabilities.rate_limit.interval_s
+                await asyncio.to_thread(self.app.limiter.penalize, name, wait)
+            for s in group:
+                await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
+            return
+        await self._commit(group, batches, cal, lost)
+
+    def _pinned(self, definition_id: int) -> str | None:
+        """The provider a definition is pinned to (cached: pins change rarely)."""
+        if definition_id not in self._pins:
+            with self.app.db.read() as conn:
+                defn = get_definition(conn, definition_id)
+            self._pins[definition_id] = defn.provider if defn is not None else None
+        return self._pins[definition_id]
+
+    async def _commit(
+        self,
+        group: list[ClaimedSlice],
+        batches: dict[str, BarBatch],
+        cal: TradingCalendar,
+        lost: set[int],
+    ) -> None:
+        now = time.time()
+        for s in group:
+            if s.id in lost:
+                self.stats.lease_lost += 1
+                continue
+            batch = batches.get(s.symbol)
+            if batch is None:
+                await self._fail(s, "bad_payload", f"provider answered without {s.symbol}", retryable=True)
+                continue
+            live = reaches_open_session(cal, s.end, now)
+            layer = Layer.intraday if live else Layer.historical
+            reasons = validate_bars(batch, start=s.start, end=s.end, calendar=cal, now=now, final=not live)
+            if reasons:
+                await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
+                continue
+            expires = now + self.app.settings.intraday_refresh_s if live else None
+            try:
+                rows = await asyncio.to_thread(self._complete, s, batch, layer, expires, cal)
+            except LeaseLost:
+                self.stats.lease_lost += 1
+                continue
+            self.stats.succeeded += 1
+            self.stats.bars_written += rows
+
+    def _complete(
+        self,
+        s: ClaimedSlice,
+        batch: BarBatch,
+        layer: Layer,
+        expires_at: float | None,
+        cal: TradingCalendar,
+    ) -> int:
+        def derived(conn: Connection) -> None:
+            derive_after(
+                conn,
+                symbol_id=s.symbol_id,
+                source=s.timeframe,
+                start=s.start,
+                end=s.end,
+                derivations=self.derivations,
+                calendar=cal,
+                layer=layer,
+                fetched_at=time.time(),
+                coverage_expires_at=expires_at,
+            )
+
+        return self.app.queue.complete(
+            s, [batch], [CoverageSpan(s.start, s.end, expires_at)], layer=layer, also=derived
+        )
+
+    async def _fail(
+        self,
+        s: ClaimedSlice,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+        try:
+            status = await asyncio.to_thread(
+                self.app.queue.fail, s, code, message, retryable=retryable, retry_after_s=retry_after_s
+            )
+        except LeaseLost:
+            self.stats.lease_lost += 1
+            return
+        if status == "failed":
+            self.stats.failed += 1
+        else:
+            self.stats.retried += 1
+
+    def _release_quietly(self, s: ClaimedSlice) -> None:
+        try:
+            self.app.queue.release(s)
+            self.stats.released += 1
+        except (LeaseLost, BarfillError):
+            pass
+
+
+async def _wait_any(
+    tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float | None = None
+) -> None:
+    """Return when a task finishes, ``stop`` is set, or ``timeout`` passes."""
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({*tasks, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper

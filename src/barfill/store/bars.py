@@ -1,0 +1,453 @@
+"""Bar upserts and reads: the hot path of the store.
+
+Writes are bulk and idempotent, keyed by (symbol, timeframe, ts, provider,
+layer). They run *inside* the caller's transaction (the queue completes a
+slice by writing its bars, its coverage and its status together) and never
+commit. The two drivers are fed the way each is fastest:
+
+* PostgreSQL: the batch is encoded with numpy as binary ``COPY`` into a
+  temporary table (``ON COMMIT DROP``), then merged with one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. When nothing is stored yet
+  in the batch's range (the usual case) a plain ``INSERT`` is tried first
+  under a savepoint: ON CONFLICT's speculative insertion is measured to cost
+  20-40% of the rate.
+* SQLite: one DBAPI ``executemany`` into a temporary table, then the same
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (measured 1.6x faster than
+  an ``executemany`` of the upsert itself: the merge into the primary-key
+  B-tree then runs inside SQLite).
+
+A conflicting row is overwritten only by a fetch at least as recent
+(``fetched_at``), so a late, older write can never replace newer data;
+rerunning the same write leaves every row as it was.
+
+Reads return one bar per ``ts``: a ``historical`` bar beats an ``intraday``
+one, and among providers the most recently fetched wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from barfill.domain.bars import BarBatch, Layer
+from barfill.domain.intervals import interval
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import DatabaseError, InvalidInput
+from barfill.store.schema import bars, symbols
+
+if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
+    import pandas as pd
+
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+_UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at"))
+_ON_CONFLICT = (
+    "ON CONFLICT (symbol_id, timeframe, ts, provider, layer) DO UPDATE SET "
+    f"{_UPDATE_SET} WHERE excluded.fetched_at >= bars.fetched_at"
+)
+_INSERT_COLUMNS = (
+    "symbol_id, timeframe, ts, provider, layer, open, high, low, close, volume, vwap, trade_count, fetched_at"
+)
+# Both dialects stage the batch in a temporary table and merge it with one statement.
+# ``WHERE true`` lets SQLite parse ``INSERT ... SELECT ... ON CONFLICT`` unambiguously.
+_STAGE = "_barfill_bars_in"
+_STAGE_COLUMNS = "ts, open, high, low, close, volume, vwap, trade_count"
+_SELECT_STAGE = (
+    "SELECT {p}, {p}, ts, {p}, {p}, open, high, low, close, volume, {vwap}, NULLIF(trade_count, -1), {p} "
+    f"FROM {_STAGE} WHERE true"
+)
+_PG_INSERT = f"INSERT INTO bars ({_INSERT_COLUMNS}) " + _SELECT_STAGE.format(
+    p="%s", vwap="NULLIF(vwap, 'NaN'::float8)"
+)
+_PG_MERGE = f"{_PG_INSERT} {_ON_CONFLICT}"
+_PG_STAGE_DDL = (
+    f"CREATE TEMPORARY TABLE {_STAGE} (ts int8, open float8, high float8, low float8, "
+    "close float8, volume float8, vwap float8, trade_count int8) ON COMMIT DROP"
+)
+_PG_PROBE = (
+    "SELECT EXISTS (SELECT 1 FROM bars WHERE symbol_id = %s AND timeframe = %s AND ts >= %s AND ts <= %s "
+    "AND provider = %s AND layer = %s)"
+)
+# Below this size the probe and savepoint of the fast path cost more than ON CONFLICT saves.
+_PG_FAST_PATH_MIN_ROWS = 2_000
+# SQLite stores a NaN vwap as NULL by itself.
+_SQLITE_MERGE = (
+    f"INSERT INTO bars ({_INSERT_COLUMNS}) " + _SELECT_STAGE.format(p="?", vwap="vwap") + f" {_ON_CONFLICT}"
+)
+_SQLITE_STAGE_DDL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (ts INTEGER, open REAL, high REAL, low REAL, "
+    "close REAL, volume REAL, vwap REAL, trade_count INTEGER)"
+)
+
+# One binary COPY tuple: field count, then (length, value) for each of the 8 fixed-width columns.
+_COPY_FIELDS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
+_COPY_TUPLE = np.dtype(
+    [("n", ">i2")]
+    + [
+        item
+        for name in _COPY_FIELDS
+        for item in ((f"len_{name}", ">i4"), (name, ">i8" if name in ("ts", "trade_count") else ">f8"))
+    ]
+)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
+_LAYER_RANK = {Layer.historical.value: 0, Layer.intraday.value: 1, Layer.forecast.value: 2}
+
+
+def unix_seconds(value: object, field: str) -> int:
+    """Unix seconds (UTC) from an int or a timezone-aware datetime.
+
+    Raises:
+        InvalidInput: for a naive datetime (its zone would be a guess), a bool, or any other type.
+    """
+    if isinstance(value, bool):
+        raise InvalidInput(field, "Unix seconds (int) or a timezone-aware datetime", value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(field, "a timezone-aware datetime (naive times are ambiguous)", value)
+        return int(value.timestamp())
+    raise InvalidInput(field, "Unix seconds (int) or a timezone-aware datetime", value)
+
+
+def upsert_bars(
+    conn: Connection,
+    symbol_id: int,
+    batch: BarBatch,
+    *,
+    layer: Layer,
+    fetched_at: float,
+) -> int:
+    """Insert or update ``batch``'s bars inside the caller's transaction (no commit).
+
+    Args:
+        symbol_id: the symbol the bars belong to (``batch.symbol`` is not looked up).
+        layer: the layer every bar of the batch is written to.
+        fetched_at: when the bars were fetched, Unix seconds on the database clock.
+            A stored bar is replaced only by one with ``fetched_at`` >= its own.
+
+    Returns:
+        Rows inserted or updated. A batch with repeated ``ts`` keeps the last one.
+
+    Raises:
+        DatabaseError: the database refused the rows (e.g. an unknown ``symbol_id``);
+            the caller's transaction must be rolled back.
+    """
+    layer = Layer(layer)
+    batch = _unique_ts(batch)
+    if len(batch) == 0:
+        return 0
+    dbapi = conn.connection.driver_connection
+    try:
+        if conn.dialect.name == "postgresql":
+            return _upsert_postgres(dbapi, symbol_id, batch, layer, fetched_at)
+        return _upsert_sqlite(dbapi, symbol_id, batch, layer, fetched_at)
+    except (psycopg.Error, sqlite3.Error) as e:
+        # Raw driver calls bypass SQLAlchemy's wrapping; speak barfill's language here.
+        raise DatabaseError(f"writing {len(batch)} {batch.symbol} bars failed: {e}") from e
+
+
+def _unique_ts(batch: BarBatch) -> BarBatch:
+    if len(batch) < 2 or bool(np.all(batch.ts[1:] > batch.ts[:-1])):
+        return batch
+    order = np.argsort(batch.ts, kind="stable")
+    ts = batch.ts[order]
+    last_of_run = np.r_[ts[1:] != ts[:-1], True]
+    return batch.take(order[last_of_run])
+
+
+def encode_copy_binary(batch: BarBatch) -> bytes:
+    """The batch's 8 value columns as a PostgreSQL binary ``COPY`` stream.
+
+    Every column is fixed-width and non-NULL here (vwap NaN and trade_count -1
+    stand for "none"), so the whole stream is one numpy structured array.
+    """
+    rows = np.empty(len(batch), dtype=_COPY_TUPLE)
+    rows["n"] = len(_COPY_FIELDS)
+    for name in _COPY_FIELDS:
+        rows[f"len_{name}"] = 8
+        rows[name] = getattr(batch, name)
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
+    params = (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at)
+    with dbapi.cursor() as cur:
+        cur.execute(_PG_STAGE_DDL)
+        with cur.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(encode_copy_binary(batch))
+        if len(batch) >= _PG_FAST_PATH_MIN_ROWS and not _pg_any_stored(cur, symbol_id, batch, layer):
+            # Fresh range (the usual case): a plain INSERT skips ON CONFLICT's speculative
+            # insertion. A concurrent writer of the same rows makes it fail; then it is
+            # undone to the savepoint and merged the careful way.
+            cur.execute("SAVEPOINT barfill_bars")
+            try:
+                cur.execute(_PG_INSERT, params)
+                written = int(cur.rowcount)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
+                cur.execute(_PG_MERGE, params)
+                written = int(cur.rowcount)
+            else:
+                cur.execute("RELEASE SAVEPOINT barfill_bars")
+        else:
+            cur.execute(_PG_MERGE, params)
+            written = int(cur.rowcount)
+        # Dropped now rather than at commit: a transaction may upsert several batches.
+        cur.execute(f"DROP TABLE {_STAGE}")
+    return written
+
+
+def _pg_any_stored(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer) -> bool:
+    key = (symbol_id, batch.timeframe.value, int(batch.ts[0]), int(batch.ts[-1]), batch.provider, layer.value)
+    cur.execute(_PG_PROBE, key)
+    return bool(cur.fetchone()[0])
+
+
+def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
+    rows = zip(
+        batch.ts.tolist(),
+        batch.open.tolist(),
+        batch.high.tolist(),
+        batch.low.tolist(),
+        batch.close.tolist(),
+        batch.volume.tolist(),
+        batch.vwap.tolist(),
+        batch.trade_count.tolist(),
+        strict=True,
+    )
+    cur = dbapi.cursor()
+    try:
+        cur.execute(_SQLITE_STAGE_DDL)
+        cur.executemany(f"INSERT INTO temp.{_STAGE} ({_STAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        cur.execute(
+            _SQLITE_MERGE, (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at)
+        )
+        written = int(cur.rowcount)
+        cur.execute(f"DELETE FROM temp.{_STAGE}")
+        return written
+    finally:
+        cur.close()
+
+
+class _Rows:
+    """Deduplicated columns of a read, before they become a BarBatch or a DataFrame."""
+
+    def __init__(self, columns: dict[str, np.ndarray[Any, Any]], providers: np.ndarray[Any, Any]) -> None:
+        self.columns = columns
+        self.providers = providers
+
+
+def _read(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe | str,
+    start: object,
+    end: object,
+    layers: Sequence[Layer | str],
+    provider: str | None,
+) -> tuple[Timeframe, _Rows]:
+    tf = Timeframe.parse(timeframe)
+    span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
+    wanted = _parse_layers(layers)
+    rank = sa.case(_LAYER_RANK, value=bars.c.layer, else_=3)
+    query = (
+        sa.select(
+            bars.c.ts,
+            bars.c.open,
+            bars.c.high,
+            bars.c.low,
+            bars.c.close,
+            bars.c.volume,
+            bars.c.vwap,
+            bars.c.fetched_at,
+            rank,
+            sa.func.coalesce(bars.c.trade_count, -1),
+            bars.c.provider,
+        )
+        .where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == tf.value,
+            bars.c.ts >= span.start,
+            bars.c.ts < span.end,
+            bars.c.layer.in_(wanted),
+        )
+        .order_by(bars.c.ts)
+    )
+    if provider is not None:
+        query = query.where(bars.c.provider == provider)
+    rows = conn.execute(query).all()
+    return tf, _dedupe(rows)
+
+
+def _parse_layers(layers: Sequence[Layer | str]) -> list[str]:
+    try:
+        wanted = [Layer(layer).value for layer in layers]
+    except ValueError as e:
+        raise InvalidInput("layers", "some of historical, intraday, forecast", list(layers)) from e
+    if not wanted:
+        raise InvalidInput("layers", "at least one of historical, intraday, forecast", list(layers))
+    return wanted
+
+
+def _dedupe(rows: Sequence[Any]) -> _Rows:
+    n = len(rows)
+    if n == 0:
+        empty_f = np.empty(0, dtype=np.float64)
+        empty: dict[str, np.ndarray[Any, Any]] = {
+            c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
+        }
+        empty["ts"] = np.empty(0, dtype=np.int64)
+        empty["trade_count"] = np.empty(0, dtype=np.int64)
+        return _Rows(empty, np.empty(0, dtype=object))
+    raw = list(zip(*rows, strict=True))
+    ts = np.array(raw[0], dtype=np.int64)
+    # None (SQL NULL) becomes NaN in a float64 array: vwap's "none" (trade_count's is -1, in SQL).
+    numeric = np.array(raw[1:9], dtype=np.float64)
+    trade_count = np.array(raw[9], dtype=np.int64)
+    providers = np.array(raw[10], dtype=object)
+    _, provider_code = np.unique(providers, return_inverse=True)
+    fetched_at, rank = numeric[6], numeric[7]
+    # Sort by ts, then layer (historical first), then newest fetch, then provider for a stable tie-break.
+    order = np.lexsort((provider_code, -fetched_at, rank, ts))
+    ts_sorted = ts[order]
+    first = np.r_[True, ts_sorted[1:] != ts_sorted[:-1]]
+    keep = order[first]
+    cols: dict[str, np.ndarray[Any, Any]] = {
+        "ts": ts[keep],
+        "open": numeric[0][keep],
+        "high": numeric[1][keep],
+        "low": numeric[2][keep],
+        "close": numeric[3][keep],
+        "volume": numeric[4][keep],
+        "vwap": numeric[5][keep],
+        "trade_count": trade_count[keep],
+    }
+    return _Rows(cols, providers[keep])
+
+
+def read_bars(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe | str,
+    start: object,
+    end: object,
+    *,
+    layers: Sequence[Layer | str] = DEFAULT_LAYERS,
+    provider: str | None = None,
+) -> BarBatch:
+    """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes), one per ``ts``.
+
+    When several rows share a ``ts``: ``historical`` beats ``intraday`` beats
+    ``forecast``; then the most recently fetched provider wins. The batch's
+    ``provider`` is the single provider of the result, or the distinct ones
+    joined with ``+`` when it mixes them (``""`` when empty).
+
+    Raises:
+        InvalidInput: for an empty or inverted range, a naive datetime, an unknown layer or timeframe.
+    """
+    tf, rows = _read(conn, symbol_id, timeframe, start, end, layers, provider)
+    ticker = conn.execute(sa.select(symbols.c.ticker).where(symbols.c.id == symbol_id)).scalar_one_or_none()
+    names = sorted({str(p) for p in rows.providers})
+    label = provider if provider is not None else "+".join(names)
+    c = rows.columns
+    return BarBatch(
+        str(ticker or ""),
+        tf,
+        label,
+        c["ts"],
+        c["open"],
+        c["high"],
+        c["low"],
+        c["close"],
+        c["volume"],
+        c["vwap"],
+        c["trade_count"],
+    )
+
+
+def read_bars_frame(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe | str,
+    start: object,
+    end: object,
+    *,
+    layers: Sequence[Layer | str] = DEFAULT_LAYERS,
+    provider: str | None = None,
+) -> pd.DataFrame:
+    """:func:`read_bars` as a DataFrame, with the provider of each row.
+
+    The index is a UTC ``DatetimeIndex`` named ``ts`` (bar open); columns are
+    ``open high low close volume vwap`` (float64, vwap NaN when unknown),
+    ``trade_count`` (nullable ``Int64``) and ``provider`` (string).
+    """
+    import pandas as pd
+
+    _, rows = _read(conn, symbol_id, timeframe, start, end, layers, provider)
+    c = rows.columns
+    index = pd.DatetimeIndex(pd.to_datetime(c["ts"], unit="s", utc=True), name="ts")
+    trade_count = pd.array(c["trade_count"], dtype="Int64")
+    trade_count[c["trade_count"] < 0] = pd.NA
+    return pd.DataFrame(
+        {
+            "open": c["open"],
+            "high": c["high"],
+            "low": c["low"],
+            "close": c["close"],
+            "volume": c["volume"],
+            "vwap": c["vwap"],
+            "trade_count": trade_count,
+            "provider": pd.array(rows.providers.astype(str), dtype="string"),
+        },
+        index=index,
+    )
+
+
+def count_bars(
+    conn: Connection, symbol_id: int | None = None, timeframe: Timeframe | str | None = None
+) -> int:
+    """Stored rows (every layer and provider), optionally for one symbol and/or timeframe."""
+    query = sa.select(sa.func.count()).select_from(bars)
+    if symbol_id is not None:
+        query = query.where(bars.c.symbol_id == symbol_id)
+    if timeframe is not None:
+        query = query.where(bars.c.timeframe == Timeframe.parse(timeframe).value)
+    return int(conn.execute(query).scalar_one())
+
+
+def delete_bars(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe | str,
+    start: object,
+    end: object,
+    *,
+    layer: Layer | str,
+) -> int:
+    """Delete one layer's bars with ``start <= ts < end``, every provider. Returns rows deleted.
+
+    Used to drop ``intraday`` bars once the day's ``historical`` ones are stored.
+    """
+    tf = Timeframe.parse(timeframe)
+    span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
+    (layer_value,) = _parse_layers([layer])
+    result = conn.execute(
+        sa.delete(bars).where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == tf.value,
+            bars.c.layer == layer_value,
+            bars.c.ts >= span.start,
+            bars.c.ts < span.end,
+        )
+    )
+    return int(result.rowcount)

@@ -1,0 +1,178 @@
+"""A rate limiter shared by every worker process, held in the database.
+
+One row per provider in ``rate_limits`` holds the GCRA theoretical arrival
+time ``tat`` (Unix seconds on the **database clock**, so machines with skewed
+clocks still agree). Taking a slot is one conditional statement::
+
+    UPDATE rate_limits SET tat = max(tat, now) + interval, updated_at = now
+    WHERE provider = :p AND tat - :tolerance <= now RETURNING tat
+
+On PostgreSQL the row lock serializes concurrent updaters (a waiter re-checks
+the condition on the new row version); on SQLite :meth:`Database.write`
+starts with ``BEGIN IMMEDIATE``, which serializes writers. The arithmetic is
+:mod:`barfill.domain.gcra`'s, and the tests check both agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from barfill.domain import gcra
+from barfill.domain.capabilities import RateLimit
+from barfill.errors import ProviderError
+from barfill.ports import RateLimiter
+from barfill.store.db import Database, db_now
+from barfill.store.schema import rate_limits
+
+# A refused request always waits a little, even if the clock moved past the
+# slot between the UPDATE and the read that computes the wait.
+_MIN_WAIT_S = 0.001
+
+
+def _greatest(a: ColumnElement[float], b: ColumnElement[float]) -> ColumnElement[float]:
+    # SQLite's scalar max() and PostgreSQL's greatest() differ; CASE is portable.
+    return sa.case((a > b, a), else_=b)
+
+
+class SqlRateLimiter:
+    """GCRA over the ``rate_limits`` table; implements :class:`barfill.ports.RateLimiter`.
+
+    Each instance remembers the last :class:`RateLimit` it was asked about per
+    provider, so :meth:`penalize` can add that limit's burst tolerance and keep
+    ``Retry-After`` exact (the row stores only ``tat``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._limits: dict[str, RateLimit] = {}
+
+    def try_acquire(self, provider: str, limit: RateLimit) -> float:
+        """Take one slot: 0.0 if granted now, else the seconds to wait (> 0) before asking again."""
+        self._limits[provider] = limit
+        interval = limit.interval_s
+        tolerance = gcra.burst_tolerance_s(limit)
+        with self.db.write() as conn:
+            if self._update(conn, provider, interval, tolerance) is not None:
+                return 0.0
+            row = self._read(conn, provider)
+            if row is None:
+                self._insert(conn, provider)
+                if self._update(conn, provider, interval, tolerance) is not None:
+                    return 0.0
+                row = self._read(conn, provider)
+                if row is None:  # pragma: no cover - the row was just inserted
+                    raise RuntimeError(f"rate_limits row for {provider!r} vanished")
+        tat, now = row
+        return max(tat - tolerance - now, _MIN_WAIT_S)
+
+    def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
+        """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
+
+        Args:
+            provider: the provider's name.
+            seconds: the back-off (a 429's ``Retry-After``, or a default).
+            limit: the provider's limit, to add its burst tolerance; defaults
+                to the last limit this instance used for ``provider``.
+        """
+        limit = limit or self._limits.get(provider)
+        tolerance = 0.0 if limit is None else gcra.burst_tolerance_s(limit)
+        with self.db.write() as conn:
+            now = db_now(conn)
+            target = now + sa.literal(max(seconds, 0.0) + tolerance, sa.Double)
+            self._insert(conn, provider)
+            conn.execute(
+                sa.update(rate_limits)
+                .where(rate_limits.c.provider == provider)
+                .values(tat=_greatest(rate_limits.c.tat, target), updated_at=now)
+            )
+
+    def peek(self, provider: str, limit: RateLimit) -> float:
+        """Seconds until a slot is free, without taking it (0.0: one is free now).
+
+        A worker asks this before claiming, so it does not hold slices it
+        cannot start; the slot itself is taken later with :meth:`try_acquire`.
+        """
+        with self.db.read() as conn:
+            row = self._read(conn, provider)
+        if row is None:
+            return 0.0
+        tat, now = row
+        return max(tat - gcra.burst_tolerance_s(limit) - now, 0.0)
+
+    def tat(self, provider: str) -> float | None:
+        """The stored theoretical arrival time (database clock), or None if never used."""
+        with self.db.read() as conn:
+            row = self._read(conn, provider)
+        return None if row is None else row[0]
+
+    # -- statements -------------------------------------------------------------
+
+    @staticmethod
+    def _update(conn: Connection, provider: str, interval: float, tolerance: float) -> float | None:
+        now = db_now(conn)
+        tat = rate_limits.c.tat
+        stmt = (
+            sa.update(rate_limits)
+            .where(rate_limits.c.provider == provider, tat - sa.literal(tolerance, sa.Double) <= now)
+            .values(tat=_greatest(tat, now) + sa.literal(interval, sa.Double), updated_at=now)
+            .returning(tat)
+        )
+        value = conn.execute(stmt).scalar_one_or_none()
+        return None if value is None else float(value)
+
+    @staticmethod
+    def _read(conn: Connection, provider: str) -> tuple[float, float] | None:
+        stmt = sa.select(rate_limits.c.tat, db_now(conn)).where(rate_limits.c.provider == provider)
+        row = conn.execute(stmt).first()
+        return None if row is None else (float(row[0]), float(row[1]))
+
+    @staticmethod
+    def _insert(conn: Connection, provider: str) -> None:
+        # A fresh row starts at ``now``: the full burst is available at once.
+        now = db_now(conn)
+        values = {"provider": provider, "tat": now, "updated_at": now}
+        if conn.dialect.name == "postgresql":
+            conn.execute(postgresql.insert(rate_limits).values(values).on_conflict_do_nothing())
+        else:
+            conn.execute(sqlite.insert(rate_limits).values(values).on_conflict_do_nothing())
+
+
+async def acquire(
+    limiter: RateLimiter,
+    provider: str,
+    limit: RateLimit,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    max_wait_s: float | None = None,
+) -> float:
+    """Wait until ``limiter`` grants one slot for ``provider``; returns the seconds waited.
+
+    ``try_acquire`` runs in a thread (it is a blocking database call). Between
+    attempts this sleeps exactly the wait the limiter returned: the limiter,
+    not this loop, decides the spacing.
+
+    Raises:
+        ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
+            the total wait would exceed ``max_wait_s``, so a worker can give the
+            slice back instead of holding it while it sleeps.
+    """
+    waited = 0.0
+    while True:
+        wait_s = await asyncio.to_thread(limiter.try_acquire, provider, limit)
+        if wait_s <= 0:
+            return waited
+        if max_wait_s is not None and waited + wait_s > max_wait_s:
+            raise ProviderError(
+                "rate_limited",
+                f"{provider}: no request slot within {max_wait_s:g} s (next in {wait_s:.2f} s)",
+                retryable=True,
+                retry_after_s=wait_s,
+            )
+        await sleep(wait_s)
+        waited += wait_s

@@ -1,0 +1,72 @@
+"""Read-only queries for operators: slice listings, definitions with tickers, bar counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from barfill.errors import InvalidInput
+from barfill.store.schema import JOB_STATUSES, bars, job_definitions, job_runs, symbols
+
+
+def list_slices(conn: Connection, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Slices, newest first, with their ticker."""
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidInput("status", f"one of {', '.join(JOB_STATUSES)}", status)
+    q = (
+        sa.select(
+            job_runs.c.id,
+            symbols.c.ticker.label("symbol"),
+            job_runs.c.timeframe,
+            job_runs.c.start,
+            job_runs.c.end,
+            job_runs.c.provider,
+            job_runs.c.status,
+            job_runs.c.attempts,
+            job_runs.c.max_attempts,
+            job_runs.c.rows_written,
+            job_runs.c.error_code,
+            job_runs.c.error_message,
+        )
+        .join(symbols, symbols.c.id == job_runs.c.symbol_id)
+        .order_by(job_runs.c.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        q = q.where(job_runs.c.status == status)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def definitions_with_symbols(conn: Connection) -> list[dict[str, Any]]:
+    d = job_definitions
+    q = (
+        sa.select(d, symbols.c.ticker.label("symbol"))
+        .join(symbols, symbols.c.id == d.c.symbol_id)
+        .order_by(symbols.c.ticker, d.c.timeframe)
+    )
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def bar_counts(conn: Connection) -> list[tuple[str, str, str, int]]:
+    """(ticker, timeframe, provider, bars) for every stored combination."""
+    q = (
+        sa.select(symbols.c.ticker, bars.c.timeframe, bars.c.provider, sa.func.count())
+        .join(symbols, symbols.c.id == bars.c.symbol_id)
+        .group_by(symbols.c.ticker, bars.c.timeframe, bars.c.provider)
+        .order_by(symbols.c.ticker, bars.c.timeframe, bars.c.provider)
+    )
+    return [(t, tf, p, int(n)) for t, tf, p, n in conn.execute(q)]
+
+
+def total_bars(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(bars)).scalar_one())
+
+
+def definition_count(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(job_definitions)).scalar_one())
+
+
+def symbol_count(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(symbols)).scalar_one())

@@ -1,0 +1,120 @@
+"""The CLI: user mistakes are one clear line and exit code 2; the happy path works end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.e2e.helpers import BIN, clean_env
+
+from barfill.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for key in [k for k in __import__("os").environ if k.startswith("BARFILL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("BARFILL_DATABASE_URL", f"sqlite:///{db}")
+    return db
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["ensure", "AAPL", "-t", "2h", "--days", "5"], "timeframe"),
+        (["ensure", "AAPL", "-t", "h1", "--days", "0"], "days"),
+        (["ensure", "AAPL", "-t", "h1", "--start", "2024-03-05", "--end", "2024-03-01"], "end"),
+        (["ensure", "AAPL", "-t", "h1", "--start", "2024-03-01T10:00", "--end", "2024-03-05"], "start"),
+        (["ensure", "AA PL;", "-t", "h1", "--days", "5"], "symbol"),
+        (["ensure", "AAPL", "-t", "h1", "--days", "5", "--provider", "nope"], "provider"),
+        (["bars", "AAPL", "-t", "h1", "--format", "xml"], "format"),
+        (["jobs", "list", "--status", "done"], "status"),
+        (["export", "AAPL", "-t", "h1", "--out", "x.txt", "--format", "xls"], "format"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, env: Path, argv: list[str], needle: str) -> None:
+    assert run(capsys, "init")[0] == 0
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    line = err.strip()
+    assert line.startswith("error:") and needle in line
+    assert "Traceback" not in err
+
+
+def test_uninitialised_database_says_run_init(capsys, env: Path) -> None:
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "barfill init" in err and "Traceback" not in err
+
+
+def test_unreachable_database_is_a_clear_error(capsys, env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BARFILL_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "cannot reach the database" in err and "Traceback" not in err
+
+
+def test_invalid_config_names_the_key(capsys, env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BARFILL_LEASE_S", "soon")
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "lease_s" in err
+
+
+def test_ensure_wait_then_read_and_export(capsys, env: Path, tmp_path: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    code, out, err = run(
+        capsys, "ensure", "AAPL", "MSFT", "-t", "h1", "--start", "2024-03-04", "--end", "2024-03-09", "--wait"
+    )
+    assert code == 0, err
+    assert "coverage complete" in out
+    assert "synthetic" in err  # told once that no keys means synthetic data
+    code, out, _ = run(capsys, "bars", "AAPL", "-t", "h1", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 35 and {"open", "high", "low", "close", "volume"} <= rows[0].keys()
+    code, out, _ = run(capsys, "export", "AAPL", "MSFT", "-t", "h1", "--format", "csv", "--out", "exp")
+    assert code == 0 and (tmp_path / "exp" / "AAPL_h1.csv").is_file()
+    code, out, _ = run(capsys, "status", "--json")
+    status = json.loads(out)
+    assert status["counts"].get("succeeded", 0) >= 2 and status["bars"] >= 70
+    code, out, _ = run(capsys, "definitions", "list")
+    assert code == 0 and "AAPL" in out and "MSFT" in out
+
+
+def test_universe_add(capsys, env: Path, tmp_path: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    f = tmp_path / "u.txt"
+    f.write_text("# my list\nAAPL\nmsft\nBRK.B  # class B\n\nAAPL\n")
+    code, out, _ = run(capsys, "universe", "add", str(f), "-t", "d1", "--days", "30")
+    assert code == 0 and "3 symbol(s) read, 3 new" in out
+    f.write_text("AAPL\nBAD TICKER\n")
+    code, _, err = run(capsys, "universe", "add", str(f))
+    assert code == 2 and "u.txt:2" in err
+
+
+def test_console_script_runs(env: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "barfill"), "ensure", "AAPL", "-t", "9x"],
+        env=clean_env(f"sqlite:///{env}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "timeframe" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_init_is_idempotent(capsys, env: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    code, out, _ = run(capsys, "init")
+    assert code == 0 and "up to date" in out

@@ -1,0 +1,1 @@
+"""Provider adapters against local HTTP servers that speak each wire format."""

@@ -1,0 +1,241 @@
+"""The shared rate limiter on both databases, down to real processes hitting a real server.
+
+The multi-process test is the one that matters: four OS processes, each with
+its own engine, send requests through :func:`acquire` to a local HTTP server
+that throttles (429) above N requests in any one-second window. The server,
+not the clients, records what arrived and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from barfill.domain import gcra
+from barfill.domain.capabilities import RateLimit
+from barfill.errors import ProviderError
+from barfill.ports import RateLimiter
+from barfill.store.db import Database
+from barfill.store.ratelimit import SqlRateLimiter, acquire
+
+SERVER_LIMIT = 20  # requests the server accepts in any 1-second window
+# Leave headroom under the server's limit for the jitter between a grant and
+# the request's arrival: GCRA grants at most floor(1 s / interval) + burst = 18.
+CLIENT_LIMIT = RateLimit(requests=16, period_s=1.0, burst=2)
+PROCESSES = 4
+REQUESTS_EACH = 25
+
+
+def test_fits_the_rate_limiter_port(db: Database) -> None:
+    assert isinstance(SqlRateLimiter(db), RateLimiter)
+
+
+def test_grants_the_burst_at_once_then_spaces_requests(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=10, period_s=1.0, burst=3)
+    waits = [limiter.try_acquire("p", limit) for _ in range(3)]
+    assert waits == [0.0, 0.0, 0.0]
+    wait = limiter.try_acquire("p", limit)
+    assert 0.05 < wait <= 0.1 + 1e-6  # one interval, minus the time the calls took
+    time.sleep(wait)
+    assert limiter.try_acquire("p", limit) == 0.0
+    assert limiter.try_acquire("p", limit) > 0  # and spaced again
+
+
+def test_stored_arrival_time_matches_the_pure_arithmetic(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=5, period_s=60.0)
+    before = db.now()
+    assert limiter.try_acquire("p", limit) == 0.0
+    after = db.now()
+    tat = limiter.tat("p")
+    assert tat is not None
+    assert gcra.decide(None, before, limit).tat <= tat <= gcra.decide(None, after, limit).tat
+    wait = limiter.try_acquire("p", limit)
+    expected = gcra.decide(tat, db.now(), limit)
+    assert not expected.granted
+    assert wait == pytest.approx(expected.wait_s, abs=0.5)
+    assert limiter.tat("p") == tat  # a refusal changes nothing
+
+
+def test_providers_have_independent_budgets(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=1, period_s=60.0)
+    assert limiter.try_acquire("a", limit) == 0.0
+    assert limiter.try_acquire("b", limit) == 0.0
+    assert limiter.try_acquire("a", limit) > 50
+    assert limiter.tat("never-used") is None
+
+
+def test_penalize_pushes_every_worker_back(db: Database) -> None:
+    other = Database(db.url)  # another process's engine, same database
+    try:
+        mine, theirs = SqlRateLimiter(db), SqlRateLimiter(other)
+        limit = RateLimit(requests=100, period_s=1.0, burst=5)
+        assert mine.try_acquire("p", limit) == 0.0
+        mine.penalize("p", 5.0)  # remembers the burst tolerance from try_acquire
+        wait = theirs.try_acquire("p", limit)
+        assert 4.5 < wait <= 5.0 + 1e-6
+        theirs.penalize("p", 1.0, limit=limit)  # a shorter penalty never shortens a longer one
+        assert 4.5 < theirs.try_acquire("p", limit) <= 5.0 + 1e-6
+        theirs.penalize("fresh", 2.0)  # first use of a provider may be a penalty
+        assert 1.5 < theirs.try_acquire("fresh", RateLimit(1, 1.0)) <= 2.0 + 1e-6
+    finally:
+        other.dispose()
+
+
+async def test_acquire_sleeps_what_the_limiter_says(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=10, period_s=1.0)
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(seconds)
+
+    assert await acquire(limiter, "p", limit, sleep=fake_sleep) == 0.0
+    waited = await acquire(limiter, "p", limit, sleep=fake_sleep)
+    assert len(slept) >= 1 and waited == pytest.approx(sum(slept))
+    assert 0.05 < waited < 0.3
+
+
+async def test_acquire_gives_up_after_max_wait(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=1, period_s=60.0)
+    await acquire(limiter, "p", limit)
+    with pytest.raises(ProviderError) as e:
+        await acquire(limiter, "p", limit, max_wait_s=1.0)
+    assert e.value.code == "rate_limited" and e.value.retryable
+    assert e.value.retry_after_s is not None and 55 < e.value.retry_after_s <= 60
+
+
+# -- many processes, one budget --------------------------------------------------------
+
+
+class ThrottlingServer:
+    """Answers 200, or 429 when more than ``limit`` requests arrived in the last second."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, status)
+        self._recent: deque[float] = deque()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status = server.record()
+                body = b'{"status":"OK"}' if status == 200 else b'{"status":"ERROR"}'
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def record(self) -> int:
+        with self.lock:
+            now = time.monotonic()
+            while self._recent and self._recent[0] <= now - 1.0:
+                self._recent.popleft()
+            self._recent.append(now)
+            status = 429 if len(self._recent) > self.limit else 200
+            self.arrivals.append((now, status))
+            return status
+
+    def max_in_any_second(self) -> int:
+        times = sorted(t for t, _ in self.arrivals)
+        best, j = 0, 0
+        for i, t in enumerate(times):
+            while times[j] <= t - 1.0:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+
+@pytest.fixture
+def server() -> Iterator[ThrottlingServer]:
+    srv = ThrottlingServer(SERVER_LIMIT)
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        srv.thread.join(timeout=5)
+
+
+def _client_process(url: str, port: int, requests: int, barrier: Any) -> None:
+    """One worker process: its own engine, sending ``requests`` requests through the shared limit."""
+    asyncio.run(_client(url, port, requests, barrier))
+
+
+async def _client(url: str, port: int, requests: int, barrier: Any) -> None:
+    db = Database(url)
+    limiter = SqlRateLimiter(db)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10.0
+        ) as client:
+            barrier.wait(timeout=60)  # start together, for the most contention
+            for _ in range(requests):
+                while True:
+                    await acquire(limiter, "local", CLIENT_LIMIT)
+                    response = await client.get("/v2/aggs")
+                    if response.status_code != 429:
+                        response.raise_for_status()
+                        break
+                    limiter.penalize("local", float(response.headers.get("Retry-After", "1")))
+    finally:
+        db.dispose()
+
+
+@pytest.mark.timeout(90)
+def test_many_processes_never_exceed_the_servers_limit(db: Database, server: ThrottlingServer) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    procs = [
+        ctx.Process(target=_client_process, args=(db.url, server.port, REQUESTS_EACH, barrier))
+        for _ in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(timeout=60)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
+
+    statuses = [s for _, s in server.arrivals]
+    busiest = server.max_in_any_second()
+    span = server.arrivals[-1][0] - server.arrivals[0][0]
+    seen = f"busiest 1 s window {busiest}/{SERVER_LIMIT}, {len(statuses)} requests in {span:.2f} s"
+    print(f"\n{db.dialect}: {seen}")
+    assert statuses.count(429) == 0
+    assert statuses.count(200) == PROCESSES * REQUESTS_EACH
+    assert busiest <= SERVER_LIMIT
+    assert busiest >= CLIENT_LIMIT.requests - 2  # the budget is used, not wasted
+    # 100 requests at 16/s with a burst of 2 take (100 - 2) / 16 = 6.1 s, not much more.
+    assert 5.5 < span < 12.0
