@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     # Workers and scheduler.
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     lease_s: float = Field(default=60.0, gt=0)
+    worker_poll_s: float = Field(default=0.5, gt=0, le=60)
     max_attempts: int = Field(default=5, ge=1, le=100)
     backoff_base_s: float = Field(default=2.0, gt=0)
     backoff_cap_s: float = Field(default=600.0, gt=0)

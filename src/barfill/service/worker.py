@@ -74,14 +74,14 @@ class Worker:
         concurrency: int | None = None,
         worker_id: str | None = None,
         lease_s: float | None = None,
-        poll_s: float = 0.5,
+        poll_s: float | None = None,
         derivations: Sequence[Derivation] | None = None,
     ) -> None:
         self.app = app
         self.concurrency = concurrency or app.settings.worker_concurrency
         self.worker_id = worker_id or default_worker_id()
         self.lease_s = lease_s or app.settings.lease_s
-        self.poll_s = poll_s
+        self.poll_s = poll_s or app.settings.worker_poll_s
         self.derivations = (
             list(derivations) if derivations is not None else parse_derivations(app.settings.derivations)
         )
