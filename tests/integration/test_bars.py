@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
-from barfill.errors import DatabaseError, InvalidInput
+from barfill.errors import InvalidInput
 from barfill.store.bars import count_bars, delete_bars, read_bars, read_bars_frame, upsert_bars
 from barfill.store.db import Database
 from barfill.store.schema import bars
@@ -229,13 +229,6 @@ def test_count_and_delete(db: Database) -> None:
         assert count_bars(conn, sid, "h1") == 0
         assert count_bars(conn, timeframe="1m") == 19
         assert len(read_bars(conn, sid, "m1", T0, END, layers=["intraday"])) == 5
-
-
-def test_unknown_symbol_is_a_database_error_and_nothing_is_written(db: Database) -> None:
-    with pytest.raises(DatabaseError), db.write() as conn:
-        upsert_bars(conn, 424242, _batch(3), layer=Layer.historical, fetched_at=1.0)
-    with db.read() as conn:
-        assert count_bars(conn) == 0
 
 
 def test_concurrent_writers_of_the_same_rows(db: Database) -> None:

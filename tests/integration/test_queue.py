@@ -15,7 +15,7 @@ from barfill.domain.backoff import backoff_delay
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
-from barfill.errors import DatabaseError, InvalidInput, LeaseLost
+from barfill.errors import InvalidInput, LeaseLost
 from barfill.store.bars import count_bars, read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
@@ -250,13 +250,18 @@ def test_completion_is_atomic_when_a_batch_is_wrong(db: Database, queue: SqlQueu
         0,
         None,
     )
-    # A constraint failing inside the bar upsert (unknown symbol id) rolls back the status change too.
-    bogus = ClaimedSlice(**{**c.__dict__, "symbol_id": 999_999})
-    with pytest.raises(DatabaseError):
-        queue.complete(bogus, [_batch(c)], _span(c))
+
+    # A failure after the bars and coverage were written (here: in the derived-data
+    # hook, the last step) rolls back the bars, the coverage and the status change.
+    def boom(conn: object) -> None:
+        raise RuntimeError("derivation failed")
+
+    with pytest.raises(RuntimeError, match="derivation failed"):
+        queue.complete(c, [_batch(c)], _span(c), also=boom)
     assert _row(db, c.id).status == "running"
     with db.read() as conn:
         assert count_bars(conn) == 0
+        assert read_coverage(conn, sid, "h1") == []
     # The lease is intact: the rightful completion still works.
     assert queue.complete(c, [_batch(c)], _span(c)) == 1
     assert _row(db, c.id).status == "succeeded"

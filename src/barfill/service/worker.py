@@ -34,7 +34,7 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.planner import estimate_units
 from barfill.domain.slices import ClaimedSlice, CoverageSpan
 from barfill.domain.validate import validate_bars
-from barfill.errors import BarfillError, InvalidBars, LeaseLost, ProviderError
+from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.service.derive import Derivation, derive_after, parse_derivations
 from barfill.service.planning import reaches_open_session
 from barfill.store.definitions import get_definition
@@ -55,6 +55,7 @@ class WorkerStats:
     released: int = 0
     lease_lost: int = 0
     reaped: int = 0
+    db_errors: int = 0
     requests: int = 0
     bars_written: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -99,17 +100,29 @@ class Worker:
         """Work until ``stop`` is set (or, with ``drain``, until the queue has nothing left)."""
         stop = stop or asyncio.Event()
         inflight: set[asyncio.Task[None]] = set()
+        outage = 0
         while not stop.is_set():
             inflight = {t for t in inflight if not t.done()}
             free = self.concurrency - len(inflight)
             if free <= 0:
                 await _wait_any(inflight, stop)
                 continue
-            groups = await self._claim_groups(free)
+            try:
+                groups = await self._claim_groups(free)
+                if not groups:
+                    await self._reap_if_due()
+                    if drain and not inflight and await asyncio.to_thread(self._queue_empty):
+                        break
+            except DatabaseError as e:
+                # Restarted or unreachable database: back off and try again; leased
+                # slices of ours that cannot be finished are reaped after their lease.
+                outage += 1
+                self.stats.db_errors += 1
+                log.warning("database unavailable (%s); retrying", e)
+                await _wait_any(set(), stop, timeout=min(0.2 * 2**outage, 10.0))
+                continue
+            outage = 0
             if not groups:
-                await self._reap_if_due()
-                if drain and not inflight and await asyncio.to_thread(self._queue_empty):
-                    break
                 await _wait_any(inflight, stop, timeout=self.poll_s)
                 continue
             for group in groups:
@@ -211,6 +224,10 @@ class Worker:
             for s in group:
                 await asyncio.to_thread(self._release_quietly, s)
             raise
+        except DatabaseError as e:
+            # The slices stay leased to us; once the lease expires they are reaped.
+            self.stats.db_errors += 1
+            log.warning("slices %s: database error (%s); left to lease expiry", [s.id for s in group], e)
         except Exception as e:  # the loop must survive anything one slice does
             log.exception("slice group %s failed unexpectedly", [s.id for s in group])
             for s in group:
@@ -230,6 +247,8 @@ class Worker:
                     await asyncio.to_thread(self.app.queue.heartbeat, s, self.lease_s)
                 except LeaseLost:
                     lost.add(s.id)
+                except DatabaseError as e:  # try again next beat; the lease has slack
+                    log.warning("slice %s: heartbeat failed (%s)", s.id, e)
 
     async def _fetch_and_commit(self, group: list[ClaimedSlice], lost: set[int]) -> None:
         first = group[0]
@@ -344,17 +363,22 @@ class Worker:
         except LeaseLost:
             self.stats.lease_lost += 1
             return
+        except DatabaseError as e:
+            self.stats.db_errors += 1
+            log.warning("slice %s: could not record %s (%s); left to lease expiry", s.id, code, e)
+            return
         if status == "failed":
             self.stats.failed += 1
         else:
             self.stats.retried += 1
 
     def _release_quietly(self, s: ClaimedSlice) -> None:
+        """Give a slice back; if that fails (lease gone, database down) its lease expires."""
         try:
             self.app.queue.release(s)
             self.stats.released += 1
-        except (LeaseLost, BarfillError):
-            pass
+        except BarfillError as e:
+            log.info("slice %s not released (%s)", s.id, e)
 
 
 async def _wait_any(

@@ -61,7 +61,9 @@ class Database:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs["pool_size"] = pool_size
-            kwargs["pool_pre_ping"] = True
+            # No pre-ping (a round trip per transaction): a connection found dead
+            # raises DatabaseError once, SQLAlchemy drops the pool, and callers
+            # (the worker loop) retry.
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:

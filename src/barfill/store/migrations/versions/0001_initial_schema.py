@@ -49,7 +49,6 @@ def upgrade() -> None:
         sa.Column("trade_count", sa.BigInteger(), nullable=True),
         sa.Column("fetched_at", sa.Double(), nullable=False),
         sa.CheckConstraint("layer IN ('historical', 'intraday', 'forecast')", name=op.f("ck_bars_layer")),
-        sa.ForeignKeyConstraint(["symbol_id"], ["symbols.id"], name=op.f("fk_bars_symbol_id_symbols")),
         sa.PrimaryKeyConstraint("symbol_id", "timeframe", "ts", "provider", "layer", name=op.f("pk_bars")),
         sqlite_with_rowid=False,
     )
@@ -150,7 +149,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_job_runs_runnable",
-            ["priority", "not_before"],
+            [sa.literal_column("priority").desc(), "not_before", "id"],
             unique=False,
             postgresql_where=sa.text("status = 'queued'"),
             sqlite_where=sa.text("status = 'queued'"),
