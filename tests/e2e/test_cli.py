@@ -118,3 +118,28 @@ def test_init_is_idempotent(capsys, env: Path) -> None:
     assert run(capsys, "init")[0] == 0
     code, out, _ = run(capsys, "init")
     assert code == 0 and "up to date" in out
+
+
+def test_operator_commands(capsys, env: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    code, _, err = run(
+        capsys, "ensure", "AAPL", "MSFT", "-t", "d1", "--start", "2024-01-02", "--end", "2024-06-01"
+    )
+    assert code == 0, err
+    code, out, _ = run(capsys, "jobs", "list", "--status", "queued")
+    assert code == 0 and "AAPL" in out and "MSFT" in out
+    code, out, _ = run(capsys, "definitions", "list")
+    assert code == 0 and "yes" in out
+    code, out, _ = run(capsys, "definitions", "disable", "1")
+    assert code == 0 and "disabled 1" in out
+    code, out, _ = run(capsys, "scheduler", "--once")
+    tick = json.loads(out)
+    assert code == 0 and tick["scanned"] == 1  # the disabled definition is not scanned
+    code, out, _ = run(capsys, "jobs", "cancel", "--definition", "1")
+    assert code == 0 and "cancelled 1" in out
+    code, out, _ = run(capsys, "status", "--json")
+    assert json.loads(out)["counts"]["cancelled"] == 1
+    code, _, err = run(capsys, "jobs", "cancel")
+    assert code == 2 and "ids" in err
+    code, out, _ = run(capsys, "keys")
+    assert code == 0 and "synthetic" in out

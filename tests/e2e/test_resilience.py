@@ -119,7 +119,7 @@ def test_429_backs_everyone_off_and_a_bad_page_is_refused_then_refetched(
 
 def test_a_bad_bar_that_never_heals_fails_the_slice_with_the_reason_kept(sqlite_db: Database) -> None:
     class AlwaysBad(FlakyProvider):
-        async def fetch(self, symbols, timeframe, start, end):  # type: ignore[no-untyped-def]
+        async def fetch(self, symbols, timeframe, start, end):
             self.answers = 1  # every answer is the bad page
             return await super().fetch(symbols, timeframe, start, end)
 

@@ -25,7 +25,7 @@ from barfill.domain.calendar import get_calendar
 from barfill.errors import BarfillError
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import coverage_map, expire_provisional
-from barfill.store.db import db_now
+from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import list_definitions
 from barfill.store.symbols import symbol_calendars
 
@@ -94,12 +94,14 @@ class Leadership:
         if self._conn is not None:
             try:
                 self._conn.execute(sa.text("SELECT 1"))
+                self._conn.commit()
                 return True
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:  # our session died, and the lock with it
                 self.release()
-        conn = self.app.db.engine.connect()
-        got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar())
-        conn.commit()
+        with wrap_exceptions(self.app.db.url):
+            conn = self.app.db.engine.connect()
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar())
+            conn.commit()
         if got:
             self._conn = conn
             return True
@@ -108,10 +110,10 @@ class Leadership:
 
     def release(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 self._conn.commit()
-            with contextlib.suppress(sa.exc.DBAPIError):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._conn.close()
             self._conn = None
 

@@ -1,0 +1,36 @@
+"""Every implementation still fits its port, statically (mypy reads the assignments) and at run time."""
+
+from __future__ import annotations
+
+import httpx
+
+from barfill.domain.calendar import get_calendar
+from barfill.ports import JobQueue, Provider, RateLimiter
+from barfill.providers.alpaca import AlpacaProvider
+from barfill.providers.flatfiles import FlatFileProvider
+from barfill.providers.polygon import PolygonProvider
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.providers.tradier import TradierProvider
+from barfill.providers.yahoo import YahooProvider
+from barfill.store.db import Database
+from barfill.store.queue import SqlQueue
+from barfill.store.ratelimit import SqlRateLimiter
+
+
+async def test_implementations_fit_their_ports(sqlite_db: Database, tmp_path) -> None:
+    queue: JobQueue = SqlQueue(sqlite_db)
+    limiter: RateLimiter = SqlRateLimiter(sqlite_db)
+    assert isinstance(queue, JobQueue) and isinstance(limiter, RateLimiter)
+    cal = get_calendar()
+    async with httpx.AsyncClient() as client:
+        providers: list[Provider] = [
+            PolygonProvider(client, api_key="k", calendar=cal),
+            AlpacaProvider(client, key_id="k", secret_key="s", calendar=cal),
+            TradierProvider(client, token="t", calendar=cal),
+            YahooProvider(client, calendar=cal),
+            FlatFileProvider(tmp_path, calendar=cal),
+            SyntheticProvider(calendar=cal),
+        ]
+        for p in providers:
+            assert isinstance(p, Provider)
+            assert p.capabilities.page_limit > 0 and p.capabilities.timeframes

@@ -1,0 +1,67 @@
+"""Planning around the live session: forming bars are never planned; today's part is provisional."""
+
+from __future__ import annotations
+
+from tests.e2e.helpers import ts
+
+from barfill.domain.calendar import get_calendar
+from barfill.domain.timeframes import Timeframe
+from barfill.providers.router import Router
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.service.planning import closed_end, plan_definition, reaches_open_session, window_of
+from barfill.store.definitions import Definition
+
+CAL = get_calendar()
+# Wednesday 2024-03-13, 11:17 New York (EDT, UTC-4) = 15:17 UTC: the market is open.
+NOW = ts("2024-03-13T15:17")
+
+
+def _defn(tf: Timeframe, days: int = 5) -> Definition:
+    return Definition(
+        id=1,
+        symbol_id=1,
+        symbol="AAPL",
+        timeframe=tf,
+        window_days=days,
+        start=None,
+        end=None,
+        priority=0,
+        enabled=True,
+        provider=None,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def test_window_ends_at_the_last_complete_bar() -> None:
+    assert closed_end(CAL, Timeframe.h1, NOW) == ts("2024-03-13T15:00")  # 11:00 NY: forming
+    assert closed_end(CAL, Timeframe.m15, NOW) == ts("2024-03-13T15:15")
+    assert closed_end(CAL, Timeframe.d1, NOW) == ts("2024-03-13T04:00")  # today's d1 is forming
+    after_close = ts("2024-03-13T20:05")  # 16:05 NY
+    assert closed_end(CAL, Timeframe.d1, after_close) == ts("2024-03-13T20:00")
+    w = window_of(_defn(Timeframe.h1), CAL, NOW)
+    assert w is not None and w.end == ts("2024-03-13T15:00")
+
+
+def test_live_session_part_goes_to_its_own_slice() -> None:
+    syn = SyntheticProvider(calendar=CAL)
+    router = Router({"synthetic": syn}, historical=["synthetic"], realtime=["synthetic"], calendar=CAL)
+    plan = plan_definition(_defn(Timeframe.m15), [], CAL, router, now=NOW, max_attempts=5)
+    today_open = ts("2024-03-13T13:30")
+    live = [s for s in plan.slices if s.end > today_open]
+    past = [s for s in plan.slices if s.end <= today_open]
+    assert len(live) == 1 and past
+    assert live[0].start == today_open and live[0].end == ts("2024-03-13T15:15")
+    assert reaches_open_session(CAL, live[0].end, NOW)
+    assert not any(reaches_open_session(CAL, s.end, NOW) for s in past)
+    # After the close, the same session is final.
+    assert not reaches_open_session(CAL, live[0].end, ts("2024-03-13T20:01"))
+
+
+def test_weekend_now_plans_nothing_live() -> None:
+    syn = SyntheticProvider(calendar=CAL)
+    router = Router({"synthetic": syn}, historical=["synthetic"], realtime=["synthetic"], calendar=CAL)
+    saturday = ts("2024-03-16T15:00")
+    plan = plan_definition(_defn(Timeframe.h1), [], CAL, router, now=saturday, max_attempts=5)
+    assert plan.slices and not any(reaches_open_session(CAL, s.end, saturday) for s in plan.slices)
+    assert max(s.end for s in plan.slices) <= ts("2024-03-15T20:00")
