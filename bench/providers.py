@@ -34,6 +34,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,16 +414,14 @@ def _wait_started(procs: list[subprocess.Popen[bytes]], logs: Path, timeout_s: f
 
 
 def _worker_stats(logs: Path, n: int) -> dict[str, int]:
-    """Sum of the ``claimed``/``released``/``retried`` figures the workers print when stopping."""
-    totals: dict[str, int] = collections.Counter()
+    """Sums of the counters the workers print when they stop (``WorkerStats(claimed=..., ...)``)."""
+    totals: collections.Counter[str] = collections.Counter()
     for i in range(n):
         text = (logs / f"worker{i}.log").read_text(errors="replace")
-        for key in ("claimed", "released", "retried", "failed", "succeeded", "requests"):
-            for part in text.split(f"{key}=")[1:]:
-                digits = "".join(ch for ch in part[:12] if ch.isdigit() or ch == "-").split("-")[0]
-                if digits:
-                    totals[key] += int(digits)
-    return dict(totals)
+        for stats in re.findall(r"WorkerStats\((.*?)\)", text, flags=re.S):
+            for key, value in re.findall(r"(\w+)=(\d+)", stats):
+                totals[key] += int(value)
+    return {k: totals[k] for k in ("claimed", "released", "requests", "succeeded", "retried", "failed")}
 
 
 def hydration_under_rate_limit() -> list[Result]:
@@ -473,7 +472,6 @@ def hydration_under_rate_limit() -> list[Result]:
                 app.close()
         exit_codes = [p.returncode for p in procs]
         stats = _worker_stats(logs, len(procs))
-        print((logs / "worker0.log").read_text())
     arrivals = len(server.arrivals)
     answered = arrivals - server.refused
     ideal = answered / RATE_N
@@ -492,8 +490,14 @@ def hydration_under_rate_limit() -> list[Result]:
                 "ideal": f"requests/{RATE_N} s; strict bound (first request free) "
                 f"{(answered - 1) / RATE_N:.2f} s",
                 "ensure_s": round(ensure_s, 3),
+                "wall_after_ensure_returned_s": round(wall - ensure_s, 3),
                 "first_request_at_s": round(server.arrivals[0][0] - t0, 3) if arrivals else None,
                 "last_request_at_s": round(server.arrivals[-1][0] - t0, 3) if arrivals else None,
+                "achieved_rate_per_s": round(
+                    (arrivals - 1) / (server.arrivals[-1][0] - server.arrivals[0][0]), 2
+                )
+                if arrivals > 1
+                else None,
                 "final_counts": counts,
                 "server_max_in_1s": server.max_in_window(),
                 "worker_exit_codes": exit_codes,

@@ -10,20 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
-from barfill.providers.flatfiles import FlatFileProvider
-from barfill.providers.tradier import TradierProvider
-from barfill.providers.yahoo import YahooProvider
-from barfill.store.queue import SqlQueue
 
 from barfill.config import Settings
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.ports import Provider
 from barfill.providers.alpaca import AlpacaProvider
+from barfill.providers.flatfiles import FlatFileProvider
 from barfill.providers.polygon import PolygonProvider
 from barfill.providers.router import Router
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.providers.tradier import TradierProvider
+from barfill.providers.yahoo import YahooProvider
 from barfill.store.db import Database
+from barfill.store.queue import SqlQueue
 from barfill.store.ratelimit import SqlRateLimiter
 
 

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     backoff_cap_s: float = Field(default=600.0, gt=0)
     tick_interval_s: float = Field(default=30.0, gt=0)
     intraday_refresh_s: float = Field(default=300.0, gt=0)
+    # Succeeded slices older than this are deleted by the tick (coverage is the record).
+    archive_after_s: float = Field(default=7 * 86_400.0, ge=0)
     # Derived timeframes: "SOURCE->TARGET", e.g. "m15->h1".
     derivations: list[str] = ["m15->h1", "m15->h4", "m1->m5", "d1->w1"]
 

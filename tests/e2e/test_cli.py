@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import BIN, clean_env
 
 from barfill.cli import main
+from tests.e2e.helpers import BIN, clean_env
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from tests.e2e.helpers import make_app, ts
 
 from barfill.api import Barfill
 from barfill.domain.calendar import get_calendar
@@ -22,6 +21,7 @@ from barfill.store.bars import read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
+from tests.e2e.helpers import make_app, ts
 
 CAL = get_calendar("XNYS")
 SYMBOLS = ["AAPL", "MSFT", "BRK.B"]

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import numpy as np
-from tests.e2e.helpers import BIN, clean_env, make_app, ts
 
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
@@ -16,6 +15,7 @@ from barfill.service.ensure import ensure
 from barfill.store.bars import count_bars, read_bars
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
+from tests.e2e.helpers import BIN, clean_env, make_app, ts
 
 CAL = get_calendar("XNYS")
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMD"]

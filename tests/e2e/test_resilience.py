@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from tests.e2e.helpers import make_app, ts
 
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
@@ -21,6 +20,7 @@ from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
 from barfill.store import reports
 from barfill.store.db import Database
+from tests.e2e.helpers import make_app, ts
 
 CAL = get_calendar("XNYS")
 WINDOW = (ts("2024-01-02"), ts("2024-03-28"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import psycopg
 from sqlalchemy.engine import make_url
-from tests.e2e.helpers import make_app
 
 from barfill.domain.calendar import get_calendar
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.orchestrator import Leadership
 from barfill.store.db import Database
+from tests.e2e.helpers import make_app
 
 
 def _kill(db: Database, pid: int) -> None:

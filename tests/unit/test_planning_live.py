@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from tests.e2e.helpers import ts
-
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.router import Router
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.planning import closed_end, plan_definition, reaches_open_session, window_of
 from barfill.store.definitions import Definition
+from tests.e2e.helpers import ts
 
 CAL = get_calendar()
 # Wednesday 2024-03-13, 11:17 New York (EDT, UTC-4) = 15:17 UTC: the market is open.

@@ -1,8 +1,9 @@
 """The orchestrator tick: desired state (definitions) → gaps → slices; stale work → requeued.
 
-One tick: reap expired leases, drop expired provisional coverage (so today's
-bars are fetched again, and as final after the close), then plan every enabled
-definition by priority and enqueue the slices (idempotently). On PostgreSQL
+One tick: reap expired leases, archive old succeeded slices, drop expired
+provisional coverage (so today's bars are fetched again, and as final after
+the close), then plan every enabled definition by priority and enqueue the
+slices (idempotently). On PostgreSQL
 one scheduler is elected with an advisory lock held on its own connection; the
 others stand by and take over when that connection goes away. On SQLite
 (one machine) concurrent ticks are harmless: enqueue is idempotent.
@@ -39,6 +40,7 @@ class TickResult:
     slices_created: int = 0
     requeued: int = 0
     expired: int = 0
+    archived: int = 0
     duration_ms: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -51,6 +53,7 @@ def tick(app: App) -> TickResult:
     t0 = time.perf_counter()
     result = TickResult()
     result.requeued = app.queue.reap()
+    result.archived = app.queue.archive_finished(app.settings.archive_after_s)
     with app.db.write() as conn:
         result.expired = expire_provisional(conn)
     with app.db.read() as conn:
