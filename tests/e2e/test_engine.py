@@ -163,6 +163,9 @@ def test_facade_ensure_wait_bars(db: Database, tmp_path) -> None:
     bf = Barfill(db.url, providers={"synthetic": synthetic})
     try:
         report = bf.ensure("AAPL", "1h", start="2024-03-04", end="2024-03-09")
+        first = report.results[0]
+        # One hole (closed nights do not split it), five sessions of 7 hour bars missing.
+        assert (first.gaps, first.bars_missing, first.has_coverage) == (1, 35, False)
         assert report.progress.total_slices >= 1
         done = bf.wait(report.job, poll_s=0.05)
         assert done.done and done.progress_percent == 100.0 and done.bars_written > 0

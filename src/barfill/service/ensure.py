@@ -218,7 +218,7 @@ def ensure(
                 has_coverage=not plan.gaps,
                 coverage_from=inside[0].start if inside else None,
                 coverage_to=inside[-1].end if inside else None,
-                gaps=len(plan.gaps),
+                gaps=plan.holes,
                 bars_missing=plan.bars_missing,
                 unfillable=plan.unfillable,
                 slices_queued=len(plan.slices),

@@ -32,7 +32,8 @@ class DefinitionPlan:
 
     definition_id: int
     window: Interval
-    gaps: list[Interval]
+    gaps: list[Interval]  # missing trading time, one interval per session piece
+    holes: int  # missing stretches of the window (closed time inside one does not split it)
     slices: list[NewSlice]
     unfillable: list[Interval]
     bars_missing: int
@@ -75,10 +76,15 @@ def gaps_of(window: Interval, coverage: Sequence[Interval], calendar: TradingCal
     asks the calendar about that sliver instead of the whole window: a tick
     over thousands of covered definitions stays cheap.
     """
-    out: list[Interval] = []
-    for part in iv.subtract([window], coverage):
-        out.extend(find_gaps(part, [], calendar))
-    return out
+    return [g for hole in holes_of(window, coverage, calendar) for g in hole]
+
+
+def holes_of(
+    window: Interval, coverage: Sequence[Interval], calendar: TradingCalendar
+) -> list[list[Interval]]:
+    """The uncovered stretches of ``window`` that hold trading time, each as its trading gaps."""
+    holes = (find_gaps(part, [], calendar) for part in iv.subtract([window], coverage))
+    return [h for h in holes if h]
 
 
 def plan_definition(
@@ -93,8 +99,9 @@ def plan_definition(
     """Gaps of one definition and the fewest slices that fill them."""
     window = window_of(defn, calendar, now)
     if window is None:
-        return DefinitionPlan(defn.id, Interval(now, now + 1), [], [], [], 0, None)
-    gaps = gaps_of(window, coverage, calendar)
+        return DefinitionPlan(defn.id, Interval(now, now + 1), [], 0, [], [], 0, None)
+    holes = holes_of(window, coverage, calendar)
+    gaps = [g for hole in holes for g in hole]
     session = calendar.session_at(now)
     live_from = int(calendar.opens[session]) if session is not None else None
     parts: list[list[Interval]] = [gaps]
@@ -130,7 +137,9 @@ def plan_definition(
             for s in plan.slices
         )
     missing = sum(len(calendar.bar_opens(defn.timeframe, g.start, g.end)) for g in gaps)
-    return DefinitionPlan(defn.id, window, gaps, slices, iv.normalize(unfillable), missing, sized_for)
+    return DefinitionPlan(
+        defn.id, window, gaps, len(holes), slices, iv.normalize(unfillable), missing, sized_for
+    )
 
 
 def _provider_for(router: Router, defn: Definition, part: Sequence[Interval], now: int) -> str | None:
