@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown suite(s) {unknown}: expected some of {SUITES}", file=sys.stderr)
         return 2
     results: list[Result] = []
-    console = Console()
+    console = Console(width=160)
     for name in chosen:
         console.print(f"[bold]bench {name}[/bold] ...")
         module = importlib.import_module(f"bench.{name}")

@@ -5,8 +5,7 @@ Writes 500k m1 bars in batches of 50k (one transaction each) through
 same bars again (every row a conflict: the update path). The baseline loads
 the same rows into an unindexed table with the same 13 columns, the fastest
 plain way each driver offers: ``executemany`` on SQLite, binary ``COPY`` on
-PostgreSQL. On PostgreSQL a what-if figure shows the cost of the foreign key
-``bars.symbol_id -> symbols.id`` (checked by a trigger per row).
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -133,21 +132,6 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
                 ratio=update / raw,
             ),
         ]
-        if db.is_postgres:
-            with db.write() as conn:
-                conn.exec_driver_sql("ALTER TABLE bars DROP CONSTRAINT fk_bars_symbol_id_symbols")
-                conn.exec_driver_sql("TRUNCATE bars")
-            no_fk = _upsert_rate(db, sid, full, 1.0)
-            results.append(
-                Result(
-                    "store",
-                    f"{kind}: what-if, fresh upsert without the bars->symbols foreign key",
-                    no_fk,
-                    "bars/s",
-                    baseline=raw,
-                    ratio=no_fk / raw,
-                )
-            )
     return results
 
 

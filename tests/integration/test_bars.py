@@ -287,3 +287,37 @@ def test_symbols_are_created_once(db: Database) -> None:
         ensure_symbols(conn, ["GOOD", "BAD SYMBOL"])
     with db.read() as conn:
         assert symbol_id(conn, "GOOD") is None
+
+
+def test_complete_fresh_batch_round_trips_exactly(db: Database) -> None:
+    """3,000 rows with every value present: PostgreSQL's direct binary COPY into ``bars``."""
+    sid = _symbol(db)
+    n = 3_000
+    ts = T0 + 60 * np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(3)
+    close = np.round(100 + rng.normal(0, 1, n).cumsum(), 4)
+    batch = BarBatch(
+        "AAPL",
+        Timeframe.m1,
+        "polygon",
+        ts,
+        close - 0.01,
+        close + 0.25,
+        close - 0.25,
+        close,
+        rng.integers(1, 10_000, n).astype(np.float64),
+        close + 0.001,
+        rng.integers(0, 500, n).astype(np.int64),
+    )
+    assert _write(db, sid, batch, layer=Layer.intraday, at=5.0) == n
+    with db.read() as conn:
+        got = read_bars(conn, sid, "m1", T0, int(ts[-1]) + 60)
+        keys = conn.execute(
+            sa.select(bars.c.timeframe, bars.c.provider, bars.c.layer, bars.c.fetched_at).distinct()
+        ).all()
+    _same(got, batch)
+    assert [tuple(k) for k in keys] == [("m1", "polygon", "intraday", 5.0)]
+    # The same rows again (no longer a fresh range) merge to the same table.
+    first = _table(db)
+    assert _write(db, sid, batch, layer=Layer.intraday, at=5.0) == n
+    assert _table(db) == first

@@ -5,12 +5,13 @@ layer). They run *inside* the caller's transaction (the queue completes a
 slice by writing its bars, its coverage and its status together) and never
 commit. The two drivers are fed the way each is fastest:
 
-* PostgreSQL: the batch is encoded with numpy as binary ``COPY`` into a
-  temporary table (``ON COMMIT DROP``), then merged with one
-  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. When nothing is stored yet
-  in the batch's range (the usual case) a plain ``INSERT`` is tried first
-  under a savepoint: ON CONFLICT's speculative insertion is measured to cost
-  20-40% of the rate.
+* PostgreSQL: when nothing is stored yet in the batch's range (the usual
+  case) the batch is encoded with numpy as binary ``COPY`` straight into
+  ``bars`` under a savepoint. Otherwise it is copied into a temporary table
+  (``ON COMMIT DROP``) and merged with one ``INSERT ... SELECT ... ON
+  CONFLICT DO UPDATE`` (or a plain ``INSERT`` under a savepoint when the range
+  is fresh but some values are NULL): ON CONFLICT's speculative insertion is
+  measured to cost 20-40% of the rate.
 * SQLite: one DBAPI ``executemany`` into a temporary table, then the same
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (measured 1.6x faster than
   an ``executemany`` of the upsert itself: the merge into the primary-key
@@ -95,6 +96,7 @@ _COPY_TUPLE = np.dtype(
         for item in ((f"len_{name}", ">i4"), (name, ">i8" if name in ("ts", "trade_count") else ">f8"))
     ]
 )
+_ROW_FIELDS = tuple(c.strip() for c in _INSERT_COLUMNS.split(","))
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -179,9 +181,67 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
+def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bytes:
+    """Whole ``bars`` rows as a binary ``COPY`` stream (every value present: no NULLs).
+
+    The text key columns are constant within a batch, so each row is still
+    fixed-width and the stream is one numpy structured array.
+    """
+    texts = {
+        "timeframe": batch.timeframe.value.encode(),
+        "provider": batch.provider.encode(),
+        "layer": layer.value.encode(),
+    }
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for name in _ROW_FIELDS:
+        kind = (
+            f"S{len(texts[name])}"
+            if name in texts
+            else ">i4"
+            if name == "symbol_id"
+            else ">i8"
+            if name in ("ts", "trade_count")
+            else ">f8"
+        )
+        fields += [(f"len_{name}", ">i4"), (name, kind)]
+    rows = np.empty(len(batch), dtype=np.dtype(fields))
+    rows["n"] = len(_ROW_FIELDS)
+    for name in _ROW_FIELDS:
+        rows[f"len_{name}"] = len(texts[name]) if name in texts else 4 if name == "symbol_id" else 8
+    rows["symbol_id"] = symbol_id
+    for name, value in texts.items():
+        rows[name] = value
+    for name in _COPY_FIELDS:
+        rows[name] = getattr(batch, name)
+    rows["fetched_at"] = fetched_at
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bool:
+    """COPY straight into ``bars`` when the range is fresh; False if it must be merged instead.
+
+    A concurrent writer of the same rows makes the COPY fail on the primary key;
+    it is then undone to the savepoint and the caller merges the careful way.
+    """
+    complete = bool(np.isfinite(batch.vwap).all() and (batch.trade_count >= 0).all())
+    if len(batch) < _PG_FAST_PATH_MIN_ROWS or not complete or _pg_any_stored(cur, symbol_id, batch, layer):
+        return False
+    cur.execute("SAVEPOINT barfill_bars")
+    try:
+        with cur.copy(f"COPY bars ({_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(encode_copy_rows(symbol_id, batch, layer, fetched_at))
+    except psycopg.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
+        return False
+    cur.execute("RELEASE SAVEPOINT barfill_bars")
+    return True
+
+
 def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
     params = (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at)
     with dbapi.cursor() as cur:
+        if _pg_copy_direct(cur, symbol_id, batch, layer, fetched_at):
+            return len(batch)
         cur.execute(_PG_STAGE_DDL)
         with cur.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(encode_copy_binary(batch))
