@@ -112,7 +112,7 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
         raw = _raw_rate(db, sid, full)
         fresh = _upsert_rate(db, sid, full, 1.0)
         update = _upsert_rate(db, sid, full, 2.0)
-        results = [
+        return [
             Result(
                 "store",
                 f"{kind}: upsert {N_BARS:,} bars into a fresh table",
@@ -132,7 +132,6 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
                 ratio=update / raw,
             ),
         ]
-    return results
 
 
 def run() -> list[Result]:
