@@ -90,7 +90,6 @@ class Worker:
         self._calendars: dict[int, TradingCalendar] = {}
         self._pins: dict[int, str | None] = {}
         self._last_reap = 0.0
-        self._claim_batch = max(p.capabilities.max_symbols for p in app.providers.values())
 
     # -- main loop ------------------------------------------------------------
 
@@ -167,9 +166,15 @@ class Worker:
         ready = await asyncio.to_thread(self._ready_providers)
         if not ready:
             return []
-        claimed = await asyncio.to_thread(
-            self.app.queue.claim, self.worker_id, free * self._claim_batch, self.lease_s, ready
-        )
+        claimed = await asyncio.to_thread(self.app.queue.claim, self.worker_id, free, self.lease_s, ready)
+        # A multi-symbol provider answers same-range slices of many symbols in one
+        # request: take more of its slices (enqueue order puts same-range ones together).
+        multi = sorted({s.provider for s in claimed if self._max_symbols(s.provider) > 1})
+        if multi:
+            extra_n = free * (max(self._max_symbols(p) for p in multi) - 1)
+            claimed += await asyncio.to_thread(
+                self.app.queue.claim, self.worker_id, extra_n, self.lease_s, multi
+            )
         self.stats.claimed += len(claimed)
         groups = self._group(claimed)
         keep, extra = groups[:free], groups[free:]
@@ -177,6 +182,10 @@ class Worker:
             for s in group:
                 await asyncio.to_thread(self._release_quietly, s)
         return keep
+
+    def _max_symbols(self, provider: str) -> int:
+        p = self.app.providers.get(provider)
+        return 1 if p is None else p.capabilities.max_symbols
 
     def _ready_providers(self) -> list[str]:
         return [
