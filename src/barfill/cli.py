@@ -284,10 +284,8 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 table.add_row(e["code"], e["message"], str(e["count"]))
             out.print(table)
         if s["stuck"]:
-            out.print(
-                f"[yellow]{len(s['stuck'])} running slice(s) past their lease[/yellow]: "
-                + ", ".join(str(x) for x in s["stuck"][:20])
-            )
+            ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
+            out.print(f"[yellow]{len(s['stuck'])} running slice(s) silent for a whole lease[/yellow]: {ids}")
 
 
 @jobs_cli.command("list")

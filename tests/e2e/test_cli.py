@@ -143,3 +143,25 @@ def test_operator_commands(capsys, env: Path) -> None:
     assert code == 2 and "ids" in err
     code, out, _ = run(capsys, "keys")
     assert code == 0 and "synthetic" in out
+
+
+def test_status_shows_stuck_slices(capsys, env: Path, monkeypatch) -> None:
+    import time
+
+    from barfill.store.db import Database
+    from barfill.store.queue import SqlQueue
+
+    assert run(capsys, "init")[0] == 0
+    assert run(capsys, "ensure", "AAPL", "-t", "d1", "--start", "2024-01-02", "--end", "2024-03-01")[0] == 0
+    db = Database(f"sqlite:///{env}")
+    try:
+        (claimed,) = SqlQueue(db).claim("ghost-worker", 1, 0.2)
+    finally:
+        db.dispose()
+    monkeypatch.setenv("BARFILL_LEASE_S", "0.2")
+    time.sleep(0.5)
+    code, out, _ = run(capsys, "status", "--json")
+    stuck = json.loads(out)["stuck"]
+    assert code == 0 and [s["id"] for s in stuck] == [claimed.id] and stuck[0]["worker_id"] == "ghost-worker"
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "silent for a whole lease" in out

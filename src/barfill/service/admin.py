@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from barfill.bootstrap import App
@@ -23,7 +24,8 @@ def status(app: App) -> dict[str, Any]:
         "counts": q.counts(),
         "throughput": {"slices": slices, "bars": rows},
         "errors": [{"code": c, "message": m, "count": n} for c, m, n in q.errors(20)],
-        "stuck": list(q.stuck(0.0)),
+        # Silent for a whole lease: its worker is gone; the next reap re-queues it.
+        "stuck": [asdict(s) for s in q.stuck(app.settings.lease_s)],
         "definitions": n_defs,
         "bars": n_bars,
     }
