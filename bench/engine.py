@@ -9,7 +9,8 @@
    ~10 means linear). Target: 10k covered definitions tick within 1 s. A
    tick at 1,000 definitions with nothing covered is reported as a value:
    planning every definition and enqueueing its slices (the first tick), and
-   the same tick again, when every slice already exists.
+   in ``extra`` the same tick again, when every slice already exists (it still
+   plans every definition: coverage arrives only as slices complete).
 2. **Demo.** :func:`barfill.service.demo.run_demo` into a temporary SQLite
    file with a silent console: its wall time (target 15 s) and its requests
    against the ideal the demo computes (target 1.05).
@@ -22,6 +23,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -98,7 +100,7 @@ def _covered_ticks(kind: str) -> list[Result]:
                 have = n
                 ms, res = _best_tick(app)
                 times[n] = ms
-                extra = {
+                extra: dict[str, Any] = {
                     "scanned": res.scanned,
                     "slices_created": res.slices_created,
                     "tick_duration_ms": res.duration_ms,
@@ -139,8 +141,9 @@ def _uncovered_tick(kind: str, n: int = 1_000) -> Result:
         _add_definitions(db, 0, n, covered=False)
         app = _app(db)
         try:
+            # About 15 ms per uncovered definition: time one repeat only, not best of 3.
             first_ms, first = _timed_tick(app)
-            again_ms, again = _best_tick(app)
+            again_ms, again = _timed_tick(app)
         finally:
             app.close()
     return Result(
@@ -152,7 +155,7 @@ def _uncovered_tick(kind: str, n: int = 1_000) -> Result:
         extra={
             "scanned": first.scanned,
             "slices_created": first.slices_created,
-            "again_ms_best_of_3": round(again_ms, 1),
+            "again_ms": round(again_ms, 1),
             "again_slices_created": again.slices_created,
             "errors": first.errors[:3],
         },

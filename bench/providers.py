@@ -209,7 +209,7 @@ async def _measure_case(
                 "requests",
                 float(ideal),
                 None,
-                f"<= {TARGET_REQUESTS}",
+                f"<= {TARGET_REQUESTS}" if caps.supports(tf) else "n/a",
                 extra,
             )
         ranges = [(s.start, s.end) for s in plan.slices]
@@ -237,8 +237,8 @@ async def _measure_case(
                 "bars_expected": want,
             }
         )
-        if server is not None:
-            extra["server_page_rows"] = server.wire.page_size
+        if subject.page_rows is not None:
+            extra["server_page_rows"] = subject.page_rows
         if fetched < len(ranges):
             extra["note"] = (
                 f"{extra.get('note', '') + '; ' if 'note' in extra else ''}"
@@ -435,10 +435,11 @@ def hydration_under_rate_limit() -> list[Result]:
     wire.page_size = 50_000
     symbols = [f"S{i:03d}" for i in range(RATE_SYMBOLS)]
     start, end = "2026-01-02", "2026-11-20"
+    server = RateLimitedServer(wire, RATE_N)
     with (
         tempfile.TemporaryDirectory() as tmp,
         scratch_database("postgresql") as db,
-        RateLimitedServer(wire, RATE_N) as server,
+        server,
     ):
         logs = Path(tmp)
         env = _worker_env(db.url, server.url)
@@ -457,6 +458,8 @@ def hydration_under_rate_limit() -> list[Result]:
                 report = ensure(app, symbols, "d1", start=start, end=end)
                 ensure_s = time.monotonic() - t0
                 queued = sum(r.slices_queued for r in report.results)
+                if queued != len(symbols):
+                    raise RuntimeError(f"expected one d1 slice per symbol, ensure queued {queued}")
                 deadline = t0 + 120
                 while True:
                     counts = app.queue.counts()

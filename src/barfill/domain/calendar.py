@@ -75,6 +75,9 @@ class TradingCalendar:
         else:
             self.ext_opens = self.midnights + _PRE_MARKET_S
             self.ext_closes = self.closes + _POST_MARKET_S
+        # A session never spans a DST change (they happen at 02:00 local on a
+        # Sunday), so one offset per session serves every bar in it.
+        self.session_offsets: I64 = self._offsets_at(self.opens)
         self.first = int(self.opens[0])
         self.last = int(self.closes[-1])
 
@@ -151,7 +154,7 @@ class TradingCalendar:
         if not timeframe.intraday:
             return np.ones(len(o), dtype=np.int64)
         step = timeframe.seconds
-        off = self.utc_offset(o)
+        off = self.session_offsets[i0:i1]
         first = (o + off) // step
         last = (c - 1 + off) // step
         return np.asarray(last - first + 1, dtype=np.int64)
@@ -167,18 +170,19 @@ class TradingCalendar:
         if timeframe == Timeframe.w1:
             return np.unique(self.bucket(Timeframe.w1, self.midnights[i0:i1]))
         step = timeframe.seconds
-        parts = []
-        for o, c in zip(opens[i0:i1].tolist(), closes[i0:i1].tolist(), strict=True):
-            lo, hi = max(o, start), min(c, end)
-            if lo >= hi:
-                continue
-            off = int(self.utc_offset(np.asarray([o]))[0])
-            first = (lo + off) // step * step - off
-            last = (hi - 1 + off) // step * step - off
-            parts.append(np.arange(first, last + 1, step, dtype=np.int64))
-        if not parts:
+        lo = np.maximum(opens[i0:i1], start)
+        hi = np.minimum(closes[i0:i1], end)
+        keep = lo < hi
+        lo, hi, off = lo[keep], hi[keep], self.session_offsets[i0:i1][keep]
+        first = (lo + off) // step * step - off
+        last = (hi - 1 + off) // step * step - off
+        counts = (last - first) // step + 1
+        if counts.sum() == 0:
             return np.empty(0, dtype=np.int64)
-        return np.unique(np.concatenate(parts))
+        # All sessions' labels at once: each session's first label, then steps within it.
+        offsets_in_session = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        labels = np.repeat(first, counts) + step * offsets_in_session
+        return np.unique(labels.astype(np.int64))
 
     def bucket(self, timeframe: Timeframe, ts: I64) -> I64:
         """The label of the ``timeframe`` bar that each ``ts`` falls in (local clock)."""

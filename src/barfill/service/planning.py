@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -40,8 +41,12 @@ class DefinitionPlan:
     provider: str | None  # the provider the slices were sized for (historical part)
 
 
+@lru_cache(maxsize=1024)
 def closed_end(calendar: TradingCalendar, timeframe: Timeframe, now: int) -> int:
-    """The end of the last *complete* bar of ``timeframe`` at ``now``: never plan a forming bar."""
+    """The end of the last *complete* bar of ``timeframe`` at ``now``: never plan a forming bar.
+
+    Cached: a tick asks it once per definition with the same ``now``.
+    """
     label = int(calendar.bucket(timeframe, np.asarray([now]))[0])
     end = int(calendar.bar_end(timeframe, np.asarray([label]))[0])
     return end if end <= now else label
@@ -136,7 +141,7 @@ def plan_definition(
             )
             for s in plan.slices
         )
-    missing = sum(len(calendar.bar_opens(defn.timeframe, g.start, g.end)) for g in gaps)
+    missing = sum(len(calendar.bar_opens(defn.timeframe, h[0].start, h[-1].end)) for h in holes)
     return DefinitionPlan(
         defn.id, window, gaps, len(holes), slices, iv.normalize(unfillable), missing, sized_for
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import numbers
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,10 @@ def _clock(conn: Connection, now: float | None) -> float:
     return float(conn.execute(sa.select(db_now(conn))).scalar_one())
 
 
+CoverageKey = tuple[int, Timeframe | str]
+"""(symbol id, timeframe): what coverage is kept normalized per."""
+
+
 def add_coverage(
     conn: Connection,
     symbol_id: int,
@@ -85,6 +89,8 @@ def add_coverage(
     adds only its part not already final, and supersedes the provisional rows
     it contains that expire no later than it does.
 
+    This is the one-key case of :func:`add_coverage_many`.
+
     Args:
         now: ``updated_at`` for the rows written, database-clock seconds; read
             from the database when None.
@@ -92,43 +98,175 @@ def add_coverage(
     Raises:
         InvalidInput: for a span with ``start >= end`` (nothing is written).
     """
-    tf = Timeframe.parse(timeframe)
-    _check_spans(spans)
-    if not spans:
+    add_coverage_many(conn, [((symbol_id, timeframe), spans)], now=now)
+
+
+def add_coverage_many(
+    conn: Connection,
+    spans_by_key: Mapping[CoverageKey, Sequence[CoverageSpan]]
+    | Iterable[tuple[CoverageKey, Sequence[CoverageSpan]]],
+    *,
+    now: float | None = None,
+) -> None:
+    """Record the spans of many (symbol, timeframe) keys at once, inside the caller's transaction.
+
+    The rows left are exactly those of one :func:`add_coverage` call per entry,
+    in order. Given as ``(key, spans)`` pairs a key may repeat: the queue
+    passes one pair per completed slice, so a batch of completions leaves the
+    same rows as the same completions made one by one (the order matters only
+    for provisional rows, through which one supersedes which).
+
+    Why: a completion used to cost four statements of its own (lock, read,
+    delete or update, insert). Here the cost is a fixed handful whatever the
+    number of keys: one locking the symbols, one reading their coverage, one
+    ``DELETE`` of the rows replaced and one ``executemany`` ``INSERT`` of the
+    rows replacing them. The merging runs in Python on the rows read.
+
+    The symbols are locked in ascending id order by a statement of its own,
+    before the read (see :func:`_lock_symbols`), so two batches sharing
+    symbols wait for each other instead of deadlocking, and the later one
+    merges with what the earlier one committed.
+
+    Args:
+        now: ``updated_at`` for the rows written, database-clock seconds; read
+            from the database when None.
+
+    Raises:
+        InvalidInput: for an unknown timeframe or a bad span (nothing is written).
+    """
+    pairs = spans_by_key.items() if isinstance(spans_by_key, Mapping) else spans_by_key
+    calls: list[tuple[tuple[int, Timeframe], list[CoverageSpan]]] = []
+    for (symbol_id, timeframe), spans in pairs:
+        tf = Timeframe.parse(timeframe)
+        _check_spans(spans)
+        if spans:
+            calls.append(((int(symbol_id), tf), [_exact(s) for s in spans]))
+    if not calls:
         return
-    spans = [
-        CoverageSpan(int(s.start), int(s.end), None if s.expires_at is None else float(s.expires_at))
-        for s in spans
-    ]
     now = _clock(conn, now)
-    _lock_symbol(conn, symbol_id)
-    final = normalize((s.start, s.end) for s in spans if s.expires_at is None)
-    if final:
-        _merge_final(conn, symbol_id, tf, final, now)
-    for span in spans:
-        if span.expires_at is not None:
-            _add_provisional(conn, symbol_id, tf, span, now)
+    _lock_symbols(conn, sorted({sid for (sid, _), _ in calls}))
+    state = _read_rows(conn, calls)
+    stored = {r.id for rows in state.values() for r in rows}
+    for key, spans in calls:
+        rows = state[key]
+        final = normalize((s.start, s.end) for s in spans if s.expires_at is None)
+        if final:
+            rows = _merge_final(rows, final)
+        for span in spans:
+            if span.expires_at is not None:
+                rows = _add_provisional(rows, span)
+        state[key] = rows
+    kept = {r.id for rows in state.values() for r in rows}
+    replaced = sorted(i for i in stored - kept if i is not None)
+    if replaced:
+        conn.execute(_DELETE_ROWS, {"b_ids": replaced})
+    added = [
+        _row(sid, tf, Interval(r.start, r.end), r.expires_at, now)
+        for (sid, tf), rows in state.items()
+        for r in rows
+        if r.id is None
+    ]
+    if added:
+        conn.execute(sa.insert(coverage), added)
 
 
-def _lock_symbol(conn: Connection, symbol_id: int) -> None:
+@dataclass(eq=False, slots=True)
+class _Stored:
+    """A coverage row while merging: ``id`` None for a row not yet written. Compared by identity."""
+
+    id: int | None
+    start: int
+    end: int
+    expires_at: float | None
+
+
+def _exact(span: CoverageSpan) -> CoverageSpan:
+    return CoverageSpan(
+        int(span.start), int(span.end), None if span.expires_at is None else float(span.expires_at)
+    )
+
+
+# Ascending ids: every writer takes the row locks in the same order (PostgreSQL locks
+# the rows of a FOR ... ORDER BY query in the order it returns them).
+_LOCK_SYMBOLS = (
+    sa.select(symbols.c.id)
+    .where(symbols.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+    .order_by(symbols.c.id)
+    .with_for_update(key_share=True)
+)
+_READ_ROWS = sa.select(
+    coverage.c.id,
+    coverage.c.symbol_id,
+    coverage.c.timeframe,
+    coverage.c.start,
+    coverage.c.end,
+    coverage.c.expires_at,
+).where(
+    coverage.c.symbol_id.in_(sa.bindparam("b_symbols", expanding=True)),
+    coverage.c.timeframe.in_(sa.bindparam("b_timeframes", expanding=True)),
+    coverage.c.start <= sa.bindparam("b_hi", type_=sa.BigInteger),
+    coverage.c.end >= sa.bindparam("b_lo", type_=sa.BigInteger),
+)
+_DELETE_ROWS = sa.delete(coverage).where(coverage.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+
+
+def _lock_symbols(conn: Connection, symbol_ids: list[int]) -> None:
     # A statement of its own, not folded into the read below: on PostgreSQL a statement
     # that waited for a row lock still reads with the snapshot it took before waiting,
     # so it would miss the rows the previous lock holder just merged.
-    conn.execute(sa.select(symbols.c.id).where(symbols.c.id == symbol_id).with_for_update(key_share=True))
+    pass
 
 
-def _overlapping_rows(conn: Connection, symbol_id: int, tf: Timeframe, lo: int, hi: int) -> list[Any]:
-    """Rows of (symbol, timeframe) that overlap or touch ``[lo, hi)``."""
-    return list(
-        conn.execute(
-            sa.select(coverage.c.id, coverage.c.start, coverage.c.end, coverage.c.expires_at).where(
-                coverage.c.symbol_id == symbol_id,
-                coverage.c.timeframe == tf.value,
-                coverage.c.start <= hi,
-                coverage.c.end >= lo,
+def _read_rows(
+    conn: Connection, calls: list[tuple[tuple[int, Timeframe], list[CoverageSpan]]]
+) -> dict[tuple[int, Timeframe], list[_Stored]]:
+    """The stored rows of every key in ``calls`` that could take part in a merge, in one query.
+
+    One bounding range for all keys: a superset of the rows each key's spans
+    overlap or touch (the merge looks at the rows it needs and keeps the rest).
+    """
+    state: dict[tuple[int, Timeframe], list[_Stored]] = {key: [] for key, _ in calls}
+    params = {
+        "b_symbols": sorted({sid for sid, _ in state}),
+        "b_timeframes": sorted({tf.value for _, tf in state}),
+        "b_lo": min(s.start for _, spans in calls for s in spans),
+        "b_hi": max(s.end for _, spans in calls for s in spans),
+    }
+    q = (
+        _READ_ROWS.add_columns(symbols.c.id.label("sym"))
+        .join_from(coverage, symbols, symbols.c.id == coverage.c.symbol_id, full=False)
+        .with_for_update(key_share=True, of=symbols)
+    )
+    q = (
+        sa.select(
+            symbols.c.id,
+            coverage.c.id.label("cid"),
+            coverage.c.symbol_id,
+            coverage.c.timeframe,
+            coverage.c.start,
+            coverage.c.end,
+            coverage.c.expires_at,
+        )
+        .select_from(
+            symbols.outerjoin(
+                coverage,
+                sa.and_(
+                    coverage.c.symbol_id == symbols.c.id,
+                    coverage.c.timeframe.in_(sa.bindparam("b_timeframes", expanding=True)),
+                    coverage.c.start <= sa.bindparam("b_hi"),
+                    coverage.c.end >= sa.bindparam("b_lo"),
+                ),
             )
         )
+        .where(symbols.c.id.in_(sa.bindparam("b_symbols", expanding=True)))
+        .order_by(symbols.c.id)
+        .with_for_update(key_share=True, of=symbols)
     )
+    for r in [x for x in conn.execute(q, params) if x.cid is not None]:
+        rows = state.get((int(r.symbol_id), Timeframe(r.timeframe)))
+        if rows is not None:
+            rows.append(_Stored(int(r.cid), int(r.start), int(r.end), r.expires_at))
+    return state
 
 
 def _overlaps(start: int, end: int, items: list[Interval]) -> bool:
@@ -141,50 +279,42 @@ def _touches(items: Sequence[Interval], starts: list[int], start: int, end: int)
     return k >= 0 and items[k].end >= start
 
 
-def _merge_final(conn: Connection, symbol_id: int, tf: Timeframe, final: list[Interval], now: float) -> None:
-    rows = _overlapping_rows(conn, symbol_id, tf, final[0].start, final[-1].end)
+def _merge_final(rows: list[_Stored], final: list[Interval]) -> list[_Stored]:
+    """``rows`` of one key after adding the normalized final intervals ``final``."""
     starts = [i.start for i in final]
     old_final = [r for r in rows if r.expires_at is None and _touches(final, starts, r.start, r.end)]
     merged = normalize([*final, *((r.start, r.end) for r in old_final)])
-    # Provisional rows only ever lie outside older final coverage, so all that overlap
-    # the merged result are among ``rows``.
+    # Provisional rows only ever lie outside older final coverage: those overlapping
+    # ``merged`` overlap the new spans, and lose that part.
     cut = [r for r in rows if r.expires_at is not None and _overlaps(r.start, r.end, merged)]
-    if len(old_final) == 1 and len(merged) == 1 and not cut:
-        # The usual completion: the span extends one existing interval.
-        conn.execute(
-            sa.update(coverage)
-            .where(coverage.c.id == old_final[0].id)
-            .values(start=merged[0].start, end=merged[0].end, updated_at=now)
-        )
-        return
-    replaced = [r.id for r in (*old_final, *cut)]
-    if replaced:
-        conn.execute(sa.delete(coverage).where(coverage.c.id.in_(replaced)))
-    new_rows = [_row(symbol_id, tf, i, None, now) for i in merged]
+    gone = {*old_final, *cut}
+    out = [r for r in rows if r not in gone]
+    out += [_Stored(None, i.start, i.end, None) for i in merged]
     for r in cut:
-        new_rows += [
-            _row(symbol_id, tf, i, r.expires_at, now) for i in subtract([Interval(r.start, r.end)], merged)
+        out += [
+            _Stored(None, i.start, i.end, r.expires_at) for i in subtract([Interval(r.start, r.end)], merged)
         ]
-    conn.execute(sa.insert(coverage), new_rows)
+    return out
 
 
-def _add_provisional(conn: Connection, symbol_id: int, tf: Timeframe, span: CoverageSpan, now: float) -> None:
-    rows = _overlapping_rows(conn, symbol_id, tf, span.start, span.end)
-    final = normalize((r.start, r.end) for r in rows if r.expires_at is None)
+def _add_provisional(rows: list[_Stored], span: CoverageSpan) -> list[_Stored]:
+    """``rows`` of one key after adding the provisional ``span``."""
     assert span.expires_at is not None
-    subsumed = [
-        r.id
+    final = normalize((r.start, r.end) for r in rows if r.expires_at is None)
+    subsumed = {
+        r
         for r in rows
         if r.expires_at is not None
         and span.start <= r.start
         and r.end <= span.end
         and r.expires_at <= span.expires_at
+    }
+    out = [r for r in rows if r not in subsumed]
+    out += [
+        _Stored(None, i.start, i.end, span.expires_at)
+        for i in subtract([Interval(span.start, span.end)], final)
     ]
-    if subsumed:
-        conn.execute(sa.delete(coverage).where(coverage.c.id.in_(subsumed)))
-    pieces = subtract([Interval(span.start, span.end)], final)
-    if pieces:
-        conn.execute(sa.insert(coverage), [_row(symbol_id, tf, i, span.expires_at, now) for i in pieces])
+    return out
 
 
 def _row(

@@ -13,7 +13,10 @@ The rules, each a bug another queue shipped (DESIGN decision 4):
   match raises :class:`~barfill.errors.LeaseLost`. A slice reaped from a
   stalled worker and claimed again can't be completed by the stale owner.
 * **One transaction per completion**: the status change, the bars and the
-  coverage commit together or not at all.
+  coverage commit together or not at all. :meth:`SqlQueue.complete_many`
+  commits many completions in one transaction (one status ``UPDATE``, one
+  batched coverage merge): a worker that claimed 50 slices pays for one
+  commit, not 50, and a slice whose lease is gone is skipped, not fatal.
 * **The database clock only**: ``not_before``, leases and backoff are
   computed in SQL from :func:`barfill.store.db.db_now`, never a worker's clock.
 * **Finished rows don't bloat the claim**: the claim scans a partial index of
@@ -25,12 +28,14 @@ Times are Unix seconds UTC; durations are seconds (``lease_s``).
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -40,7 +45,7 @@ from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, LeaseLost
 from barfill.store.bars import upsert_bars
-from barfill.store.coverage import add_coverage
+from barfill.store.coverage import CoverageKey, add_coverage_many
 from barfill.store.db import Database, db_now
 from barfill.store.schema import JOB_STATUSES, job_runs, symbols
 from barfill.store.symbols import insert_on_conflict
@@ -84,6 +89,25 @@ class Progress:
     def finished(self) -> bool:
         """True when nothing is queued or running."""
         return self.queued == 0 and self.running == 0
+
+
+@dataclass(frozen=True)
+class CompleteManyResult:
+    """What :meth:`SqlQueue.complete_many` committed.
+
+    ``done``: ids of the slices marked succeeded, with their bars and coverage
+    written; ``lost``: ids of those whose lease was gone, for which nothing was
+    written. Both keep the order of the items given. ``rows``: bars of the
+    ``done`` slices (the sum of their batch lengths, as :meth:`SqlQueue.complete` counts).
+    """
+
+    rows: int
+    done: list[int]
+    lost: list[int]
+
+
+CompletionItem = tuple[ClaimedSlice, Sequence[BarBatch], Sequence[CoverageSpan]]
+"""One slice to complete: the claimed slice, its bars and its coverage spans."""
 
 
 @dataclass(frozen=True)
@@ -131,17 +155,7 @@ class SqlQueue:
         # The hot statements are built once, with bound parameters.
         self._claim_any = self._build_claim(filtered=False)
         self._claim_filtered = self._build_claim(filtered=True)
-        self._complete = (
-            sa.update(job_runs)
-            .where(_owned())
-            .values(
-                status="succeeded",
-                rows_written=sa.bindparam("b_rows"),
-                finished_at=self._now,
-                updated_at=self._now,
-            )
-            .returning(job_runs.c.finished_at)
-        )
+        self._complete_many = self._build_complete_many()
         self._heartbeat = (
             sa.update(job_runs)
             .where(_owned())
@@ -249,6 +263,48 @@ class SqlQueue:
             for r in rows
         ]
 
+    def _build_complete_many(self) -> Any:
+        """The one conditional ``UPDATE`` that marks a batch of slices succeeded.
+
+        The slices come as one parameter whatever their number, so the
+        statement is compiled (and, on PostgreSQL, prepared) once: three
+        arrays expanded with ``unnest`` on PostgreSQL, one JSON array of
+        ``[id, token, rows]`` expanded with ``json_each`` on SQLite. The
+        database clock is read once, in a CTE, so every slice of the batch
+        finishes at the same instant (their bars' ``fetched_at``).
+        """
+        if self.db.is_postgres:
+            given: Any = (
+                sa.func.unnest(
+                    sa.bindparam("b_ids", type_=ARRAY(sa.Integer)),
+                    sa.bindparam("b_tokens", type_=ARRAY(sa.String)),
+                    sa.bindparam("b_rows", type_=ARRAY(sa.Integer)),
+                )
+                .table_valued("id", "token", "rows")
+                .render_derived(name="given")
+            )
+        else:
+            each = sa.func.json_each(sa.bindparam("b_items", type_=sa.String)).table_valued("value")
+            given = sa.select(
+                *(
+                    sa.func.json_extract(each.c.value, sa.literal_column(f"'$[{k}]'")).label(name)
+                    for k, name in enumerate(("id", "token", "rows"))
+                )
+            ).subquery("given")
+        clock = sa.select(self._now.label("now")).cte("clock")
+        now = sa.select(clock.c.now).scalar_subquery()
+        return (
+            sa.update(job_runs)
+            .add_cte(clock)
+            .where(
+                job_runs.c.id == given.c.id,
+                job_runs.c.lease_token == given.c.token,
+                job_runs.c.status == _RUNNING,
+            )
+            .values(status="succeeded", rows_written=given.c.rows, finished_at=now, updated_at=now)
+            .returning(job_runs.c.id, job_runs.c.finished_at)
+        )
+
     # -- enqueue -------------------------------------------------------------------------------
 
     def enqueue(self, slices: Sequence[NewSlice]) -> int:
@@ -345,22 +401,67 @@ class SqlQueue:
 
         The status change comes first and is conditional on the lease, so a
         stale owner is refused before anything is written; any later error
-        (a batch of another symbol, a constraint) rolls everything back and
-        leaves the slice running under its lease.
+        (a constraint, ``also``) rolls everything back and leaves the slice
+        running under its lease. :meth:`complete_many` with one item.
 
         Raises:
             LeaseLost: the lease is gone; nothing was written.
             InvalidInput: a batch is not of the slice's symbol and timeframe, or
                 forecast bars come with coverage (forecasts never cover); nothing was written.
         """
+        hook = None if also is None else (lambda conn, _claimed: also(conn))
+        result = self.complete_many([(claimed, batches, coverage)], layer=layer, also=hook)
+        if result.lost:
+            raise _lost(claimed)
+        return result.rows
+
+    def complete_many(
+        self,
+        items: Sequence[CompletionItem],
+        *,
+        layer: Layer = Layer.historical,
+        also: Callable[[Connection, ClaimedSlice], object] | None = None,
+    ) -> CompleteManyResult:
+        """Complete many claimed slices in one transaction; returns which were committed and which lost.
+
+        Each item is ``(claimed, batches, coverage)`` as :meth:`complete`
+        takes them. In one :meth:`Database.write` transaction:
+
+        1. one ``UPDATE`` marks succeeded the slices still ``running`` under
+           the lease presented (id and token), on the database clock; the
+           others are *lost* (reaped, re-claimed, cancelled) and nothing at
+           all is written for them;
+        2. the bars of each won slice are upserted (``fetched_at`` is the
+           completion time);
+        3. the coverage of the won slices is merged with
+           :func:`~barfill.store.coverage.add_coverage_many`, leaving the same
+           rows as one :meth:`complete` per slice in item order;
+        4. ``also(conn, claimed)`` runs for each won slice, in item order,
+           after every won slice's bars and coverage (derived data).
+
+        Why: per completion, a transaction of its own costs a commit and
+        four or five statements; batched, the cost of a batch is a fixed
+        handful of statements plus the bars. All or nothing: an error in any
+        step rolls back every slice of the batch, which all stay running
+        under their leases (retry them, or fail them one by one). A lost
+        lease is not an error: it is reported in ``lost`` so the others still
+        commit.
+
+        Raises:
+            InvalidInput: the same slice twice, a batch not of its slice's
+                symbol and timeframe, forecast bars with coverage, or a bad
+                span of a won slice; nothing was written.
+        """
         layer = Layer(layer)
-        if coverage and layer is Layer.forecast:
-            raise InvalidInput("coverage", "no coverage for forecast bars (forecasts never count as fetched)")
-        rows = sum(len(b) for b in batches)
-        with self.db.write() as conn:
-            now = conn.execute(self._complete, _lease(claimed) | {"b_rows": rows}).scalar_one_or_none()
-            if now is None:
-                raise _lost(claimed)
+        seen: set[int] = set()
+        for claimed, batches, spans in items:
+            if claimed.id in seen:
+                raise InvalidInput("items", "each slice at most once", claimed.id)
+            seen.add(claimed.id)
+            if spans and layer is Layer.forecast:
+                raise InvalidInput(
+                    "coverage", "no coverage for forecast bars (forecasts never count as fetched)"
+                )
             for batch in batches:
                 if batch.symbol != claimed.symbol or batch.timeframe != claimed.timeframe:
                     raise InvalidInput(
@@ -368,12 +469,41 @@ class SqlQueue:
                         f"bars of {claimed.symbol} {claimed.timeframe.value} (the claimed slice)",
                         f"{batch.symbol} {batch.timeframe.value}",
                     )
-                upsert_bars(conn, claimed.symbol_id, batch, layer=layer, fetched_at=float(now))
-            if coverage:
-                add_coverage(conn, claimed.symbol_id, claimed.timeframe, coverage, now=float(now))
-            if also is not None:
-                also(conn)
-        return rows
+        if not items:
+            return CompleteManyResult(rows=0, done=[], lost=[])
+        counts = [sum(len(b) for b in batches) for _, batches, _ in items]
+        if self.db.is_postgres:
+            params: dict[str, Any] = {
+                "b_ids": [c.id for c, _, _ in items],
+                "b_tokens": [c.lease_token for c, _, _ in items],
+                "b_rows": counts,
+            }
+        else:
+            params = {
+                "b_items": json.dumps(
+                    [[c.id, c.lease_token, n] for (c, _, _), n in zip(items, counts, strict=True)]
+                )
+            }
+        with self.db.write() as conn:
+            finished = {int(i): float(t) for i, t in conn.execute(self._complete_many, params)}
+            won = [item for item in items if item[0].id in finished]
+            if won:
+                now = max(finished.values())
+                for claimed, batches, _ in won:
+                    for batch in batches:
+                        upsert_bars(conn, claimed.symbol_id, batch, layer=layer, fetched_at=now)
+                covered: list[tuple[CoverageKey, Sequence[CoverageSpan]]] = [
+                    ((c.symbol_id, c.timeframe), cov) for c, _, cov in won if cov
+                ]
+                add_coverage_many(conn, covered, now=now)
+                if also is not None:
+                    for claimed, _, _ in won:
+                        also(conn, claimed)
+        return CompleteManyResult(
+            rows=sum(n for (c, _, _), n in zip(items, counts, strict=True) if c.id in finished),
+            done=[c.id for c, _, _ in items if c.id in finished],
+            lost=[c.id for c, _, _ in items if c.id not in finished],
+        )
 
     def fail(
         self,
