@@ -48,6 +48,18 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
+def _drop_leftovers() -> None:
+    """Drop databases left by test sessions that died (their pid is gone)."""
+    with psycopg.connect(_admin_dsn(), autocommit=True, connect_timeout=5) as conn:
+        names = [
+            r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'barfill_t%'")
+        ]
+    for name in names:
+        pid = name.removeprefix("barfill_t").split("_", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """Name of a migrated template database, created once per test session."""
@@ -59,6 +71,7 @@ def pg_template() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    _drop_leftovers()
     name = f"{_PREFIX}_tpl"
     _admin(f'DROP DATABASE IF EXISTS "{name}"')
     _admin(f'CREATE DATABASE "{name}"')
