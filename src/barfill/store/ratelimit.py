@@ -143,6 +143,19 @@ class SqlRateLimiter:
             conn.execute(sqlite.insert(rate_limits).values(values).on_conflict_do_nothing())
 
 
+# One waiter per (event loop, provider) polls the database; the others queue
+# here, so a slot is raced for by one coroutine per process, not by all of them.
+_waiters: dict[tuple[int, str], asyncio.Lock] = {}
+
+
+def _lock_for(provider: str) -> asyncio.Lock:
+    key = (id(asyncio.get_running_loop()), provider)
+    lock = _waiters.get(key)
+    if lock is None:
+        lock = _waiters[key] = asyncio.Lock()
+    return lock
+
+
 async def acquire(
     limiter: RateLimiter,
     provider: str,
@@ -155,7 +168,8 @@ async def acquire(
 
     ``try_acquire`` runs in a thread (it is a blocking database call). Between
     attempts this sleeps exactly the wait the limiter returned: the limiter,
-    not this loop, decides the spacing.
+    not this loop, decides the spacing. Within one process only one coroutine
+    per provider polls the limiter at a time.
 
     Raises:
         ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
@@ -163,16 +177,17 @@ async def acquire(
             slice back instead of holding it while it sleeps.
     """
     waited = 0.0
-    while True:
-        wait_s = await asyncio.to_thread(limiter.try_acquire, provider, limit)
-        if wait_s <= 0:
-            return waited
-        if max_wait_s is not None and waited + wait_s > max_wait_s:
-            raise ProviderError(
-                "rate_limited",
-                f"{provider}: no request slot within {max_wait_s:g} s (next in {wait_s:.2f} s)",
-                retryable=True,
-                retry_after_s=wait_s,
-            )
-        await sleep(wait_s)
-        waited += wait_s
+    async with _lock_for(provider):
+        while True:
+            wait_s = await asyncio.to_thread(limiter.try_acquire, provider, limit)
+            if wait_s <= 0:
+                return waited
+            if max_wait_s is not None and waited + wait_s > max_wait_s:
+                raise ProviderError(
+                    "rate_limited",
+                    f"{provider}: no request slot within {max_wait_s:g} s (next in {wait_s:.2f} s)",
+                    retryable=True,
+                    retry_after_s=wait_s,
+                )
+            await sleep(wait_s)
+            waited += wait_s
