@@ -16,6 +16,7 @@ starts with ``BEGIN IMMEDIATE``, which serializes writers. The arithmetic is
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
@@ -145,15 +146,14 @@ class SqlRateLimiter:
 
 # One waiter per (event loop, provider) polls the database; the others queue
 # here, so a slot is raced for by one coroutine per process, not by all of them.
-_waiters: dict[tuple[int, str], asyncio.Lock] = {}
+_waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _lock_for(provider: str) -> asyncio.Lock:
-    key = (id(asyncio.get_running_loop()), provider)
-    lock = _waiters.get(key)
-    if lock is None:
-        lock = _waiters[key] = asyncio.Lock()
-    return lock
+    locks = _waiters.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(provider, asyncio.Lock())
 
 
 async def acquire(
