@@ -14,7 +14,9 @@ timeframe):
 Writers of one symbol are serialized by a row lock on the symbol
 (``FOR NO KEY UPDATE`` on PostgreSQL, which does not block the foreign-key
 checks of concurrent bar writes; SQLite serializes every writer anyway), so
-two slices completing side by side cannot both merge the same rows.
+two slices completing side by side cannot both merge the same rows. A batch
+(:func:`add_coverage_many`) locks all its symbols in ascending id order, so
+batches sharing symbols queue up instead of deadlocking.
 All bounds are Unix seconds UTC, ``[start, end)``.
 """
 
@@ -116,11 +118,14 @@ def add_coverage_many(
     same rows as the same completions made one by one (the order matters only
     for provisional rows, through which one supersedes which).
 
-    Why: a completion used to cost four statements of its own (lock, read,
-    delete or update, insert). Here the cost is a fixed handful whatever the
-    number of keys: one locking the symbols, one reading their coverage, one
-    ``DELETE`` of the rows replaced and one ``executemany`` ``INSERT`` of the
-    rows replacing them. The merging runs in Python on the rows read.
+    Why: one call per completed slice costs three or four statements each
+    (lock, read, update or delete, insert). Here the cost is a fixed handful
+    whatever the number of keys: one locking the symbols, one reading their
+    coverage, one ``DELETE`` of the rows replaced and one ``executemany``
+    ``INSERT`` of the rows replacing them; the merging runs in Python on the
+    rows read. When the whole call replaces one row by one row of the same
+    key (a single completion extending an interval, the usual case) that row
+    is updated in place instead: one statement, not two.
 
     The symbols are locked in ascending id order by a statement of its own,
     before the read (see :func:`_lock_symbols`), so two batches sharing
@@ -146,7 +151,7 @@ def add_coverage_many(
     now = _clock(conn, now)
     _lock_symbols(conn, sorted({sid for (sid, _), _ in calls}))
     state = _read_rows(conn, calls)
-    stored = {r.id for rows in state.values() for r in rows}
+    stored = {r.id: key for key, rows in state.items() for r in rows}
     for key, spans in calls:
         rows = state[key]
         final = normalize((s.start, s.end) for s in spans if s.expires_at is None)
@@ -157,17 +162,23 @@ def add_coverage_many(
                 rows = _add_provisional(rows, span)
         state[key] = rows
     kept = {r.id for rows in state.values() for r in rows}
-    replaced = sorted(i for i in stored - kept if i is not None)
+    replaced = sorted(i for i in stored.keys() - kept if i is not None)
+    added = [(key, r) for key, rows in state.items() for r in rows if r.id is None]
+    if len(replaced) == 1 and len(added) == 1 and stored[replaced[0]] == added[0][0]:
+        # The usual single completion: its span extends one interval. In place, one
+        # statement instead of two.
+        r = added[0][1]
+        values = {"start": r.start, "end": r.end, "expires_at": r.expires_at}
+        conn.execute(
+            _UPDATE_ROW,
+            {"b_id": replaced[0], "provisional": r.expires_at is not None, "updated_at": now} | values,
+        )
+        return
     if replaced:
         conn.execute(_DELETE_ROWS, {"b_ids": replaced})
-    added = [
-        _row(sid, tf, Interval(r.start, r.end), r.expires_at, now)
-        for (sid, tf), rows in state.items()
-        for r in rows
-        if r.id is None
-    ]
     if added:
-        conn.execute(sa.insert(coverage), added)
+        new_rows = [_row(sid, tf, Interval(r.start, r.end), r.expires_at, now) for (sid, tf), r in added]
+        conn.execute(sa.insert(coverage), new_rows)
 
 
 @dataclass(eq=False, slots=True)
@@ -207,6 +218,16 @@ _READ_ROWS = sa.select(
     coverage.c.start <= sa.bindparam("b_hi", type_=sa.BigInteger),
     coverage.c.end >= sa.bindparam("b_lo", type_=sa.BigInteger),
 )
+_UPDATE_ROW = (
+    sa.update(coverage)
+    .where(coverage.c.id == sa.bindparam("b_id", type_=sa.Integer))
+    .values(
+        {
+            c: sa.bindparam(c, type_=coverage.c[c].type)
+            for c in ("start", "end", "provisional", "expires_at", "updated_at")
+        }
+    )
+)
 _DELETE_ROWS = sa.delete(coverage).where(coverage.c.id.in_(sa.bindparam("b_ids", expanding=True)))
 
 
@@ -214,7 +235,7 @@ def _lock_symbols(conn: Connection, symbol_ids: list[int]) -> None:
     # A statement of its own, not folded into the read below: on PostgreSQL a statement
     # that waited for a row lock still reads with the snapshot it took before waiting,
     # so it would miss the rows the previous lock holder just merged.
-    pass
+    conn.execute(_LOCK_SYMBOLS, {"b_ids": symbol_ids}).all()
 
 
 def _read_rows(
@@ -232,40 +253,10 @@ def _read_rows(
         "b_lo": min(s.start for _, spans in calls for s in spans),
         "b_hi": max(s.end for _, spans in calls for s in spans),
     }
-    q = (
-        _READ_ROWS.add_columns(symbols.c.id.label("sym"))
-        .join_from(coverage, symbols, symbols.c.id == coverage.c.symbol_id, full=False)
-        .with_for_update(key_share=True, of=symbols)
-    )
-    q = (
-        sa.select(
-            symbols.c.id,
-            coverage.c.id.label("cid"),
-            coverage.c.symbol_id,
-            coverage.c.timeframe,
-            coverage.c.start,
-            coverage.c.end,
-            coverage.c.expires_at,
-        )
-        .select_from(
-            symbols.outerjoin(
-                coverage,
-                sa.and_(
-                    coverage.c.symbol_id == symbols.c.id,
-                    coverage.c.timeframe.in_(sa.bindparam("b_timeframes", expanding=True)),
-                    coverage.c.start <= sa.bindparam("b_hi"),
-                    coverage.c.end >= sa.bindparam("b_lo"),
-                ),
-            )
-        )
-        .where(symbols.c.id.in_(sa.bindparam("b_symbols", expanding=True)))
-        .order_by(symbols.c.id)
-        .with_for_update(key_share=True, of=symbols)
-    )
-    for r in [x for x in conn.execute(q, params) if x.cid is not None]:
+    for r in conn.execute(_READ_ROWS, params):
         rows = state.get((int(r.symbol_id), Timeframe(r.timeframe)))
         if rows is not None:
-            rows.append(_Stored(int(r.cid), int(r.start), int(r.end), r.expires_at))
+            rows.append(_Stored(int(r.id), int(r.start), int(r.end), r.expires_at))
     return state
 
 
