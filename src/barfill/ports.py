@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.capabilities import Capabilities, RateLimit
-from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
+from barfill.domain.slices import ClaimedSlice, CompleteManyResult, CompletionItem, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 
 
@@ -92,6 +92,16 @@ class JobQueue(Protocol):
         Raises :class:`barfill.errors.LeaseLost` (and writes nothing) if the
         lease is no longer ours.
         """
+        ...
+
+    def complete_many(
+        self,
+        items: Sequence[CompletionItem],
+        *,
+        layer: Layer = Layer.historical,
+        also: Callable[[Connection, ClaimedSlice], object] | None = None,
+    ) -> CompleteManyResult:
+        """:meth:`complete` for many slices in one transaction; lost leases are skipped, not raised."""
         ...
 
     def fail(

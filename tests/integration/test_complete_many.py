@@ -21,14 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Layer
-from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
+from barfill.domain.slices import ClaimedSlice, CompleteManyResult, CompletionItem, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.store.bars import count_bars, read_bars
 from barfill.store.coverage import add_coverage, add_coverage_many, read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition
-from barfill.store.queue import CompleteManyResult, CompletionItem, SqlQueue
+from barfill.store.queue import SqlQueue
 from barfill.store.schema import coverage, job_runs
 from barfill.store.symbols import ensure_symbols
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from barfill.domain.bars import BarBatch
 from barfill.domain.timeframes import Timeframe
 
 
@@ -58,3 +60,22 @@ class CoverageSpan:
     start: int
     end: int
     expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class CompleteManyResult:
+    """What :meth:`barfill.ports.JobQueue.complete_many` committed.
+
+    ``done``: ids of the slices marked succeeded, with their bars and coverage
+    written; ``lost``: ids of those whose lease was gone, for which nothing was
+    written. Both keep the order of the items given. ``rows``: bars of the
+    ``done`` slices (the sum of their batch lengths, as :meth:`~barfill.ports.JobQueue.complete` counts).
+    """
+
+    rows: int
+    done: list[int]
+    lost: list[int]
+
+
+CompletionItem = tuple[ClaimedSlice, Sequence[BarBatch], Sequence[CoverageSpan]]
+"""One slice to complete: the claimed slice, its bars and its coverage spans."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.domain import intervals as iv
@@ -26,6 +27,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.store.bars import read_bars, upsert_bars
 from barfill.store.coverage import add_coverage, read_coverage
+from barfill.store.db import db_now
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,6 @@ def derive_after(
     derivations: Sequence[Derivation],
     calendar: TradingCalendar,
     layer: Layer,
-    fetched_at: float,
     coverage_expires_at: float | None = None,
 ) -> int:
     """Recompute every target bucket that [start, end) of ``source`` touches; returns bars written.
@@ -68,6 +69,7 @@ def derive_after(
     bars land with their source or not at all.
     """
     written = 0
+    fetched_at: float | None = None
     for d in derivations:
         if d.source != source:
             continue
@@ -82,6 +84,8 @@ def derive_after(
             continue
         src = read_bars(conn, symbol_id, source, lo, hi)
         if len(src):
+            if fetched_at is None:  # the database clock, as for every stored time
+                fetched_at = float(conn.execute(sa.select(db_now(conn))).scalar_one())
             out = resample(src, d.target, calendar, provider=d.provider)
             out = out.take(np.isin(out.ts, complete))
             written += upsert_bars(conn, symbol_id, out, layer=layer, fetched_at=fetched_at)

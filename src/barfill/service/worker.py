@@ -32,7 +32,7 @@ from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.planner import estimate_units
-from barfill.domain.slices import ClaimedSlice, CoverageSpan
+from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.service.derive import Derivation, derive_after, parse_derivations
@@ -305,7 +305,17 @@ class Worker:
         cal: TradingCalendar,
         lost: set[int],
     ) -> None:
-        now = time.time()
+        """Validate each slice's bars, then commit the whole group in one transaction.
+
+        Times come from the database clock: whether the range is still trading
+        (bars provisional), when provisional coverage expires.
+        """
+        now = await asyncio.to_thread(self.app.db.now)
+        first = group[0]  # a group shares one range, so one layer
+        live = reaches_open_session(cal, first.end, now)
+        layer = Layer.intraday if live else Layer.historical
+        expires = now + self.app.settings.intraday_refresh_s if live else None
+        items: list[CompletionItem] = []
         for s in group:
             if s.id in lost:
                 self.stats.lease_lost += 1
@@ -314,30 +324,15 @@ class Worker:
             if batch is None:
                 await self._fail(s, "bad_payload", f"provider answered without {s.symbol}", retryable=True)
                 continue
-            live = reaches_open_session(cal, s.end, now)
-            layer = Layer.intraday if live else Layer.historical
             reasons = validate_bars(batch, start=s.start, end=s.end, calendar=cal, now=now, final=not live)
             if reasons:
                 await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
                 continue
-            expires = now + self.app.settings.intraday_refresh_s if live else None
-            try:
-                rows = await asyncio.to_thread(self._complete, s, batch, layer, expires, cal)
-            except LeaseLost:
-                self.stats.lease_lost += 1
-                continue
-            self.stats.succeeded += 1
-            self.stats.bars_written += rows
+            items.append((s, [batch], [CoverageSpan(s.start, s.end, expires)]))
+        if not items:
+            return
 
-    def _complete(
-        self,
-        s: ClaimedSlice,
-        batch: BarBatch,
-        layer: Layer,
-        expires_at: float | None,
-        cal: TradingCalendar,
-    ) -> int:
-        def derived(conn: Connection) -> None:
+        def derived(conn: Connection, s: ClaimedSlice) -> None:
             derive_after(
                 conn,
                 symbol_id=s.symbol_id,
@@ -347,13 +342,13 @@ class Worker:
                 derivations=self.derivations,
                 calendar=cal,
                 layer=layer,
-                fetched_at=time.time(),
-                coverage_expires_at=expires_at,
+                coverage_expires_at=expires,
             )
 
-        return self.app.queue.complete(
-            s, [batch], [CoverageSpan(s.start, s.end, expires_at)], layer=layer, also=derived
-        )
+        result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)
+        self.stats.succeeded += len(result.done)
+        self.stats.lease_lost += len(result.lost)
+        self.stats.bars_written += result.rows
 
     async def _fail(
         self,

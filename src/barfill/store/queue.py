@@ -41,7 +41,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from barfill.domain.backoff import backoff_delay
 from barfill.domain.bars import BarBatch, Layer
-from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
+from barfill.domain.slices import (
+    ClaimedSlice,
+    CompleteManyResult,
+    CompletionItem,
+    CoverageSpan,
+    NewSlice,
+)
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, LeaseLost
 from barfill.store.bars import upsert_bars
@@ -89,25 +95,6 @@ class Progress:
     def finished(self) -> bool:
         """True when nothing is queued or running."""
         return self.queued == 0 and self.running == 0
-
-
-@dataclass(frozen=True)
-class CompleteManyResult:
-    """What :meth:`SqlQueue.complete_many` committed.
-
-    ``done``: ids of the slices marked succeeded, with their bars and coverage
-    written; ``lost``: ids of those whose lease was gone, for which nothing was
-    written. Both keep the order of the items given. ``rows``: bars of the
-    ``done`` slices (the sum of their batch lengths, as :meth:`SqlQueue.complete` counts).
-    """
-
-    rows: int
-    done: list[int]
-    lost: list[int]
-
-
-CompletionItem = tuple[ClaimedSlice, Sequence[BarBatch], Sequence[CoverageSpan]]
-"""One slice to complete: the claimed slice, its bars and its coverage spans."""
 
 
 @dataclass(frozen=True)
