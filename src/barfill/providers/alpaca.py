@@ -43,6 +43,7 @@ from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported
 from barfill.providers.http import (
+    HttpAdapter,
     fail_payload,
     get_json,
     integer,
@@ -89,7 +90,7 @@ def _parse_time(value: Any) -> int:
     return int(when.timestamp())
 
 
-class AlpacaProvider:
+class AlpacaProvider(HttpAdapter):
     """Bars from Alpaca's multi-symbol historical bars endpoint.
 
     Args:
@@ -142,13 +143,6 @@ class AlpacaProvider:
             # IEX is real time on the free plan; SIP's latest 15 minutes are not.
             realtime=feed == "iex",
         )
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def aclose(self) -> None:
-        """Nothing to release: the client belongs to the caller."""
 
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int

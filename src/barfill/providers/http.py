@@ -378,3 +378,20 @@ def session_bars(batch: BarBatch, calendar: TradingCalendar, *, extended: bool) 
     i = np.searchsorted(opens, bar_end, side="left") - 1  # last session opening before the bar ends
     keep = (i >= 0) & (batch.ts < closes[np.clip(i, 0, len(closes) - 1)])
     return batch.take(keep)
+
+
+class HttpAdapter:
+    """What every HTTP adapter shares: declared capabilities and a client it does not own.
+
+    Subclasses set ``self._capabilities`` in ``__init__``; the injected
+    ``httpx.AsyncClient`` is closed by whoever created it (bootstrap).
+    """
+
+    _capabilities: Capabilities
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client belongs to the caller."""

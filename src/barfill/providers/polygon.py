@@ -45,6 +45,7 @@ from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
 from barfill.providers.http import (
+    HttpAdapter,
     fail_payload,
     get_json,
     integer,
@@ -76,7 +77,7 @@ _MAX_PAGES = 1_000  # a next_url chain longer than this is a provider loop, not 
 _Row = tuple[int, float, float, float, float, float, float | None, int | None]
 
 
-class PolygonProvider:
+class PolygonProvider(HttpAdapter):
     """Bars from Polygon's aggregates endpoint, one symbol per request.
 
     Args:
@@ -118,13 +119,6 @@ class PolygonProvider:
             extended_hours=True,
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
         )
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def aclose(self) -> None:
-        """Nothing to release: the client belongs to the caller."""
 
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int

@@ -43,6 +43,7 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.http import (
+    HttpAdapter,
     bad_payload,
     check_reach,
     fail_payload,
@@ -82,7 +83,7 @@ def _local(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, _NEW_YORK)
 
 
-class TradierProvider:
+class TradierProvider(HttpAdapter):
     """Intraday (1/5/15 min) and daily/weekly bars from Tradier, one symbol per request.
 
     Args:
@@ -118,13 +119,6 @@ class TradierProvider:
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
             realtime=True,
         )
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def aclose(self) -> None:
-        """Nothing to release: the client belongs to the caller."""
 
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int

@@ -49,6 +49,7 @@ from barfill.domain.capabilities import Capabilities, HourAlignment, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
 from barfill.providers.http import (
+    HttpAdapter,
     check_reach,
     fail_payload,
     get_json,
@@ -76,7 +77,7 @@ _WEEK_LEAD_S = 2 * 86_400
 _QUOTE_FIELDS = ("open", "high", "low", "close", "volume")
 
 
-class YahooProvider:
+class YahooProvider(HttpAdapter):
     """Bars from Yahoo's chart API, one symbol per request.
 
     Args:
@@ -115,13 +116,6 @@ class YahooProvider:
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
             hour_alignment=HourAlignment.session_open,
         )
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def aclose(self) -> None:
-        """Nothing to release: the client belongs to the caller."""
 
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
