@@ -10,6 +10,7 @@ injectable faults (status codes, Retry-After, delays, truncated JSON).
 
 from __future__ import annotations
 
+import abc
 import base64
 import json
 import threading
@@ -130,7 +131,7 @@ class Seen:
     url: str
 
 
-class Wire:
+class Wire(abc.ABC):
     """One provider's wire format. ``answer`` maps a request to a response."""
 
     def __init__(self, truth: Truth) -> None:
@@ -138,8 +139,9 @@ class Wire:
         self.page_size = 2_000
         self.origin = ""  # set by the server once it has a port
 
+    @abc.abstractmethod
     def answer(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Answer:
-        raise NotImplementedError
+        """The response the provider would give to this request."""
 
 
 class FakeServer:
