@@ -25,10 +25,10 @@ from tests.e2e.helpers import BIN, clean_env, make_app, ts
 pytestmark = pytest.mark.slow
 
 CAL = get_calendar("XNYS")
-SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMD", "META", "NFLX"]
-WINDOW = (ts("2024-04-01"), ts("2024-06-28"))
+SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMD", "META", "NFLX", "ADBE", "AMZN", "CRM", "CSCO", "INTC", "ORCL"]
+WINDOW = (ts("2024-01-02"), ts("2024-06-28"))
 CHAOS_ENV = {
-    "BARFILL_SYNTHETIC_LATENCY_MS": "300",
+    "BARFILL_SYNTHETIC_LATENCY_MS": "800",
     "BARFILL_SYNTHETIC_FAILURE_RATE": "0.2",
     "BARFILL_LEASE_S": "2",
     "BARFILL_BACKOFF_BASE_S": "0.05",
@@ -40,13 +40,13 @@ CHAOS_ENV = {
 
 @pytest.mark.timeout(600)
 def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database) -> None:
-    app = make_app(db, {"synthetic": SyntheticProvider(calendar=CAL, page_limit=3_000)}, max_attempts=100)
+    app = make_app(db, {"synthetic": SyntheticProvider(calendar=CAL, page_limit=1_000)}, max_attempts=100)
     try:
         report = ensure(app, SYMBOLS, "m1", start=WINDOW[0], end=WINDOW[1])
         total = sum(r.slices_queued for r in report.results)
     finally:
         app.close()
-    assert total >= 40
+    assert total >= 400
     rng = random.Random(11)
     env = clean_env(db.url, **CHAOS_ENV)
 
@@ -63,7 +63,7 @@ def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database)
     deadline = time.monotonic() + 400
     try:
         while time.monotonic() < deadline:
-            time.sleep(1.5)
+            time.sleep(1.0)
             counts = _counts(db)
             if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
                 break
@@ -83,7 +83,7 @@ def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database)
                 w.kill()
                 w.wait()
     counts = _counts(db)
-    assert kills >= 6, "the run ended before the chaos did: make the workload bigger"
+    assert kills >= 5, "the run ended before the chaos did: make the workload bigger"
     assert counts.get("succeeded", 0) == total and counts.get("failed", 0) == 0, counts
     truth_source = SyntheticProvider(calendar=CAL)
     with db.read() as conn:

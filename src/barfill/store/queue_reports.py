@@ -1,0 +1,154 @@
+"""The queue's read-only reports: progress per definition, counts, errors, stuck slices, throughput.
+
+Kept apart from :mod:`barfill.store.queue` (which changes slices) so each
+file holds one responsibility; :class:`~barfill.store.queue.SqlQueue`
+inherits these, so callers see one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from barfill.domain.timeframes import Timeframe
+from barfill.store.db import Database
+from barfill.store.schema import JOB_STATUSES, job_runs
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Slice counts of one definition, by status, and the bars written so far."""
+
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    rows_written: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of the live (not cancelled) slices that succeeded; 1.0 when there are none."""
+        live = self.total - self.cancelled
+        return 1.0 if live == 0 else self.succeeded / live
+
+    @property
+    def finished(self) -> bool:
+        """True when nothing is queued or running."""
+        return self.queued == 0 and self.running == 0
+
+
+@dataclass(frozen=True)
+class StuckSlice:
+    """A running slice that has shown no sign of life (heartbeat) for longer than the grace period."""
+
+    id: int
+    definition_id: int
+    symbol_id: int
+    timeframe: Timeframe
+    start: int
+    end: int
+    provider: str
+    worker_id: str | None
+    attempts: int
+    lease_until: float | None
+    silent_s: float
+
+
+class QueueReports:
+    """Reads over ``job_runs``; the database clock (``_now``) judges ages."""
+
+    db: Database
+    _now: ColumnElement[float]
+
+    def progress(self, definition_ids: Sequence[int]) -> dict[int, Progress]:
+        """Per definition, its slices by status and the bars written (zeros for one without slices)."""
+        wanted = sorted(set(definition_ids))
+        counts: dict[int, dict[str, int]] = {d: {} for d in wanted}
+        if wanted:
+            query = (
+                sa.select(
+                    job_runs.c.definition_id,
+                    job_runs.c.status,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(job_runs.c.rows_written), 0),
+                )
+                .where(job_runs.c.definition_id.in_(wanted))
+                .group_by(job_runs.c.definition_id, job_runs.c.status)
+            )
+            with self.db.read() as conn:
+                for definition_id, status, n, rows in conn.execute(query):
+                    by_status = counts[int(definition_id)]
+                    by_status[str(status)] = int(n)
+                    by_status["rows_written"] = by_status.get("rows_written", 0) + int(rows)
+        return {
+            d: Progress(
+                total=sum(v for k, v in c.items() if k in JOB_STATUSES),
+                **{k: v for k, v in c.items() if k in (*JOB_STATUSES, "rows_written")},
+            )
+            for d, c in counts.items()
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Slices by status, every status present."""
+        query = sa.select(job_runs.c.status, sa.func.count()).group_by(job_runs.c.status)
+        with self.db.read() as conn:
+            found = {str(s): int(n) for s, n in conn.execute(query)}
+        return {s: found.get(s, 0) for s in JOB_STATUSES}
+
+    def errors(self, limit: int = 20) -> list[tuple[str, str, int]]:
+        """Failed slices grouped by (error code, message), most frequent first."""
+        n = sa.func.count().label("n")
+        query = (
+            sa.select(job_runs.c.error_code, job_runs.c.error_message, n)
+            .where(job_runs.c.status == "failed")
+            .group_by(job_runs.c.error_code, job_runs.c.error_message)
+            .order_by(n.desc(), job_runs.c.error_code)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            return [(str(code or ""), str(msg or ""), int(k)) for code, msg, k in conn.execute(query)]
+
+    def stuck(self, now_grace_s: float) -> list[StuckSlice]:
+        """Running slices with no heartbeat (or start) for more than ``now_grace_s`` seconds.
+
+        Usually their lease has expired too and the next :meth:`reap` takes
+        them back; one that keeps its lease while silent points at a worker
+        that heartbeats without making progress.
+        """
+        last_sign = sa.func.coalesce(job_runs.c.heartbeat_at, job_runs.c.started_at)
+        query = (
+            sa.select(job_runs, (self._now - last_sign).label("silent_s"))
+            .where(job_runs.c.status == "running", last_sign < self._now - float(now_grace_s))
+            .order_by(last_sign)
+        )
+        with self.db.read() as conn:
+            return [
+                StuckSlice(
+                    id=r.id,
+                    definition_id=r.definition_id,
+                    symbol_id=r.symbol_id,
+                    timeframe=Timeframe(r.timeframe),
+                    start=r.start,
+                    end=r.end,
+                    provider=r.provider,
+                    worker_id=r.worker_id,
+                    attempts=r.attempts,
+                    lease_until=r.lease_until,
+                    silent_s=float(r.silent_s),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def throughput(self, window_s: float = 3600) -> tuple[int, int]:
+        """(slices, bars) completed in the last ``window_s`` seconds of the database clock."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(job_runs.c.rows_written), 0)).where(
+            job_runs.c.status == "succeeded", job_runs.c.finished_at >= self._now - float(window_s)
+        )
+        with self.db.read() as conn:
+            slices, rows = conn.execute(query).one()
+        return int(slices), int(rows)
