@@ -33,3 +33,15 @@ def clean_env(db_url: str, **extra: str) -> dict[str, str]:
     env["BARFILL_DATABASE_URL"] = db_url
     env.update(extra)
     return env
+
+
+def queue_counts(db: Database) -> dict[str, int]:
+    """Slices by status, read through a throwaway app (the queue is the system under test)."""
+    from barfill.domain.calendar import get_calendar
+    from barfill.providers.synthetic import SyntheticProvider
+
+    app = make_app(db, {"synthetic": SyntheticProvider(calendar=get_calendar())})
+    try:
+        return app.queue.counts()
+    finally:
+        app.close()

@@ -15,7 +15,7 @@ from barfill.service.ensure import ensure
 from barfill.store.bars import count_bars, read_bars
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
-from tests.e2e.helpers import BIN, clean_env, make_app, ts
+from tests.e2e.helpers import BIN, clean_env, make_app, queue_counts, ts
 
 CAL = get_calendar("XNYS")
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMD"]
@@ -42,15 +42,7 @@ def _worker(db: Database, *args: str, **env: str) -> subprocess.Popen[bytes]:
 
 
 def _running(db: Database) -> int:
-    return _counts(db).get("running", 0)
-
-
-def _counts(db: Database) -> dict[str, int]:
-    app = make_app(db, {"synthetic": SyntheticProvider(calendar=CAL)})
-    try:
-        return app.queue.counts()
-    finally:
-        app.close()
+    return queue_counts(db).get("running", 0)
 
 
 def _wait_for(predicate, timeout_s: float) -> bool:
@@ -85,7 +77,7 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(db: Database) -> 
             survivor.kill()
             survivor.communicate()
     assert survivor.returncode == 0, err_.decode()
-    counts = _counts(db)
+    counts = queue_counts(db)
     assert counts.get("succeeded", 0) == total, counts
     synthetic = SyntheticProvider(calendar=CAL)
     with db.read() as conn:
@@ -116,7 +108,7 @@ def test_sigterm_stops_claiming_and_leaves_nothing_running(db: Database) -> None
             proc.kill()
         _, err_ = proc.communicate()
     assert proc.returncode == 0, err_.decode()
-    counts = _counts(db)
+    counts = queue_counts(db)
     assert counts.get("running", 0) == 0, counts
     assert counts.get("succeeded", 0) >= 1
     assert counts.get("succeeded", 0) + counts.get("queued", 0) == total

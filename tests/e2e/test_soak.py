@@ -20,7 +20,7 @@ from barfill.service.ensure import ensure
 from barfill.store.bars import count_bars, read_bars
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
-from tests.e2e.helpers import BIN, clean_env, make_app, ts
+from tests.e2e.helpers import BIN, clean_env, make_app, queue_counts, ts
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database)
     try:
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            counts = _counts(db)
+            counts = queue_counts(db)
             if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
                 break
             if kills < 12:
@@ -82,7 +82,7 @@ def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database)
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
-    counts = _counts(db)
+    counts = queue_counts(db)
     assert kills >= 5, "the run ended before the chaos did: make the workload bigger"
     assert counts.get("succeeded", 0) == total and counts.get("failed", 0) == 0, counts
     truth_source = SyntheticProvider(calendar=CAL)
@@ -97,11 +97,3 @@ def test_repeated_sigkills_under_faults_lose_and_duplicate_nothing(db: Database)
             np.testing.assert_array_equal(stored.close, truth.close)
             expected += len(truth)
         assert count_bars(conn, timeframe=Timeframe.m1) == expected
-
-
-def _counts(db: Database) -> dict[str, int]:
-    app = make_app(db, {"synthetic": SyntheticProvider(calendar=CAL)})
-    try:
-        return app.queue.counts()
-    finally:
-        app.close()
