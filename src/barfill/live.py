@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
+import sys
 import time
 
 from rich.console import Console
@@ -18,10 +18,11 @@ from barfill.service.worker import Worker, WorkerStats
 
 def on_signals(stop: asyncio.Event) -> None:
     """SIGINT/SIGTERM set ``stop``: workers stop claiming and finish in-flight slices."""
+    if sys.platform == "win32":  # no loop signal handlers there; Ctrl-C still interrupts
+        return
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)
 
 
 async def watch(
