@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Sequence
 
 import psycopg
@@ -38,33 +36,44 @@ def _terminate_backends(db: Database) -> int:
     return len(rows)
 
 
+class RestartingProvider(SyntheticProvider):
+    """Terminates every backend of the database while answering its 2nd and 4th requests.
+
+    The kill happens at a known point of the worker's life (between claim and
+    commit, with pooled connections open), not on a wall-clock timer.
+    """
+
+    def __init__(self, db: Database, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.db = db
+        self.answers = 0
+        self.killed: list[int] = []
+
+    async def fetch(
+        self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
+    ) -> dict[str, BarBatch]:
+        self.answers += 1
+        if self.answers in (2, 4):
+            self.killed.append(await asyncio.to_thread(_terminate_backends, self.db))
+        return await super().fetch(symbols, timeframe, start, end)
+
+
 def test_worker_survives_a_postgresql_restart(postgres_db: Database) -> None:
     """Every connection of the worker is killed mid-run (as a restart does); nothing is lost."""
-    synthetic = SyntheticProvider(calendar=CAL, latency_s=0.3, page_limit=300)
-    app = make_app(postgres_db, {"synthetic": synthetic}, lease_s=3.0)
+    provider = RestartingProvider(postgres_db, calendar=CAL, page_limit=300)
+    app = make_app(postgres_db, {"synthetic": provider}, lease_s=3.0)
     try:
         report = ensure(app, ["AAPL", "MSFT"], "m15", start=WINDOW[0], end=WINDOW[1])
         total = sum(r.slices_queued for r in report.results)
         assert total >= 6
-        killed: list[int] = []
-
-        def killer() -> None:
-            time.sleep(0.5)
-            killed.append(_terminate_backends(postgres_db))
-            time.sleep(0.5)
-            killed.append(_terminate_backends(postgres_db))
-
-        thread = threading.Thread(target=killer)
-        thread.start()
         stats = asyncio.run(Worker(app, concurrency=2, poll_s=0.05).run(drain=True))
-        thread.join()
-        assert sum(killed) >= 1 and stats.db_errors >= 1  # the worker really lost connections
+        assert sum(provider.killed) >= 1 and stats.db_errors >= 1  # the worker really lost connections
         counts = app.queue.counts()
         assert counts["succeeded"] == total and counts["failed"] == 0, (counts, stats)
         with postgres_db.read() as conn:
             stored = {(t, tf): n for t, tf, _, n in reports.bar_counts(conn)}
         for sym in ("AAPL", "MSFT"):
-            assert stored[(sym, "m15")] == len(synthetic.truth(sym, Timeframe.m15, *WINDOW))
+            assert stored[(sym, "m15")] == len(provider.truth(sym, Timeframe.m15, *WINDOW))
     finally:
         app.close()
 
