@@ -189,7 +189,7 @@ class Router:
                     raise
                 failures.append((name, e))
         if len(failures) == 1:
-            raise failures[0][1]  # its own message says it all, once
+            raise _with_name(*failures[0])  # its own message says it all, once
         summary = "every provider failed: " + "; ".join(_named(name, e) for name, e in failures)
         hard = [e for _, e in failures if not isinstance(e, NotSupported)]
         if not hard:
@@ -224,3 +224,14 @@ def _named(name: str, error: ProviderError) -> str:
     """``name (code): message`` without repeating a name the message already starts with."""
     text = str(error).removeprefix(f"{name}: ")
     return f"{name} ({error.code}): {text}"
+
+
+def _with_name(name: str, error: ProviderError) -> ProviderError:
+    """``error`` itself if its message starts with the provider's name, else a copy that does."""
+    if str(error).startswith(f"{name}: "):
+        return error
+    if isinstance(error, NotSupported):
+        return NotSupported(f"{name}: {error}")
+    return ProviderError(
+        error.code, f"{name}: {error}", retryable=error.retryable, retry_after_s=error.retry_after_s
+    )

@@ -185,6 +185,11 @@ class FakeServer:
         with self._lock:
             self._faults.append(fault)
 
+    def pending_faults(self) -> int:
+        """Injected faults not served yet."""
+        with self._lock:
+            return len(self._faults)
+
     def _handle_error(self, request: Any, client_address: Any) -> None:  # pragma: no cover
         import sys
 
