@@ -171,7 +171,10 @@ def closest_setting(name: str, *, env: bool) -> str | None:
     """The valid setting name most like ``name`` (difflib), spelled as an env var or a key."""
     fields = list(Settings.model_fields)
     wanted = name.removeprefix(ENV_PREFIX).lower() if env else name.lower()
-    match = difflib.get_close_matches(wanted, fields, n=1, cutoff=0.6)
+    # A setting hidden inside the name with a word added (worker_lease_s → lease_s)
+    # beats a merely similar spelling (worker_poll_s).
+    inside = [f for f in fields if wanted.endswith("_" + f) or wanted.startswith(f + "_")]
+    match = [max(inside, key=len)] if inside else difflib.get_close_matches(wanted, fields, n=1, cutoff=0.6)
     if not match:
         return None
     return ENV_PREFIX + match[0].upper() if env else match[0]
