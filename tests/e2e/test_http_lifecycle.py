@@ -28,6 +28,7 @@ from tests.integration.providers.servers import FakeServer, PolygonWire, Truth, 
 KEY = "pk-test-0123456789"
 CAL = get_calendar("XNYS")
 WAIT_S = 60.0  # generous: a loaded 2-core box; the condition, not the time, is what is checked
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ KEY = "pk-test-0123456789"
 CAL = get_calendar("XNYS")
 SYMBOLS = ["AAPL", "MSFT", "NVDA"]
 START, END = "2023-01-03", "2023-12-29"
+pytestmark = pytest.mark.timeout(300)
 
 
 def nan_field(body: Any) -> None:
