@@ -470,8 +470,6 @@ def hydration_under_rate_limit() -> list[Result]:
                     time.sleep(0.01)
                 wall = time.monotonic() - t0
             finally:
-                if app.http is not None:
-                    asyncio.run(app.aclose())
                 app.close()
         exit_codes = [p.returncode for p in procs]
         stats = _worker_stats(logs, len(procs))

@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 import pandas as pd
 import polars as pl
+from sqlalchemy.engine import Connection
 
 from barfill.bootstrap import App, build
 from barfill.config import Settings, load_settings
+from barfill.domain.calendar import get_calendar
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
@@ -30,9 +32,10 @@ from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.service.worker import Worker, WorkerStats
 from barfill.store import migrate
 from barfill.store.bars import read_bars_frame
-from barfill.store.symbols import symbol_id
+from barfill.store.symbols import symbol_calendars, symbol_id
 
 TimeLike = datetime | date | str | int
+UNKNOWN_SYMBOL = "a symbol in the store (add it with `barfill ensure` or `barfill universe add`)"
 
 
 class Barfill:
@@ -69,8 +72,6 @@ class Barfill:
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
-        if self.app.http is not None:
-            asyncio.run(self.app.aclose())
         self.app.close()
 
     def __enter__(self) -> Barfill:
@@ -97,7 +98,15 @@ class Barfill:
         priority: int = 0,
         provider: str | None = None,
     ) -> EnsureReport:
-        """Record the desired coverage and queue what is missing; returns at once."""
+        """Record the desired coverage and queue what is missing; returns at once.
+
+        Args:
+            days: a rolling window ending now (instead of ``start``/``end``).
+            start: a date (00:00 exchange time of that date), an aware
+                datetime, an ISO 8601 time with offset, or Unix seconds.
+            end: a date-only end is **inclusive** (``"2024-12-31"`` includes
+                Dec 31's session); a datetime/ISO time/Unix seconds is exclusive.
+        """
         items = [symbols] if isinstance(symbols, str) else list(symbols)
         return ensure(
             self.app, items, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
@@ -124,7 +133,7 @@ class Barfill:
         pass ``work=False`` when separate worker processes run.
         """
         if work:
-            return asyncio.run(self._work_until_done(job, timeout_s, poll_s, on_progress))
+            return self.app.run(self._work_until_done(job, timeout_s, poll_s, on_progress))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             p = self.progress(job)
@@ -156,18 +165,11 @@ class Barfill:
         finally:
             stop.set()
             await task
-            await self.app.aclose()
 
     def work(self, *, concurrency: int | None = None, drain: bool = True) -> WorkerStats:
         """Run one in-process worker until the queue is empty (``drain``)."""
 
-        async def go() -> WorkerStats:
-            try:
-                return await Worker(self.app, concurrency=concurrency).run(drain=drain)
-            finally:
-                await self.app.aclose()
-
-        return asyncio.run(go())
+        return self.app.run(Worker(self.app, concurrency=concurrency).run(drain=drain))
 
     # -- reading ----------------------------------------------------------------
 
@@ -180,24 +182,34 @@ class Barfill:
         end: TimeLike | None = None,
         library: Literal["pandas", "polars"] = "pandas",
     ) -> Any:
-        """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider."""
+        """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
+
+        ``start``/``end`` as in :meth:`ensure`: dates are the exchange's calendar
+        dates and a date-only ``end`` is inclusive; an ISO time ``end`` is exclusive.
+        A symbol never added gives an empty frame (see :meth:`export`).
+        """
         ticker = validate_ticker(symbol)
         tf = Timeframe.parse(timeframe)
-        lo = 0 if start is None else parse_time(start, "start")
-        hi = 2**62 if end is None else parse_time(end, "end")
-        if hi <= lo:
-            raise InvalidInput("end", "a time after start", end)
         with self.app.db.read() as conn:
             sid = symbol_id(conn, ticker)
-            if sid is None:
-                frame = read_bars_frame(conn, -1, tf, lo, hi)
-            else:
-                frame = read_bars_frame(conn, sid, tf, lo, hi)
+            zone = self._zone(conn, sid)
+            lo = 0 if start is None else parse_time(start, "start", tz=zone)
+            hi = 2**62 if end is None else parse_time(end, "end", tz=zone, end=True)
+            if hi <= lo:
+                raise InvalidInput("end", "a time after start", end)
+            frame = read_bars_frame(conn, -1 if sid is None else sid, tf, lo, hi)
         if library == "polars":
             return pl.from_pandas(frame.reset_index())
         if library != "pandas":
             raise InvalidInput("library", "pandas or polars", library)
         return frame
+
+    def _zone(self, conn: Connection, sid: int | None) -> str:
+        """The time zone of a symbol's exchange (the configured calendar's if unknown)."""
+        if sid is None:
+            return self.app.calendar.tz
+        name = symbol_calendars(conn, [sid]).get(sid)
+        return self.app.calendar.tz if name is None else get_calendar(name).tz
 
     def export(
         self,
@@ -209,12 +221,23 @@ class Barfill:
         end: TimeLike | None = None,
         format: Literal["csv", "parquet"] | None = None,
     ) -> int:
-        """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows."""
+        """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows.
+
+        ``start``/``end`` as in :meth:`bars` (a date-only ``end`` is inclusive).
+
+        Raises:
+            InvalidInput: ``symbol`` is not a symbol barfill knows (nothing is
+                written: an empty file would look like a symbol without bars).
+        """
         out = Path(path)
         fmt = format or out.suffix.lstrip(".").lower()
         if fmt not in ("csv", "parquet"):
             raise InvalidInput("format", "csv or parquet (or a .csv/.parquet file name)", fmt)
-        frame: pd.DataFrame = self.bars(symbol, timeframe, start=start, end=end)
+        ticker = validate_ticker(symbol)
+        with self.app.db.read() as conn:
+            if symbol_id(conn, ticker) is None:
+                raise InvalidInput("symbol", UNKNOWN_SYMBOL, symbol)
+        frame: pd.DataFrame = self.bars(ticker, timeframe, start=start, end=end)
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
             frame.to_csv(out)

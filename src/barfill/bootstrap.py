@@ -6,10 +6,10 @@ reads configuration or creates HTTP clients, engines or providers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-
-import httpx
+from typing import Any, TypeVar
 
 from barfill.config import Settings
 from barfill.domain.calendar import TradingCalendar, get_calendar
@@ -17,6 +17,7 @@ from barfill.domain.capabilities import RateLimit
 from barfill.ports import Provider
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
+from barfill.providers.http import LoopClient
 from barfill.providers.polygon import PolygonProvider
 from barfill.providers.router import Router
 from barfill.providers.synthetic import SyntheticProvider
@@ -25,6 +26,8 @@ from barfill.providers.yahoo import YahooProvider
 from barfill.store.db import Database
 from barfill.store.queue import SqlQueue
 from barfill.store.ratelimit import SqlRateLimiter
+
+T = TypeVar("T")
 
 
 def parse_rate(value: str | None) -> RateLimit | None:
@@ -46,25 +49,45 @@ class App:
     providers: dict[str, Provider]
     router: Router
     calendar: TradingCalendar
-    http: httpx.AsyncClient | None = None
+    http: LoopClient | None = None
     notices: list[str] = field(default_factory=list)
 
     def rate_limit(self, provider: str) -> RateLimit:
         return self.providers[provider].capabilities.rate_limit
 
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        """``asyncio.run(main)``, then release provider connections on that same loop.
+
+        Every async entry point (``ensure --wait``, ``worker``, ``Barfill.wait``)
+        goes through here: HTTP connections belong to the loop that opened
+        them, so they are closed before that loop ends, and the next
+        ``asyncio.run`` opens fresh ones (see :class:`~barfill.providers.http.LoopClient`).
+        """
+
+        async def body() -> T:
+            try:
+                return await main
+            finally:
+                await self.aclose()
+
+        return asyncio.run(body())
+
     async def aclose(self) -> None:
+        """Release the running loop's provider connections; the App stays usable."""
         for p in self.providers.values():
             await p.aclose()
         if self.http is not None:
             await self.http.aclose()
-            self.http = None
 
     def close(self) -> None:
+        """Release everything (outside any event loop): connections, then the engine."""
+        if self.http is not None:
+            self.http.close()
         self.db.dispose()
 
 
 def build_providers(
-    settings: Settings, http: httpx.AsyncClient, calendar: TradingCalendar
+    settings: Settings, http: LoopClient, calendar: TradingCalendar
 ) -> tuple[dict[str, Provider], list[str]]:
     """Providers that have what they need (keys, folders), plus notices for the user."""
     providers: dict[str, Provider] = {}
@@ -137,10 +160,10 @@ def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None
     """Wire an :class:`App`. ``providers`` replaces the configured ones (tests, benches)."""
     db = Database(settings.database_url)
     calendar = get_calendar(settings.calendar)
-    http: httpx.AsyncClient | None = None
+    http: LoopClient | None = None
     notices: list[str] = []
     if providers is None:
-        http = httpx.AsyncClient(timeout=settings.http_timeout_s)
+        http = LoopClient(timeout_s=settings.http_timeout_s)
         built, notices = build_providers(settings, http, calendar)
     else:
         built = dict(providers)

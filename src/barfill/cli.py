@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from barfill.api import Barfill
+from barfill.api import UNKNOWN_SYMBOL, Barfill
 from barfill.bootstrap import App, build
 from barfill.config import load_settings
-from barfill.domain.symbols import validate_ticker
+from barfill.domain.symbols import ticker_file_stem, validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
 from barfill.live import on_signals, watch
@@ -32,6 +32,7 @@ from barfill.service.orchestrator import run_scheduler, tick
 from barfill.service.progress import JobRef
 from barfill.service.worker import Worker
 from barfill.store import migrate
+from barfill.store.symbols import symbol_id
 
 cli = typer.Typer(
     name="barfill",
@@ -56,6 +57,17 @@ DbOpt = Annotated[
     typer.Option("--database-url", envvar="BARFILL_DATABASE_URL", help="SQLite or PostgreSQL URL."),
 ]
 TfOpt = Annotated[str, typer.Option("--timeframe", "-t", help="m1 m5 m15 m30 h1 h4 d1 w1 (or 1m ... 1w).")]
+StartOpt = Annotated[
+    str | None,
+    typer.Option(help="YYYY-MM-DD (00:00 exchange time of that date) or an ISO time with offset."),
+]
+EndOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="YYYY-MM-DD is inclusive (2024-12-31 includes Dec 31's session); "
+        "an ISO time with offset is exclusive."
+    ),
+]
 
 
 @cli.callback()
@@ -81,8 +93,6 @@ def _opened(*, check: bool = True) -> Iterator[App]:
     try:
         yield app
     finally:
-        if app.http is not None:
-            asyncio.run(app.aclose())
         app.close()
 
 
@@ -135,8 +145,8 @@ def ensure_cmd(
     symbols: Annotated[list[str], typer.Argument(help="Tickers, e.g. AAPL MSFT.")],
     timeframe: TfOpt,
     days: Annotated[int | None, typer.Option(help="Rolling window ending now.")] = None,
-    start: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO time with offset.")] = None,
-    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO time with offset.")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     provider: Annotated[str | None, typer.Option(help="Pin one provider.")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Fetch now and show live progress.")] = False,
@@ -199,7 +209,7 @@ def _print_report(report: EnsureReport) -> None:
 
 
 def _watch(app: App, job: JobRef, *, work: bool) -> None:
-    asyncio.run(watch(app, job, out, work=work))
+    app.run(watch(app, job, out, work=work))
 
 
 # -- long-running processes ----------------------------------------------------
@@ -222,7 +232,7 @@ def worker(
             stats = await w.run(stop, drain=drain, grace_s=grace)
             err.print(f"worker {w.worker_id} stopped: {stats}")
 
-        asyncio.run(go())
+        app.run(go())
 
 
 @cli.command()
@@ -241,7 +251,7 @@ def scheduler(
             on_signals(stop)
             await run_scheduler(app, stop, interval_s=interval)
 
-        asyncio.run(go())
+        app.run(go())
 
 
 @cli.command()
@@ -261,7 +271,7 @@ def serve(
                 Worker(app, concurrency=concurrency).run(stop),
             )
 
-        asyncio.run(go())
+        app.run(go())
 
 
 # -- inspection ----------------------------------------------------------------
@@ -415,8 +425,8 @@ def universe_add(
 def bars(
     symbol: Annotated[str, typer.Argument()],
     timeframe: TfOpt,
-    start: Annotated[str | None, typer.Option()] = None,
-    end: Annotated[str | None, typer.Option()] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the last N bars.")] = None,
 ) -> None:
@@ -456,22 +466,39 @@ def export(
     timeframe: TfOpt,
     out_path: Annotated[Path, typer.Option("--out", help="File (one symbol) or folder (several).")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
-    start: Annotated[str | None, typer.Option()] = None,
-    end: Annotated[str | None, typer.Option()] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
 ) -> None:
-    """Export stored bars to CSV or Parquet."""
+    """Export stored bars to CSV or Parquet (several symbols: one file each in the --out folder).
+
+    File names are TICKER_TF.FORMAT; "/", ":" and a leading "." of a ticker
+    are written as %XX (EUR/USD → EUR%2FUSD_d1.csv). An unknown symbol is an error.
+    """
     if fmt not in ("csv", "parquet"):
         raise InvalidInput("format", "csv or parquet", fmt)
-    Timeframe.parse(timeframe)
-    for value, name in ((start, "start"), (end, "end")):
-        if value is not None:
-            parse_time(value, name)
+    tf = Timeframe.parse(timeframe)
+    tickers = list(dict.fromkeys(validate_ticker(s) for s in symbols))
     with _opened() as app:
+        for value, name in ((start, "start"), (end, "end")):
+            if value is not None:
+                parse_time(value, name, tz=app.calendar.tz, end=name == "end")
+        with app.db.read() as conn:
+            unknown = [t for t in tickers if symbol_id(conn, t) is None]
+        if unknown:
+            raise InvalidInput("symbol", UNKNOWN_SYMBOL, " ".join(unknown))
         fx = Barfill.wrap(app)
-        for s in symbols:
-            target = out_path if len(symbols) == 1 else out_path / f"{validate_ticker(s)}_{timeframe}.{fmt}"
-            n = fx.export(s, timeframe, target, start=start, end=end, format=fmt)  # type: ignore[arg-type]
-            out.print(f"{s}: {n} bar(s) → {target}")
+        for ticker in tickers:
+            target = out_path if len(tickers) == 1 else _inside(out_path, ticker, tf, fmt)
+            n = fx.export(ticker, tf, target, start=start, end=end, format=fmt)  # type: ignore[arg-type]
+            out.print(f"{ticker}: {n} bar(s) → {target}")
+
+
+def _inside(folder: Path, ticker: str, tf: Timeframe, fmt: str) -> Path:
+    """``folder/<TICKER>_<tf>.<fmt>``; a ticker can never name a path outside ``folder``."""
+    target = folder / f"{ticker_file_stem(ticker)}_{tf.value}.{fmt}"
+    if target.resolve().parent != folder.resolve():  # belt and braces: the stem has no separator
+        raise InvalidInput("symbol", "a ticker usable in a file name", ticker)
+    return target
 
 
 @cli.command()

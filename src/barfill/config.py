@@ -12,7 +12,10 @@ Secrets (API keys) are :class:`pydantic.SecretStr`: they never show in a
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,12 @@ from pydantic_settings import (
 
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import ConfigError
+
+log = logging.getLogger("barfill.config")
+ENV_PREFIX = "BARFILL_"
+# Read from the environment by barfill itself or its test suite, but not settings.
+_NOT_SETTINGS = frozenset({"BARFILL_CONFIG", "BARFILL_TEST_POSTGRES_URL"})
+_warned: set[str] = set()
 
 
 def default_database_url() -> str:
@@ -61,7 +70,7 @@ def _rate(value: str | None, field: str) -> str | None:
 class Settings(BaseSettings):
     """All of barfill's settings, with their defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="BARFILL_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     database_url: str = Field(default_factory=default_database_url)
     calendar: str = "XNYS"
@@ -158,14 +167,58 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def closest_setting(name: str, *, env: bool) -> str | None:
+    """The valid setting name most like ``name`` (difflib), spelled as an env var or a key."""
+    fields = list(Settings.model_fields)
+    wanted = name.removeprefix(ENV_PREFIX).lower() if env else name.lower()
+    # A setting hidden inside the name with a word added (worker_lease_s → lease_s)
+    # beats a merely similar spelling (worker_poll_s).
+    inside = [f for f in fields if wanted.endswith("_" + f) or wanted.startswith(f + "_")]
+    match = [max(inside, key=len)] if inside else difflib.get_close_matches(wanted, fields, n=1, cutoff=0.6)
+    if not match:
+        return None
+    return ENV_PREFIX + match[0].upper() if env else match[0]
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """``BARFILL_*`` variables in ``environ`` that are no setting (a typo, or another version's)."""
+    known = {ENV_PREFIX + f.upper() for f in Settings.model_fields} | _NOT_SETTINGS
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def _warn_unknown_env(names: Iterable[str]) -> None:
+    """One warning per unknown variable per process, naming the closest valid one.
+
+    A warning, not an error: the variable may be meant for another version of
+    barfill sharing the environment. But a typo must not pass silently.
+    """
+    for name in names:
+        if name in _warned:
+            continue
+        _warned.add(name)
+        guess = closest_setting(name, env=True)
+        hint = f"; did you mean {guess}?" if guess else "; see the settings table in the README"
+        log.warning("%s: unknown setting, ignored%s", name, hint)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Load and validate settings; an invalid value is one :class:`ConfigError` naming the key."""
+    """Load and validate settings; an invalid value is one :class:`ConfigError` naming the key.
+
+    An unknown ``BARFILL_*`` environment variable is a warning (once) naming
+    the closest valid one; an unknown TOML key is an error naming it (the file
+    is barfill's alone).
+    """
+    _warn_unknown_env(unknown_env_names(os.environ))
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         lines = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                guess = closest_setting(key, env=False)
+                lines.append(f"{key}: unknown setting" + (f"; did you mean {guess}?" if guess else ""))
+                continue
             lines.append(
                 f"{key}: {err['msg']} (got {err.get('input')!r})"
                 if "api_key" not in key and "secret" not in key and "token" not in key

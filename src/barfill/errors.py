@@ -52,8 +52,14 @@ class LeaseLost(BarfillError):
 class ProviderError(BarfillError):
     """A provider request failed.
 
+    ``str(error)`` is the message alone, which by convention starts with the
+    provider's name (``polygon: AAPL bar 2024-03-05T14:00:00Z: field 'o': ...``);
+    the code is kept apart (``error.code``) so that nothing that shows both
+    (``barfill status``, the router's summary) repeats it.
+
     Attributes:
         code: a short stable code for grouping (``http_429``, ``timeout``, ``bad_payload``...).
+        message: what happened, where (provider, symbol, bar, field).
         retryable: whether trying again later may succeed.
         retry_after_s: the provider's own ``Retry-After``, in seconds, if it sent one.
     """
@@ -67,9 +73,10 @@ class ProviderError(BarfillError):
         retry_after_s: float | None = None,
     ) -> None:
         self.code = code
+        self.message = message
         self.retryable = retryable
         self.retry_after_s = retry_after_s
-        super().__init__(f"{code}: {message}")
+        super().__init__(message)
 
 
 class NotSupported(ProviderError):

@@ -165,3 +165,33 @@ def test_status_shows_stuck_slices(capsys, env: Path, monkeypatch) -> None:
     assert code == 0 and [s["id"] for s in stuck] == [claimed.id] and stuck[0]["worker_id"] == "ghost-worker"
     code, out, _ = run(capsys, "status")
     assert code == 0 and "silent for a whole lease" in out
+
+
+def test_a_wrong_scheme_database_url_is_reported_without_its_password(capsys, env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BARFILL_DATABASE_URL", "mysql://trader:hunter2@db.example:3306/bars")
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "database_url" in err and "Traceback" not in err
+    assert "hunter2" not in err and "mysql://trader:***@db.example:3306/bars" in err
+
+
+def test_export_writes_only_inside_out_and_refuses_unknown_symbols(capsys, env: Path, tmp_path: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    tickers = ["../EVIL", "/ABS", "EUR/USD", ".HIDDEN"]
+    code, _, err = run(
+        capsys, "ensure", *tickers, "-t", "d1", "--start", "2024-03-04", "--end", "2024-03-08", "--wait"
+    )
+    assert code == 0, err
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = run(capsys, "export", *tickers, "-t", "d1", "--format", "csv", "--out", "exp")
+    assert code == 0, err
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert sorted(p.name for p in written) == sorted(
+        ["%2E.%2FEVIL_d1.csv", "%2FABS_d1.csv", "EUR%2FUSD_d1.csv", "%2EHIDDEN_d1.csv"]
+    )
+    assert all(p.parent == tmp_path / "exp" for p in written)
+    assert all(len(p.read_text().splitlines()) == 1 + 5 for p in written)  # header + Mon..Fri
+    code, _, err = run(capsys, "export", "ZZZZ", "-t", "d1", "--format", "csv", "--out", "zzzz.csv")
+    assert code == 2 and "symbol" in err and "ZZZZ" in err and "Traceback" not in err
+    assert not (tmp_path / "zzzz.csv").exists()
+    code, _, err = run(capsys, "export", "EUR/USD", "NOPE", "-t", "d1", "--format", "csv", "--out", "exp2")
+    assert code == 2 and "NOPE" in err and not (tmp_path / "exp2").exists()  # nothing half-written

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
 
-from barfill.config import load_settings
+from barfill import config
+from barfill.config import Settings, load_settings
 from barfill.errors import ConfigError
 
 
@@ -43,24 +46,39 @@ def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("BARFILL_ALPACA_FEED", "nasdaq", "alpaca_feed"),
         ("BARFILL_POLYGON_RATE_LIMIT", "lots", "polygon_rate_limit"),
         ("BARFILL_DERIVATIONS", '["h1->m15"]', "derivations"),
-        ("BARFILL_NOPE", "1", None),
     ],
 )
-def test_bad_values_name_the_key(
-    monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str | None
-) -> None:
+def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str) -> None:
     monkeypatch.setenv(env, value)
-    if needle is None:  # unknown environment variables are ignored (they may belong to a newer version)
-        load_settings()
-        return
     with pytest.raises(ConfigError, match=needle):
         load_settings()
 
 
-def test_unknown_toml_key_and_bad_syntax(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "barfill.toml").write_text("leese_s = 3\n")
-    with pytest.raises(ConfigError, match="leese_s"):
+def test_an_unknown_variable_is_a_warning_naming_the_closest_key_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(config, "_warned", set())
+    monkeypatch.setenv("BARFILL_WORKER_LEASE_S", "5")  # what the README's old table suggested
+    monkeypatch.setenv("BARFILL_NOPE", "1")
+    monkeypatch.setenv("BARFILL_CONFIG_DIR", "x")
+    with caplog.at_level(logging.WARNING, logger="barfill.config"):
+        first = load_settings()
         load_settings()
+    assert first.lease_s == 60.0  # ignored, not guessed
+    lines = sorted(r.getMessage() for r in caplog.records)
+    assert lines == [
+        "BARFILL_CONFIG_DIR: unknown setting, ignored; see the settings table in the README",
+        "BARFILL_NOPE: unknown setting, ignored; see the settings table in the README",
+        "BARFILL_WORKER_LEASE_S: unknown setting, ignored; did you mean BARFILL_LEASE_S?",
+    ]
+
+
+def test_unknown_toml_key_and_bad_syntax(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "barfill.toml").write_text('leese_s = 3\npolygon_apikey = "s3cr3t"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "leese_s: unknown setting; did you mean lease_s?" in str(info.value)
+    assert "did you mean polygon_api_key?" in str(info.value) and "s3cr3t" not in str(info.value)
     (tmp_path / "barfill.toml").write_text("lease_s = = 3\n")
     with pytest.raises(ConfigError):
         load_settings()
@@ -75,3 +93,19 @@ def test_secrets_never_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "s3cr3t" not in str(info.value)
+
+
+def test_the_readme_settings_table_names_real_settings() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `BARFILL_")]
+    named = {name for row in rows for name in re.findall(r"`(BARFILL_[A-Z0-9_]+)`", row.split("|")[1])}
+    fields = {"BARFILL_" + f.upper() for f in Settings.model_fields}
+    assert named - fields == set()  # every name in the table is a real setting...
+    assert fields - named == set()  # ...and every setting is in the table
+    mentioned = set(re.findall(r"BARFILL_[A-Z0-9_]*[A-Z0-9]", readme))
+    others = {
+        "BARFILL_CONFIG",
+        "BARFILL_TEST_POSTGRES_URL",
+        "BARFILL_WORKER_LEASE_S",
+    }  # the last: a typo example
+    assert mentioned - fields - others == set()

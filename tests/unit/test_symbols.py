@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from barfill.domain.symbols import MAX_TICKER_LENGTH, validate_ticker
+from barfill.domain.symbols import MAX_TICKER_LENGTH, ticker_file_stem, validate_ticker
 from barfill.errors import InvalidInput
 
 
@@ -56,3 +56,26 @@ def test_invalid_tickers_name_what_is_allowed(given: str) -> None:
 def test_non_string_is_refused() -> None:
     with pytest.raises(InvalidInput):
         validate_ticker(123)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ticker", "stem"),
+    [
+        ("AAPL", "AAPL"),
+        ("brk.b", "BRK.B"),
+        ("EUR/USD", "EUR%2FUSD"),
+        ("X:BTCUSD", "X%3ABTCUSD"),
+        ("../ETC", "%2E.%2FETC"),
+        ("/ROOT", "%2FROOT"),
+        ("..", "%2E."),
+        ("^GSPC", "^GSPC"),
+    ],
+)
+def test_file_stems_never_leave_their_folder(ticker: str, stem: str) -> None:
+    assert ticker_file_stem(ticker) == stem
+    assert "/" not in stem and stem not in (".", "..") and not stem.startswith(".")
+
+
+def test_file_stems_of_different_tickers_differ() -> None:
+    tickers = ["EUR/USD", "EUR_USD", "EURUSD", "EUR-USD", "EUR.USD", "EUR:USD"]
+    assert len({ticker_file_stem(t) for t in tickers}) == len(tickers)

@@ -32,3 +32,23 @@ def validate_ticker(value: str) -> str:
     if _TICKER.fullmatch(ticker) is None:
         raise InvalidInput("symbol", _EXPECTED, value)
     return ticker
+
+
+_FILE_SAFE = re.compile(r"[A-Z0-9_=.\-^]")
+
+
+def ticker_file_stem(ticker: str) -> str:
+    """A file-name stem for ``ticker`` that stays one plain name in its folder.
+
+    Tickers may hold ``/`` (``EUR/USD``), ``:`` and dots, which in a path could
+    climb out of a folder (``../X``, ``/X``), hide a file (``.X``) or be
+    illegal on Windows. ``/`` and ``:``, and a leading ``.``, become ``%XX``
+    (the character's code in hex); ``%`` is never part of a ticker, so two
+    tickers never share a stem. ``EUR/USD`` → ``EUR%2FUSD``, ``../X`` →
+    ``%2E.%2FX``, ``BRK.B`` stays ``BRK.B``.
+    """
+    canonical = validate_ticker(ticker)
+    return "".join(
+        c if _FILE_SAFE.fullmatch(c) and not (i == 0 and c == ".") else f"%{ord(c):02X}"
+        for i, c in enumerate(canonical)
+    )

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
 import numpy as np
 
 from barfill.domain.bars import BarBatch
@@ -44,9 +43,11 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported
 from barfill.providers.http import (
     HttpAdapter,
+    HttpClient,
     fail_payload,
     get_json,
     integer,
+    iso,
     mapping,
     number,
     optional_number,
@@ -108,7 +109,7 @@ class AlpacaProvider(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         *,
         key_id: str,
         secret_key: str,
@@ -209,15 +210,17 @@ class AlpacaProvider(HttpAdapter):
             for i, raw in enumerate(rows_list(raw_rows, provider=NAME, field=f"bars.{key}")):
                 row = mapping(raw, provider=NAME, field=f"bars.{key}[{i}]")
                 trades = row.get("n")
+                t = _parse_time(row.get("t"))
+                bar = f"{symbol} bar {iso(t)}"
                 target.append(
                     (
-                        _parse_time(row.get("t")),
-                        number(row.get("o"), provider=NAME, field="o"),
-                        number(row.get("h"), provider=NAME, field="h"),
-                        number(row.get("l"), provider=NAME, field="l"),
-                        number(row.get("c"), provider=NAME, field="c"),
-                        number(row.get("v"), provider=NAME, field="v"),
-                        optional_number(row.get("vw"), provider=NAME, field="vw"),
-                        None if trades is None else integer(trades, provider=NAME, field="n"),
+                        t,
+                        number(row.get("o"), provider=NAME, field="o", bar=bar),
+                        number(row.get("h"), provider=NAME, field="h", bar=bar),
+                        number(row.get("l"), provider=NAME, field="l", bar=bar),
+                        number(row.get("c"), provider=NAME, field="c", bar=bar),
+                        number(row.get("v"), provider=NAME, field="v", bar=bar),
+                        optional_number(row.get("vw"), provider=NAME, field="vw", bar=bar),
+                        None if trades is None else integer(trades, provider=NAME, field="n", bar=bar),
                     )
                 )

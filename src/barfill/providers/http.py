@@ -15,8 +15,15 @@ code           retryable  cause
 ``timeout``    yes        connect, read, write or pool timeout
 ``connect``    yes        the connection could not be made
 ``transport``  yes        the connection broke mid-exchange
-``bad_payload`` no        not JSON, truncated JSON, or not the documented shape
+``bad_payload`` yes       not JSON, truncated JSON, or not the documented shape
 =============  =========  ====================================================
+
+``bad_payload`` is retried like any transient fault: a truncated 200 or a
+``"NaN"`` field is as likely a one-off as a 5xx, and the same damage caught
+later by validation (high < low) is retried too. A payload that is wrong
+every time fails the same way on every attempt and the slice ends ``failed``
+when its attempts run out. Its message names the symbol, the bar (its
+time) and the field, once.
 
 Secrets. Adapters authenticate with headers wherever the provider allows, so
 keys are never part of a URL (httpx puts the URL in its exception messages and
@@ -35,6 +42,7 @@ instead of shifting bars by a day.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import math
@@ -112,8 +120,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def bad_payload(provider: str, message: str) -> ProviderError:
-    """A response that is not what the provider documents: never retried."""
-    return ProviderError("bad_payload", f"{provider}: {message}", retryable=False)
+    """A response that is not what the provider documents: retried with backoff (see above)."""
+    return ProviderError("bad_payload", f"{provider}: {message}", retryable=True)
 
 
 def fail_payload(provider: str, message: str) -> NoReturn:
@@ -151,8 +159,10 @@ def error_for_exception(exc: httpx.HTTPError, *, provider: str, secrets: Iterabl
         return ProviderError("connect", f"{provider}: {detail}", retryable=True)
     if isinstance(exc, httpx.TransportError):
         return ProviderError("transport", f"{provider}: {detail}", retryable=True)
-    # InvalidURL, DecodingError, TooManyRedirects...: a bug or a provider change.
-    return ProviderError("bad_payload", f"{provider}: {detail}", retryable=False)
+    if isinstance(exc, httpx.DecodingError):  # a body cut short mid-stream: transient-looking
+        return bad_payload(provider, detail)
+    # InvalidURL, TooManyRedirects...: a bug or a provider change, the same every time.
+    return ProviderError("bad_request", f"{provider}: {detail}", retryable=False)
 
 
 def _text_head(response: httpx.Response) -> str:
@@ -165,7 +175,7 @@ def _text_head(response: httpx.Response) -> str:
 
 
 async def get_json(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | LoopClient,
     url: str,
     *,
     provider: str,
@@ -205,7 +215,7 @@ async def get_json(
 
 
 async def _send(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | LoopClient,
     url: str,
     *,
     params: Mapping[str, str | int] | None,
@@ -224,23 +234,31 @@ async def _send(
 # -- reading payloads ---------------------------------------------------------
 
 
-def number(value: Any, *, provider: str, field: str) -> float:
-    """A JSON number (not a bool, not a string) as float; else ``bad_payload``."""
+def _where(bar: str | None, field: str) -> str:
+    return f"{bar}: field {field!r}" if bar else f"field {field!r}"
+
+
+def number(value: Any, *, provider: str, field: str, bar: str | None = None) -> float:
+    """A JSON number (not a bool, not a string) as float; else ``bad_payload``.
+
+    ``bar`` says which bar the field belongs to (``AAPL bar 2024-03-05T14:00:00Z``),
+    so the message points at it.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        fail_payload(provider, f"field {field!r}: expected a number, got {value!r}")
+        fail_payload(provider, f"{_where(bar, field)}: expected a number, got {value!r}")
     return float(value)
 
 
-def integer(value: Any, *, provider: str, field: str) -> int:
+def integer(value: Any, *, provider: str, field: str, bar: str | None = None) -> int:
     """A JSON integer (an integral float is accepted); else ``bad_payload``."""
-    f = number(value, provider=provider, field=field)
+    f = number(value, provider=provider, field=field, bar=bar)
     if not f.is_integer():
-        fail_payload(provider, f"field {field!r}: expected an integer, got {value!r}")
+        fail_payload(provider, f"{_where(bar, field)}: expected an integer, got {value!r}")
     return int(f)
 
 
-def optional_number(value: Any, *, provider: str, field: str) -> float | None:
-    return None if value is None else number(value, provider=provider, field=field)
+def optional_number(value: Any, *, provider: str, field: str, bar: str | None = None) -> float | None:
+    return None if value is None else number(value, provider=provider, field=field, bar=bar)
 
 
 def mapping(value: Any, *, provider: str, field: str) -> Mapping[str, Any]:
@@ -380,11 +398,108 @@ def session_bars(batch: BarBatch, calendar: TradingCalendar, *, extended: bool) 
     return batch.take(keep)
 
 
+# -- the client ---------------------------------------------------------------
+
+
+class LoopClient:
+    """An ``httpx.AsyncClient`` per event loop, made on first use in that loop.
+
+    Why: an ``AsyncClient``'s pooled connections belong to the loop that
+    opened them. Every ``asyncio.run`` (``barfill ensure --wait``, each
+    ``Barfill.wait()``, ``barfill worker``) is a new loop, so one client made
+    at start-up and closed at exit would be closed on a dead loop ("Event loop
+    is closed") or used after it was closed ("client has been closed").
+
+    Contract: :meth:`get` (and the ``get`` shortcut) always answer on the
+    running loop, creating a client if there is none, if the last one was
+    made on another loop, or if it was closed. :meth:`aclose` closes the
+    client on the loop it was made on, and must be awaited on that loop before
+    it ends (``App.run`` does); a client whose loop already ended is dropped.
+    After :meth:`aclose` the object is still usable: the next request opens a
+    fresh client.
+
+    Args:
+        timeout_s: the httpx timeout (connect, read, write, pool) in seconds.
+        transport: an httpx transport for every client made (tests).
+    """
+
+    def __init__(self, *, timeout_s: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._timeout_s = timeout_s
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        """The client bound to the running loop (call from a coroutine)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            self._drop_foreign(loop)
+            self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
+            self._loop = loop
+        return self._client
+
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """``GET url`` with the running loop's client."""
+        return await self.client().get(url, params=params, headers=headers)
+
+    async def aclose(self) -> None:
+        """Close the client if it belongs to the running loop; forget it otherwise."""
+        client, loop = self._client, self._loop
+        self._client, self._loop = None, None
+        if client is None or client.is_closed:
+            return
+        if loop is asyncio.get_running_loop():
+            await client.aclose()
+        else:
+            _close_elsewhere(client, loop)
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`, for code outside any loop (``App.close``)."""
+        client, loop = self._client, self._loop
+        self._client, self._loop = None, None
+        if client is not None and not client.is_closed:
+            _close_elsewhere(client, loop)
+
+    def _drop_foreign(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._client is not None and not self._client.is_closed and self._loop is not loop:
+            _close_elsewhere(self._client, self._loop)
+        self._client, self._loop = None, None
+
+
+def _close_elsewhere(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close ``client`` on its own ``loop`` if that loop is idle; drop it if the loop is gone.
+
+    A loop that has ended took its sockets with it (``asyncio.run`` closes
+    them), so there is nothing left to do there; awaiting ``aclose`` on another
+    loop is exactly the "Event loop is closed" crash this class exists to avoid.
+    """
+    if loop is None or loop.is_closed():
+        return
+    if loop.is_running():  # another thread's loop: hand it over
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop runs in this thread: borrow the idle one
+        loop.run_until_complete(client.aclose())
+
+
+HttpClient = httpx.AsyncClient | LoopClient
+"""What an adapter sends requests with: a plain client (tests) or a :class:`LoopClient`."""
+
+
 class HttpAdapter:
     """What every HTTP adapter shares: declared capabilities and a client it does not own.
 
-    Subclasses set ``self._capabilities`` in ``__init__``; the injected
-    ``httpx.AsyncClient`` is closed by whoever created it (bootstrap).
+    Subclasses set ``self._capabilities`` in ``__init__``; the injected client
+    (a :class:`LoopClient` from bootstrap, or a plain ``httpx.AsyncClient``)
+    is closed by whoever created it.
     """
 
     _capabilities: Capabilities

@@ -46,9 +46,11 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
 from barfill.providers.http import (
     HttpAdapter,
+    HttpClient,
     fail_payload,
     get_json,
     integer,
+    iso,
     mapping,
     number,
     optional_number,
@@ -93,7 +95,7 @@ class PolygonProvider(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         *,
         api_key: str,
         base_url: str = "https://api.polygon.io",
@@ -177,19 +179,20 @@ class PolygonProvider(HttpAdapter):
             return []
         out: list[_Row] = []
         for i, raw in enumerate(rows_list(page["results"], provider=NAME, field="results")):
-            row = mapping(raw, provider=NAME, field=f"results[{i}]")
-            t_ms = integer(row.get("t"), provider=NAME, field="t")
+            row = mapping(raw, provider=NAME, field=f"{symbol} results[{i}]")
+            t_ms = integer(row.get("t"), provider=NAME, field="t", bar=f"{symbol} results[{i}]")
+            bar = f"{symbol} bar {iso(t_ms // 1000)}"
             trades = row.get("n")
             out.append(
                 (
                     t_ms // 1000,
-                    number(row.get("o"), provider=NAME, field="o"),
-                    number(row.get("h"), provider=NAME, field="h"),
-                    number(row.get("l"), provider=NAME, field="l"),
-                    number(row.get("c"), provider=NAME, field="c"),
-                    number(row.get("v"), provider=NAME, field="v"),
-                    optional_number(row.get("vw"), provider=NAME, field="vw"),
-                    None if trades is None else integer(trades, provider=NAME, field="n"),
+                    number(row.get("o"), provider=NAME, field="o", bar=bar),
+                    number(row.get("h"), provider=NAME, field="h", bar=bar),
+                    number(row.get("l"), provider=NAME, field="l", bar=bar),
+                    number(row.get("c"), provider=NAME, field="c", bar=bar),
+                    number(row.get("v"), provider=NAME, field="v", bar=bar),
+                    optional_number(row.get("vw"), provider=NAME, field="vw", bar=bar),
+                    None if trades is None else integer(trades, provider=NAME, field="n", bar=bar),
                 )
             )
         return out

@@ -180,18 +180,18 @@ class Router:
         if not names:
             reasons = "; ".join(self.explain(timeframe, start, end, now=now, pinned=pinned))
             raise NotSupported(f"no provider can serve {timeframe.value} [{start}, {end}): {reasons}")
-        failures: list[ProviderError] = []
-        messages: list[str] = []
+        failures: list[tuple[str, ProviderError]] = []
         for name in names:
             try:
                 return name, await self._fetch_from(name, symbols, timeframe, start, end, on_attempt)
             except ProviderError as e:
                 if e.retryable:
                     raise
-                failures.append(e)
-                messages.append(f"{name}: {e}")
-        summary = "every provider failed: " + "; ".join(messages)
-        hard = [e for e in failures if not isinstance(e, NotSupported)]
+                failures.append((name, e))
+        if len(failures) == 1:
+            raise _with_name(*failures[0])  # its own message says it all, once
+        summary = "every provider failed: " + "; ".join(_named(name, e) for name, e in failures)
+        hard = [e for _, e in failures if not isinstance(e, NotSupported)]
         if not hard:
             raise NotSupported(summary)
         raise ProviderError(hard[0].code, summary, retryable=False)
@@ -218,3 +218,20 @@ class Router:
             if symbol not in out:
                 out[symbol] = BarBatch.empty(symbol, timeframe, name)
         return out
+
+
+def _named(name: str, error: ProviderError) -> str:
+    """``name (code): message`` without repeating a name the message already starts with."""
+    text = str(error).removeprefix(f"{name}: ")
+    return f"{name} ({error.code}): {text}"
+
+
+def _with_name(name: str, error: ProviderError) -> ProviderError:
+    """``error`` itself if its message starts with the provider's name, else a copy that does."""
+    if str(error).startswith(f"{name}: "):
+        return error
+    if isinstance(error, NotSupported):
+        return NotSupported(f"{name}: {error}")
+    return ProviderError(
+        error.code, f"{name}: {error}", retryable=error.retryable, retry_after_s=error.retry_after_s
+    )

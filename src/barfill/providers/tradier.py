@@ -36,19 +36,19 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
-
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.http import (
     HttpAdapter,
+    HttpClient,
     bad_payload,
     check_reach,
     fail_payload,
     get_json,
     integer,
+    iso,
     mapping,
     number,
     optional_number,
@@ -97,7 +97,7 @@ class TradierProvider(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         *,
         token: str,
         base_url: str = "https://api.tradier.com",
@@ -189,14 +189,15 @@ class TradierProvider(HttpAdapter):
             ts = from_time
         else:
             fail_payload(NAME, f"series.data[{i}]: neither 'time' nor 'timestamp'")
+        bar = f"bar {iso(ts)}"
         return (
             ts,
-            number(row.get("open"), provider=NAME, field="open"),
-            number(row.get("high"), provider=NAME, field="high"),
-            number(row.get("low"), provider=NAME, field="low"),
-            number(row.get("close"), provider=NAME, field="close"),
-            number(row.get("volume"), provider=NAME, field="volume"),
-            optional_number(row.get("vwap"), provider=NAME, field="vwap"),
+            number(row.get("open"), provider=NAME, field="open", bar=bar),
+            number(row.get("high"), provider=NAME, field="high", bar=bar),
+            number(row.get("low"), provider=NAME, field="low", bar=bar),
+            number(row.get("close"), provider=NAME, field="close", bar=bar),
+            number(row.get("volume"), provider=NAME, field="volume", bar=bar),
+            optional_number(row.get("vwap"), provider=NAME, field="vwap", bar=bar),
             None,
         )
 
@@ -228,14 +229,15 @@ class TradierProvider(HttpAdapter):
             except ValueError:
                 fail_payload(NAME, f"history.day[{i}].date: not YYYY-MM-DD: {row.get('date')!r}")
             midnight = int(datetime(day.year, day.month, day.day, tzinfo=_NEW_YORK).timestamp())
+            bar = f"{symbol} bar {day.isoformat()}"
             out.append(
                 (
                     midnight,
-                    number(row.get("open"), provider=NAME, field="open"),
-                    number(row.get("high"), provider=NAME, field="high"),
-                    number(row.get("low"), provider=NAME, field="low"),
-                    number(row.get("close"), provider=NAME, field="close"),
-                    number(row.get("volume"), provider=NAME, field="volume"),
+                    number(row.get("open"), provider=NAME, field="open", bar=bar),
+                    number(row.get("high"), provider=NAME, field="high", bar=bar),
+                    number(row.get("low"), provider=NAME, field="low", bar=bar),
+                    number(row.get("close"), provider=NAME, field="close", bar=bar),
+                    number(row.get("volume"), provider=NAME, field="volume", bar=bar),
                     None,
                     None,
                 )

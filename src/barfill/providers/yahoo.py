@@ -40,7 +40,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import numpy as np
 
 from barfill.domain.bars import BarBatch
@@ -50,6 +49,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
 from barfill.providers.http import (
     HttpAdapter,
+    HttpClient,
     check_reach,
     fail_payload,
     get_json,
@@ -92,7 +92,7 @@ class YahooProvider(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         *,
         base_url: str = "https://query2.finance.yahoo.com",
         rate_limit: RateLimit | None = None,

@@ -8,7 +8,6 @@ time taken, and a second tick proving nothing is left to fetch.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import defaultdict
@@ -103,7 +102,7 @@ def _run(app: App, synthetic: SyntheticProvider, console: Console) -> DemoSummar
         tuple(i for rep in answers for i in rep.job.definition_ids), min(rep.job.since for rep in answers)
     )
     worker = Worker(app, concurrency=4)
-    progress, _ = asyncio.run(watch(app, job, console, worker=worker))
+    progress, _ = app.run(watch(app, job, console, worker=worker))
     seconds = time.perf_counter() - t0
     again = tick(app)
     ideal = ideal_requests(app, answers)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -92,11 +93,28 @@ def _iso(ts: int | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_time(value: datetime | date | str | int | float, field_name: str) -> int:
-    """A point in time as Unix seconds. Naive datetimes are refused: say which zone you mean.
+def parse_time(
+    value: datetime | date | str | int | float, field_name: str, *, tz: str, end: bool = False
+) -> int:
+    """A point in time as Unix seconds (UTC); the one parser for every entry point.
 
-    Accepts an aware ``datetime``, a ``date`` or ``YYYY-MM-DD`` (00:00 UTC),
-    an ISO 8601 string with an offset or ``Z``, or Unix seconds.
+    A **date** (a ``date`` or ``YYYY-MM-DD``) means that calendar day on the
+    exchange: as a start it is 00:00 in the exchange's time zone ``tz`` of that
+    date; as an end (``end=True``) it is **inclusive**, i.e. 00:00 exchange
+    time of the *next* date, so ``--end 2024-12-31`` includes Dec 31's session
+    (as Polygon, Alpaca and QuantRocket read a date-only end). An aware
+    ``datetime``, an ISO 8601 time with an offset or ``Z``, or Unix seconds is
+    that exact instant, and as an end it is **exclusive**. Naive times are
+    refused: say which zone you mean.
+
+    Args:
+        value: the user's value.
+        field_name: named in the error (``start``, ``end``...).
+        tz: the exchange's IANA time zone (``TradingCalendar.tz``), for dates.
+        end: whether ``value`` is the end of a range (a date then counts whole).
+
+    Raises:
+        InvalidInput: the value is not one of the forms above.
     """
     if isinstance(value, bool):
         raise InvalidInput(field_name, "a date, an aware datetime or Unix seconds", value)
@@ -107,12 +125,11 @@ def parse_time(value: datetime | date | str | int | float, field_name: str) -> i
             raise InvalidInput(field_name, "a timezone-aware datetime (naive times are ambiguous)", value)
         return int(value.timestamp())
     if isinstance(value, date):
-        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
+        return _local_midnight(value, tz, end=end)
     text = str(value).strip()
     try:
         if len(text) == 10:
-            d = date.fromisoformat(text)
-            return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+            return _local_midnight(date.fromisoformat(text), tz, end=end)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(field_name, "YYYY-MM-DD or an ISO 8601 time with offset", value) from None
@@ -121,9 +138,16 @@ def parse_time(value: datetime | date | str | int | float, field_name: str) -> i
     return int(parsed.timestamp())
 
 
+def _local_midnight(day: date, tz: str, *, end: bool) -> int:
+    """00:00 in ``tz`` of ``day`` (of the day after, for an inclusive end)."""
+    if end:
+        day += timedelta(days=1)
+    return int(datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(tz)).timestamp())
+
+
 @dataclass(frozen=True)
 class Window:
-    """Either a rolling ``days`` window ending now, or fixed [start, end)."""
+    """Either a rolling ``days`` window ending now, or fixed [start, end) in Unix seconds."""
 
     days: int | None = None
     start: int | None = None
@@ -137,7 +161,12 @@ class Window:
         days: int | None = None,
         start: datetime | date | str | int | None = None,
         end: datetime | date | str | int | None = None,
+        tz: str,
     ) -> Window:
+        """Check a user's window; dates are the exchange's (``tz``), a date-only end inclusive.
+
+        See :func:`parse_time` for the accepted forms.
+        """
         if days is not None and (start is not None or end is not None):
             raise InvalidInput("window", "either days or start/end, not both")
         if start is None and end is None:
@@ -147,7 +176,7 @@ class Window:
             return cls(days=days)
         if start is None or end is None:
             raise InvalidInput("window", "both start and end (or days)")
-        s, e = parse_time(start, "start"), parse_time(end, "end")
+        s, e = parse_time(start, "start", tz=tz), parse_time(end, "end", tz=tz, end=True)
         if e <= s:
             raise InvalidInput("end", "a time after start", end)
         return cls(start=s, end=e)
@@ -165,18 +194,24 @@ def ensure(
     provider: str | None = None,
     calendar: str | None = None,
 ) -> EnsureReport:
-    """Record the desired coverage for each symbol, queue its gaps, answer at once."""
+    """Record the desired coverage for each symbol, queue its gaps, answer at once.
+
+    ``start``/``end`` (or a rolling ``days``): dates are the exchange's calendar
+    dates and a date-only ``end`` is inclusive (``end="2024-12-31"`` includes
+    Dec 31); an ISO time or aware datetime ``end`` is exclusive. See
+    :func:`parse_time`.
+    """
     tf = Timeframe.parse(timeframe)
     if not symbols:
         raise InvalidInput("symbols", "at least one ticker")
     tickers = list(dict.fromkeys(validate_ticker(s) for s in symbols))
-    window = Window.parse(tf, days=days, start=start, end=end)
+    cal_name = calendar or app.settings.calendar
+    cal = get_calendar(cal_name)
+    window = Window.parse(tf, days=days, start=start, end=end, tz=cal.tz)
     if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise InvalidInput("priority", "a whole number from -1000 to 1000", priority)
     if provider is not None and provider not in app.providers:
         raise InvalidInput("provider", f"one of {', '.join(sorted(app.providers))}", provider)
-    cal_name = calendar or app.settings.calendar
-    cal = get_calendar(cal_name)
     if window.start is not None and window.end is not None:
         cal.check_range(window.start, window.end)
 

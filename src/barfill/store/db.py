@@ -31,18 +31,24 @@ def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and pick the psycopg 3 driver.
 
     Raises:
-        InvalidInput: for anything that is not a SQLite or PostgreSQL URL.
+        InvalidInput: for anything that is not a SQLite or PostgreSQL URL; the
+            URL is shown with its password hidden (``***``).
     """
     try:
         parsed = make_url(url)
-    except exc.ArgumentError as e:
-        raise InvalidInput("database_url", "a URL like sqlite:///path.db or postgresql://host/db", url) from e
+    except exc.ArgumentError:
+        # Not parseable, so the password cannot be located: show only the scheme.
+        scheme = url.split(":", 1)[0] if ":" in url else "?"
+        raise InvalidInput(
+            "database_url", "a URL like sqlite:///path.db or postgresql://host/db", f"{scheme}:…"
+        ) from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if backend == "sqlite":
         return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
-    raise InvalidInput("database_url", "a sqlite:/// or postgresql:// URL", url)
+    shown = parsed.render_as_string(hide_password=True)
+    raise InvalidInput("database_url", "a sqlite:/// or postgresql:// URL", shown)
 
 
 class Database:

@@ -5,7 +5,8 @@ the trading calendar, so a test can ask for any day (DST, half days) and compare
 what an adapter returns with what it should. Each ``*Wire`` class speaks one
 provider's documented format from that truth — its stamps, its pagination,
 its empty answers — and :class:`FakeServer` serves it over a real socket with
-injectable faults (status codes, Retry-After, delays, truncated JSON).
+injectable faults (status codes, Retry-After, delays, truncated JSON, edited
+answers such as a ``"NaN"`` field or a bar with high below low).
 """
 
 from __future__ import annotations
@@ -108,12 +109,14 @@ def rows(batch: BarBatch) -> Iterator[tuple[int, float, float, float, float, flo
 class Fault:
     """What to do instead of (or to) the next matching answer."""
 
-    kind: str  # "status" | "delay" | "truncate" | "raw"
+    kind: str  # "status" | "delay" | "truncate" | "raw" | "mangle"
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     after: int = 0  # let this many requests through first
+    # kind "mangle": edits the true answer's JSON body in place (a NaN field, a bad bar...)
+    edit: Callable[[Any], None] | None = None
 
 
 @dataclass
@@ -145,10 +148,16 @@ class Wire(abc.ABC):
 
 
 class FakeServer:
-    """A threaded HTTP/1.0 server on an ephemeral 127.0.0.1 port; a context manager."""
+    """A threaded HTTP server on an ephemeral 127.0.0.1 port; a context manager.
 
-    def __init__(self, wire: Wire) -> None:
+    HTTP/1.0 (a connection per request) unless ``keep_alive``: then HTTP/1.1
+    with persistent connections, as real providers serve, so that a client's
+    pooled connections outlive a request (what the event-loop tests need).
+    """
+
+    def __init__(self, wire: Wire, *, keep_alive: bool = False) -> None:
         self.wire = wire
+        self.keep_alive = keep_alive
         self.seen: list[Seen] = []
         self.errors: list[BaseException] = []
         self._faults: list[Fault] = []
@@ -176,6 +185,11 @@ class FakeServer:
         with self._lock:
             self._faults.append(fault)
 
+    def pending_faults(self) -> int:
+        """Injected faults not served yet."""
+        with self._lock:
+            return len(self._faults)
+
     def _handle_error(self, request: Any, client_address: Any) -> None:  # pragma: no cover
         import sys
 
@@ -197,6 +211,10 @@ class FakeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            if server.keep_alive:
+                protocol_version = "HTTP/1.1"
+                timeout = 10  # an idle kept-alive connection is closed after this (seconds)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -237,6 +255,10 @@ class FakeServer:
         flat = {k: v[-1] for k, v in query.items()}
         answer = self.wire.answer(unquote(split.path), flat, headers)
         body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+        if fault is not None and fault.kind == "mangle" and fault.edit is not None:
+            edited = json.loads(body)
+            fault.edit(edited)
+            body = json.dumps(edited).encode()
         if fault is not None and fault.kind == "truncate":
             body = body[: max(1, len(body) // 2)]
         handler._send(answer.status, body, answer.headers)
