@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from barfill.clock import SystemClock
 from barfill.config import Settings
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import RateLimit
-from barfill.ports import Provider
+from barfill.ports import Clock, Provider
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
 from barfill.providers.polygon import PolygonProvider
@@ -37,7 +38,11 @@ def parse_rate(value: str | None) -> RateLimit | None:
 
 @dataclass
 class App:
-    """Everything a process needs, built once."""
+    """Everything a process needs, built once.
+
+    ``clock`` is the time the process lives in: the real one, or a simulated
+    one injected by a test (the database clock follows the same clock).
+    """
 
     settings: Settings
     db: Database
@@ -48,6 +53,7 @@ class App:
     calendar: TradingCalendar
     http: httpx.AsyncClient | None = None
     notices: list[str] = field(default_factory=list)
+    clock: Clock = field(default_factory=SystemClock)
 
     def rate_limit(self, provider: str) -> RateLimit:
         return self.providers[provider].capabilities.rate_limit
@@ -64,9 +70,13 @@ class App:
 
 
 def build_providers(
-    settings: Settings, http: httpx.AsyncClient, calendar: TradingCalendar
+    settings: Settings, http: httpx.AsyncClient, calendar: TradingCalendar, *, clock: Clock | None = None
 ) -> tuple[dict[str, Provider], list[str]]:
-    """Providers that have what they need (keys, folders), plus notices for the user."""
+    """Providers that have what they need (keys, folders), plus notices for the user.
+
+    Providers that judge reach or finished sessions by the time read ``clock``.
+    """
+    now = (clock or SystemClock()).now
     providers: dict[str, Provider] = {}
     notices: list[str] = []
     if settings.polygon_api_key is not None:
@@ -96,6 +106,7 @@ def build_providers(
             base_url=settings.tradier_base_url,
             rate_limit=parse_rate(settings.tradier_rate_limit),
             calendar=calendar,
+            clock=now,
         )
     if settings.yahoo_enabled:
         providers["yahoo"] = YahooProvider(
@@ -103,15 +114,17 @@ def build_providers(
             base_url=settings.yahoo_base_url,
             rate_limit=parse_rate(settings.yahoo_rate_limit),
             calendar=calendar,
+            clock=now,
         )
     if settings.flatfiles_dir is not None:
-        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar)
+        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar, now=now)
     real = sorted(providers)
     providers["synthetic"] = SyntheticProvider(
         calendar=calendar,
         latency_s=settings.synthetic_latency_ms / 1000.0,
         failure_rate=settings.synthetic_failure_rate,
         rate_limit=parse_rate(settings.synthetic_rate_limit),
+        now=now,
     )
     if not real:
         notices.append(
@@ -133,15 +146,25 @@ def _auto_order(preferred: list[str], built: Mapping[str, Provider]) -> list[str
     return real or names
 
 
-def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> App:
-    """Wire an :class:`App`. ``providers`` replaces the configured ones (tests, benches)."""
-    db = Database(settings.database_url)
+def build(
+    settings: Settings, *, providers: Mapping[str, Provider] | None = None, clock: Clock | None = None
+) -> App:
+    """Wire an :class:`App`.
+
+    Args:
+        settings: the configuration.
+        providers: replaces the configured providers (tests, benches).
+        clock: a simulated clock (tests, replays): the database clock, the
+            worker's waits and ``App.clock`` follow it. None: real time, and
+            the database's own clock in SQL.
+    """
+    db = Database(settings.database_url, clock=clock)
     calendar = get_calendar(settings.calendar)
     http: httpx.AsyncClient | None = None
     notices: list[str] = []
     if providers is None:
         http = httpx.AsyncClient(timeout=settings.http_timeout_s)
-        built, notices = build_providers(settings, http, calendar)
+        built, notices = build_providers(settings, http, calendar, clock=clock)
     else:
         built = dict(providers)
     historical = _auto_order(settings.historical_providers, built)
@@ -158,4 +181,5 @@ def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None
         calendar=calendar,
         http=http,
         notices=notices,
+        clock=clock if clock is not None else SystemClock(),
     )
