@@ -14,11 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from barfill.bootstrap import App, build
 from barfill.clock import SystemClock
+from barfill.config import load_settings
+from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.domain.slices import NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.ports import Clock
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.service.worker import Worker
 from barfill.store.db import Database, db_now
 from barfill.store.definitions import upsert_definition
 from barfill.store.queue import SqlQueue
@@ -150,3 +155,51 @@ def test_concurrent_simulated_sleeps_share_the_time_that_passes() -> None:
     assert sim.slept == 29.0
     with pytest.raises(ValueError):
         sim.advance(-1)
+
+
+def _worker_app(db: Database, sim: SimClock, limit: RateLimit) -> tuple[App, SyntheticProvider]:
+    synthetic = SyntheticProvider(calendar=get_calendar(), rate_limit=limit, now=sim.now)
+    settings = load_settings(database_url=db.url, derivations=[], lease_s=3_600.0)
+    return build(settings, providers={"synthetic": synthetic}, clock=sim), synthetic
+
+
+def _daily_slices(app: App, n: int) -> list[NewSlice]:
+    with app.db.write() as conn:
+        sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+        did, _ = upsert_definition(conn, sid, "h1", window_days=30)
+    monday = 1_709_510_400  # 2024-03-04 00:00 UTC
+    days = [monday + k * 86_400 for k in (0, 1, 2, 3, 4, 7, 8, 9)][:n]
+    return [NewSlice(did, sid, Timeframe.h1, d, d + 86_400, "synthetic", 0, 5) for d in days]
+
+
+def test_worker_until_idle_waits_out_rate_limits_in_simulated_time(db: Database, sim: SimClock) -> None:
+    app, synthetic = _worker_app(db, sim, RateLimit(requests=5, period_s=60.0, burst=1))
+    try:
+        app.queue.enqueue(_daily_slices(app, 6))
+        stats = asyncio.run(Worker(app, concurrency=2, poll_s=30.0).run(until_idle=True))
+        assert stats.succeeded == 6 and stats.failed == 0
+        assert synthetic.requests == 6
+        assert app.queue.counts()["succeeded"] == 6
+        # Six requests at 5/min, one at once: five 12 s waits passed on the simulated clock.
+        assert sim.now() == pytest.approx(T0 + 60.0, abs=1e-3)
+        assert app.db.now() == pytest.approx(sim.now(), abs=1e-3)
+    finally:
+        app.close()
+
+
+def test_worker_until_idle_returns_while_slices_back_off(db: Database, sim: SimClock) -> None:
+    app, synthetic = _worker_app(db, sim, RateLimit(requests=100, period_s=1.0, burst=10))
+    try:
+        app.queue.enqueue(_daily_slices(app, 3))
+        (held,) = app.queue.claim("test", 1, lease_s=60.0)
+        app.queue.fail(held, "http_503", "busy", retryable=True, retry_after_s=300.0)
+        stats = asyncio.run(Worker(app, concurrency=2, poll_s=30.0).run(until_idle=True))
+        assert stats.succeeded == 2
+        assert app.queue.counts()["queued"] == 1  # backing off: not claimable now, so idle
+        assert sim.now() < T0 + 300
+        sim.advance(301)
+        stats = asyncio.run(Worker(app, concurrency=2, poll_s=30.0).run(until_idle=True))
+        assert stats.succeeded == 1
+        assert app.queue.counts()["succeeded"] == 3 and synthetic.requests == 3
+    finally:
+        app.close()

@@ -70,7 +70,12 @@ class RequestLog:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.calls: Counter[str] = Counter()  # first-page requests per server
         self._lock = threading.Lock()
+
+    def call(self, server: str) -> None:
+        with self._lock:
+            self.calls[server] += 1
 
     def add(self, items: Iterable[Request]) -> None:
         with self._lock:
@@ -201,6 +206,7 @@ class _Recording:
         asked = self.requested(path, query)
         if not asked:
             return
+        self.log.call(self.server)
         now = self.market.clock()
         self.log.add(
             Request(self.server, symbol, tf, self.market.session_date(i), self.market.is_final(i, now), now)
@@ -353,13 +359,16 @@ class RecordingFlatFiles(FlatFileProvider):
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
     ) -> dict[str, BarBatch]:
+        # Recorded once served: a file not published yet costs nothing and serves nothing.
         now = self.market.clock()
+        out = await super().fetch(symbols, timeframe, start, end)
+        self.log.call("flatfiles")
         self.log.add(
             Request("flatfiles", s, timeframe, self.market.session_date(i), self.market.is_final(i, now), now)
             for s in dict.fromkeys(symbols)
             for i in self.market.sessions(timeframe, start, end)
         )
-        return await super().fetch(symbols, timeframe, start, end)
+        return out
 
 
 class RecordingSynthetic(SyntheticProvider):
@@ -377,6 +386,7 @@ class RecordingSynthetic(SyntheticProvider):
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
     ) -> dict[str, BarBatch]:
         now = self.market.clock()
+        self.log.call("synthetic")
         self.log.add(
             Request(
                 "synthetic",
