@@ -32,7 +32,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.ports import Provider
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
-from barfill.service.worker import Worker
+from barfill.service.worker import Worker, WorkerStats
 from barfill.store.bars import read_bars
 from barfill.store.schema import bars as bars_table
 from barfill.store.schema import job_runs
@@ -137,7 +137,8 @@ class Replay:
     clock: SimClock
     first_windows: dict[tuple[str, Timeframe], int] = field(default_factory=dict)
     overlaps: list[str] = field(default_factory=list)
-    queued_reported: list[str] = field(default_factory=list)
+    untruthful: list[str] = field(default_factory=list)  # ensure's slices_queued vs what it queued
+    outcomes: list[tuple[int, WorkerStats]] = field(default_factory=list)  # (step time, worker stats)
 
 
 def settings_for(db_url: str, config: Config, urls: dict[str, str], folder: Path) -> dict[str, Any]:
@@ -184,13 +185,21 @@ async def step(r: Replay, at: int, label: str, *, client: bool) -> None:
     r.clock.advance_to(at)
     app = r.app
     for tf, days in r.scenario.windows if client else ():
+        before = (await asyncio.to_thread(app.queue.counts))["queued"]
         report = await asyncio.to_thread(ensure, app, list(r.scenario.symbols), tf, days=days)
+        after = (await asyncio.to_thread(app.queue.counts))["queued"]
+        said = sum(res.slices_queued for res in report.results)
+        if said != after - before:
+            r.untruthful.append(
+                f"{label}: ensure {tf.value} reported {said} slices queued, queued {after - before}"
+            )
         for res in report.results:
             r.first_windows.setdefault((res.symbol, tf), res.window_start)
     result = await asyncio.to_thread(tick, app)
     assert result.errors == [], f"{r.config.name} {label}: tick errors {result.errors}"
     r.overlaps.extend(f"{label}: {o}" for o in await asyncio.to_thread(live_overlaps, app))
-    await Worker(app, concurrency=2, poll_s=0.05).run(until_idle=True)
+    stats = await Worker(app, concurrency=2, poll_s=0.05).run(until_idle=True)
+    r.outcomes.append((at, stats))
 
 
 async def replay(db_url: str, config: Config, scenario: Scenario, tmp: Path) -> Replay:
@@ -370,6 +379,7 @@ def all_problems(r: Replay) -> dict[str, list[str]]:
         "no failed slice": check_no_failed_slices(r),
         "no overlapping live slices": check_no_overlaps(r),
         "no provisional bar left": check_no_provisional_bars(r),
+        "ensure reports what it queued": r.untruthful[:10],
     }
 
 
