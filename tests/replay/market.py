@@ -103,15 +103,14 @@ class Market:
         """Index of the session whose d1 label (00:00 New York) is at or before ``label_or_ts``."""
         return int(np.searchsorted(self.calendar.midnights, label_or_ts, side="right")) - 1
 
-    def is_final(self, session: int, now: float | None = None, *, at_close: bool = False) -> bool:
-        """Final from the session's extended close (20:00 New York) on.
+    def is_final(self, session: int, now: float | None = None) -> bool:
+        """Final from the session's extended close on (20:00 New York; 17:00 after an early close).
 
-        ``at_close``: a source whose numbers never change once a bar has ended
-        (the synthetic provider) is final from the regular close on.
+        The same for every source (the rule the engine agreed on,
+        ``barfill.domain.finality``): data may change until then.
         """
         t = self.clock() if now is None else now
-        closes = self.calendar.closes if at_close else self.calendar.ext_closes
-        return t >= float(closes[session])
+        return t >= float(self.calendar.ext_closes[session])
 
     def session_date(self, session: int) -> date:
         return date.fromisoformat(str(self.calendar.dates[session]))
@@ -374,8 +373,8 @@ class RecordingFlatFiles(FlatFileProvider):
 class RecordingSynthetic(SyntheticProvider):
     """The synthetic provider on the simulated clock, recording each request per session.
 
-    Its bars never change once they have ended, so a session is final for it
-    from the regular close on (not 20:00).
+    Its numbers never change once a bar has ended, but a session counts as
+    final only from its extended close, as for every other source.
     """
 
     def __init__(self, market: Market, log: RequestLog, **kwargs: Any) -> None:
@@ -393,7 +392,7 @@ class RecordingSynthetic(SyntheticProvider):
                 s,
                 timeframe,
                 self.market.session_date(i),
-                self.market.is_final(i, now, at_close=True),
+                self.market.is_final(i, now),
                 now,
             )
             for s in dict.fromkeys(symbols)
