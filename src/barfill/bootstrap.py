@@ -6,7 +6,8 @@ reads configuration or creates HTTP clients, engines or providers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -70,13 +71,17 @@ class App:
 
 
 def build_providers(
-    settings: Settings, http: httpx.AsyncClient, calendar: TradingCalendar, *, clock: Clock | None = None
+    settings: Settings,
+    http: httpx.AsyncClient,
+    calendar: TradingCalendar,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Provider], list[str]]:
     """Providers that have what they need (keys, folders), plus notices for the user.
 
-    Providers that judge reach or finished sessions by the time read ``clock``.
+    ``clock`` is what adapters check reach and finality against: :func:`build`
+    passes the database clock, so every process agrees (and a simulated clock
+    injected into the database reaches the adapters too).
     """
-    now = (clock or SystemClock()).now
     providers: dict[str, Provider] = {}
     notices: list[str] = []
     if settings.polygon_api_key is not None:
@@ -106,7 +111,7 @@ def build_providers(
             base_url=settings.tradier_base_url,
             rate_limit=parse_rate(settings.tradier_rate_limit),
             calendar=calendar,
-            clock=now,
+            clock=clock,
         )
     if settings.yahoo_enabled:
         providers["yahoo"] = YahooProvider(
@@ -114,17 +119,17 @@ def build_providers(
             base_url=settings.yahoo_base_url,
             rate_limit=parse_rate(settings.yahoo_rate_limit),
             calendar=calendar,
-            clock=now,
+            clock=clock,
         )
     if settings.flatfiles_dir is not None:
-        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar, now=now)
+        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar, now=clock)
     real = sorted(providers)
     providers["synthetic"] = SyntheticProvider(
         calendar=calendar,
         latency_s=settings.synthetic_latency_ms / 1000.0,
         failure_rate=settings.synthetic_failure_rate,
         rate_limit=parse_rate(settings.synthetic_rate_limit),
-        now=now,
+        now=clock,
     )
     if not real:
         notices.append(
@@ -164,7 +169,7 @@ def build(
     notices: list[str] = []
     if providers is None:
         http = httpx.AsyncClient(timeout=settings.http_timeout_s)
-        built, notices = build_providers(settings, http, calendar, clock=clock)
+        built, notices = build_providers(settings, http, calendar, clock=db.now)
     else:
         built = dict(providers)
     historical = _auto_order(settings.historical_providers, built)

@@ -58,7 +58,7 @@ async def run_backlog(db_url: str) -> BacklogOutcome:
             lease_s=3_600.0,
         )
         async with httpx.AsyncClient(timeout=10.0) as http:
-            providers = build_providers(settings, http, CAL, clock=clock)[0]
+            providers = build_providers(settings, http, CAL, clock=clock.now)[0]
             app = build(settings, providers=providers, clock=clock)
             try:
                 report = await asyncio.to_thread(ensure, app, list(SYMBOLS), "h1", days=730)

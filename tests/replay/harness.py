@@ -211,7 +211,7 @@ async def replay(db_url: str, config: Config, scenario: Scenario, tmp: Path) -> 
     with servers(config, market, log) as urls:
         settings = load_settings(**settings_for(db_url, config, urls, tmp / "flat"))
         async with httpx.AsyncClient(timeout=settings.http_timeout_s) as http:
-            providers: dict[str, Provider] = build_providers(settings, http, CAL, clock=clock)[0]
+            providers: dict[str, Provider] = build_providers(settings, http, CAL, clock=clock.now)[0]
             synthetic = RecordingSynthetic(market, log)
             providers["synthetic"] = synthetic
             if "flatfiles" in config.servers:

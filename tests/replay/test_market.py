@@ -121,7 +121,7 @@ def _fetch_all(
 
     async def main() -> dict[str, dict[Timeframe, BarBatch]]:
         async with httpx.AsyncClient(timeout=10.0) as http:
-            providers = build_providers(settings, http, CAL, clock=clock)[0]
+            providers = build_providers(settings, http, CAL, clock=clock.now)[0]
             return {
                 name: {tf: (await providers[name].fetch(["AAPL"], tf, lo, hi))["AAPL"] for tf in (M15, D1)}
                 for name in ("polygon", "alpaca", "tradier", "yahoo")
