@@ -22,6 +22,10 @@ class SimClock:
     of time (two 12 s waits begun together end together at +12 s), as they
     would on a real clock.
 
+    Heartbeats still beat in real time, while rate-limit waits may move
+    simulated time by minutes: give workers under a SimClock a lease longer
+    than any simulated wait (``lease_s``), or leases expire mid-fetch.
+
     Args:
         start: the initial simulated time, Unix seconds.
     """
