@@ -7,14 +7,16 @@ reads configuration or creates HTTP clients, engines or providers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from barfill.clock import SystemClock
 from barfill.config import Settings
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import RateLimit
-from barfill.ports import Provider
+from barfill.ports import Clock, Provider
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
 from barfill.providers.http import LoopClient
@@ -40,7 +42,11 @@ def parse_rate(value: str | None) -> RateLimit | None:
 
 @dataclass
 class App:
-    """Everything a process needs, built once."""
+    """Everything a process needs, built once.
+
+    ``clock`` is the time the process lives in: the real one, or a simulated
+    one injected by a test (the database clock follows the same clock).
+    """
 
     settings: Settings
     db: Database
@@ -51,6 +57,7 @@ class App:
     calendar: TradingCalendar
     http: LoopClient | None = None
     notices: list[str] = field(default_factory=list)
+    clock: Clock = field(default_factory=SystemClock)
 
     def rate_limit(self, provider: str) -> RateLimit:
         return self.providers[provider].capabilities.rate_limit
@@ -87,9 +94,17 @@ class App:
 
 
 def build_providers(
-    settings: Settings, http: LoopClient, calendar: TradingCalendar
+    settings: Settings,
+    http: LoopClient,
+    calendar: TradingCalendar,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Provider], list[str]]:
-    """Providers that have what they need (keys, folders), plus notices for the user."""
+    """Providers that have what they need (keys, folders), plus notices for the user.
+
+    ``clock`` is what adapters check reach and finality against: :func:`build`
+    passes the database clock, so every process agrees (and a simulated clock
+    injected into the database reaches the adapters too).
+    """
     providers: dict[str, Provider] = {}
     notices: list[str] = []
     if settings.polygon_api_key is not None:
@@ -119,6 +134,7 @@ def build_providers(
             base_url=settings.tradier_base_url,
             rate_limit=parse_rate(settings.tradier_rate_limit),
             calendar=calendar,
+            clock=clock,
         )
     if settings.yahoo_enabled:
         providers["yahoo"] = YahooProvider(
@@ -126,15 +142,17 @@ def build_providers(
             base_url=settings.yahoo_base_url,
             rate_limit=parse_rate(settings.yahoo_rate_limit),
             calendar=calendar,
+            clock=clock,
         )
     if settings.flatfiles_dir is not None:
-        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar)
+        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar, now=clock)
     real = sorted(providers)
     providers["synthetic"] = SyntheticProvider(
         calendar=calendar,
         latency_s=settings.synthetic_latency_ms / 1000.0,
         failure_rate=settings.synthetic_failure_rate,
         rate_limit=parse_rate(settings.synthetic_rate_limit),
+        now=clock,
     )
     if not real:
         notices.append(
@@ -156,15 +174,25 @@ def _auto_order(preferred: list[str], built: Mapping[str, Provider]) -> list[str
     return real or names
 
 
-def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> App:
-    """Wire an :class:`App`. ``providers`` replaces the configured ones (tests, benches)."""
-    db = Database(settings.database_url)
+def build(
+    settings: Settings, *, providers: Mapping[str, Provider] | None = None, clock: Clock | None = None
+) -> App:
+    """Wire an :class:`App`.
+
+    Args:
+        settings: the configuration.
+        providers: replaces the configured providers (tests, benches).
+        clock: a simulated clock (tests, replays): the database clock, the
+            worker's waits and ``App.clock`` follow it. None: real time, and
+            the database's own clock in SQL.
+    """
+    db = Database(settings.database_url, clock=clock)
     calendar = get_calendar(settings.calendar)
     http: LoopClient | None = None
     notices: list[str] = []
     if providers is None:
         http = LoopClient(timeout_s=settings.http_timeout_s)
-        built, notices = build_providers(settings, http, calendar)
+        built, notices = build_providers(settings, http, calendar, clock=db.now)
     else:
         built = dict(providers)
     historical = _auto_order(settings.historical_providers, built)
@@ -181,4 +209,5 @@ def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None
         calendar=calendar,
         http=http,
         notices=notices,
+        clock=clock if clock is not None else SystemClock(),
     )

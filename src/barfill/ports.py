@@ -42,6 +42,24 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class Clock(Protocol):
+    """Time for the engine: the real one (:class:`barfill.clock.SystemClock`) or a simulated one.
+
+    A :class:`~barfill.store.db.Database` built with a clock makes the
+    database clock (``db_now``, in SQL) follow it, so leases, backoff, rate
+    limits and planning all move with it; the worker sleeps through it.
+    """
+
+    def now(self) -> float:
+        """Unix seconds, UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass (a simulated clock advances instead of waiting)."""
+        ...
+
+
+@runtime_checkable
 class RateLimiter(Protocol):
     """A request budget shared by every worker process on every machine."""
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from barfill.clock import SystemClock
 from barfill.domain.calendar import get_calendar
-from barfill.ports import JobQueue, Provider, RateLimiter
+from barfill.ports import Clock, JobQueue, Provider, RateLimiter
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
 from barfill.providers.polygon import PolygonProvider
@@ -15,12 +16,15 @@ from barfill.providers.yahoo import YahooProvider
 from barfill.store.db import Database
 from barfill.store.queue import SqlQueue
 from barfill.store.ratelimit import SqlRateLimiter
+from barfill.testing.clock import SimClock
 
 
 async def test_implementations_fit_their_ports(sqlite_db: Database, tmp_path) -> None:
     queue: JobQueue = SqlQueue(sqlite_db)
     limiter: RateLimiter = SqlRateLimiter(sqlite_db)
     assert isinstance(queue, JobQueue) and isinstance(limiter, RateLimiter)
+    clocks: list[Clock] = [SystemClock(), SimClock(0.0)]
+    assert all(isinstance(c, Clock) for c in clocks)
     cal = get_calendar()
     async with httpx.AsyncClient() as client:
         providers: list[Provider] = [

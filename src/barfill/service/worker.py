@@ -23,8 +23,9 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -94,9 +95,27 @@ class Worker:
     # -- main loop ------------------------------------------------------------
 
     async def run(
-        self, stop: asyncio.Event | None = None, *, drain: bool = False, grace_s: float = 10.0
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        drain: bool = False,
+        until_idle: bool = False,
+        grace_s: float = 10.0,
     ) -> WorkerStats:
-        """Work until ``stop`` is set (or, with ``drain``, until the queue has nothing left)."""
+        """Work until ``stop`` is set, or until there is nothing to do.
+
+        Args:
+            stop: set it to stop claiming; in-flight slices get ``grace_s``.
+            drain: return once nothing is queued or running at all (slices
+                backing off are waited for).
+            until_idle: return as soon as nothing is in flight and nothing is
+                claimable *now* on the database clock: slices backing off or
+                not yet runnable stay queued. A provider's rate limit is not
+                idleness: its wait is slept through ``app.clock`` (instantly,
+                under a simulated clock). A replay alternates this with moving
+                its simulated clock.
+            grace_s: seconds in-flight slices get to finish after ``stop``.
+        """
         stop = stop or asyncio.Event()
         inflight: set[asyncio.Task[None]] = set()
         outage = 0
@@ -106,12 +125,17 @@ class Worker:
             if free <= 0:
                 await _wait_any(inflight, stop)
                 continue
+            idle_wait: float | None = None
             try:
                 groups = await self._claim_groups(free)
                 if not groups:
                     await self._reap_if_due()
                     if drain and not inflight and await asyncio.to_thread(self._queue_empty):
                         break
+                    if until_idle and not inflight:
+                        idle_wait = await asyncio.to_thread(self._wait_for_claimable)
+                        if idle_wait is None:
+                            break
             except DatabaseError as e:
                 # Restarted or unreachable database: back off and try again; leased
                 # slices of ours that cannot be finished are reaped after their lease.
@@ -122,12 +146,23 @@ class Worker:
                 continue
             outage = 0
             if not groups:
-                await _wait_any(inflight, stop, timeout=self.poll_s)
+                if inflight:  # our own work finishing frees room: wait for it (real time)
+                    await _wait_any(inflight, stop, timeout=self.poll_s)
+                else:  # idle: poll again after poll_s (or the rate-limit wait) on the app's clock
+                    pause = self.poll_s if idle_wait is None else idle_wait
+                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause))
                 continue
             for group in groups:
                 inflight.add(asyncio.create_task(self._process(group)))
         await self._shutdown(inflight, grace_s)
         return self.stats
+
+    def _wait_for_claimable(self) -> float | None:
+        """None if no slice of ours is runnable now; else seconds until a provider has a slot."""
+        runnable = [p for p in self.app.queue.runnable() if p in self.app.providers]
+        if not runnable:
+            return None
+        return min(self.app.limiter.peek(p, self.app.providers[p].capabilities.rate_limit) for p in runnable)
 
     async def _reap_if_due(self) -> None:
         """An idle worker re-queues slices whose lease expired (a dead worker's).
@@ -266,7 +301,12 @@ class Worker:
 
         async def take_slot(name: str) -> None:
             attempted.append(name)
-            await acquire(self.app.limiter, name, self.app.providers[name].capabilities.rate_limit)
+            await acquire(
+                self.app.limiter,
+                name,
+                self.app.providers[name].capabilities.rate_limit,
+                sleep=self.app.clock.sleep,
+            )
             self.stats.requests += 1
 
         try:
@@ -275,7 +315,7 @@ class Worker:
                 first.timeframe,
                 first.start,
                 first.end,
-                now=int(time.time()),
+                now=int(self.app.clock.now()),
                 pinned=await asyncio.to_thread(self._pinned, first.definition_id),
                 prefer=first.provider,
                 on_attempt=take_slot,
@@ -386,13 +426,19 @@ class Worker:
 
 
 async def _wait_any(
-    tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float | None = None
+    tasks: set[asyncio.Task[None]],
+    stop: asyncio.Event,
+    timeout: float | None = None,
+    *,
+    sleeper: Coroutine[Any, Any, None] | None = None,
 ) -> None:
-    """Return when a task finishes, ``stop`` is set, or ``timeout`` passes."""
+    """Return when a task finishes, ``stop`` is set, ``timeout`` passes or ``sleeper`` returns."""
     stopper = asyncio.create_task(stop.wait())
+    extra = {asyncio.create_task(sleeper)} if sleeper is not None else set()
     try:
-        await asyncio.wait({*tasks, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*tasks, stopper, *extra}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopper
+        for helper in (stopper, *extra):
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper

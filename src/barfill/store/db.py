@@ -7,15 +7,25 @@ module is one code path; what differs lives here and in the queue's claim.
 SQLite write transactions start with ``BEGIN IMMEDIATE``: a deferred
 transaction that later upgrades to a write fails with SQLITE_BUSY at once,
 ignoring ``busy_timeout``. Use :meth:`Database.write` for anything that writes.
+
+The database clock (:func:`db_now`) is the database server's own time, unless
+the :class:`Database` was given a :class:`~barfill.ports.Clock` (a simulated
+one, in tests): then ``db_now`` reads that clock *inside SQL*, so statements
+built once and cached (the queue's claim) still see the time of each
+execution. SQLite calls a registered function ``barfill_now()``; PostgreSQL
+reads the setting ``barfill.now``, stamped from the clock at each transaction
+begin (``set_config(..., is_local => true)``), so time is constant within a
+transaction, as ``now()`` would be.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -24,7 +34,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from barfill.errors import DatabaseError, DatabaseUnavailable, InvalidInput
 
+if TYPE_CHECKING:
+    from barfill.ports import Clock
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Engines whose database clock follows an injected Clock (see the module docstring).
+_CLOCKED: weakref.WeakSet[Engine] = weakref.WeakSet()
+_SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+_POSTGRES_NOW = "extract(epoch from clock_timestamp())::double precision"
+_SQLITE_CLOCK_NOW = "barfill_now()"
+_POSTGRES_CLOCK_NOW = "current_setting('barfill.now')::double precision"
 
 
 def normalize_url(url: str) -> str:
@@ -52,9 +71,17 @@ def normalize_url(url: str) -> str:
 
 
 class Database:
-    """One engine plus the few things that differ between dialects."""
+    """One engine plus the few things that differ between dialects.
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    Args:
+        url: a ``sqlite:///`` or ``postgresql://`` URL.
+        pool_size: PostgreSQL connection pool size.
+        clock: when given, the database clock (:func:`db_now`) follows it
+            instead of the server's time (a simulated clock in tests). None
+            (the default) leaves the SQL exactly as without this argument.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5, clock: Clock | None = None) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -74,6 +101,9 @@ class Database:
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        self.clock = clock
+        if clock is not None:
+            _follow_clock(self.engine, clock, sqlite=self.is_sqlite)
         self._pid = os.getpid()
 
     def _check_fork(self) -> None:
@@ -108,16 +138,40 @@ class Database:
         self.engine.dispose()
 
 
-def db_now(conn: Connection | Engine | str) -> ColumnElement[float]:
+def db_now(conn: Connection | Engine | Database | str) -> ColumnElement[float]:
     """The database clock as Unix seconds (float), as a SQL expression.
 
     Leases, backoff and rate limits are computed with this clock, never a
-    worker's, so machines with skewed clocks still agree.
+    worker's, so machines with skewed clocks still agree. Given a
+    :class:`Database` (or one of its connections or its engine) built with a
+    clock, the expression reads that clock at execution time; given a bare
+    dialect name, it is always the server's clock.
     """
-    name = conn if isinstance(conn, str) else conn.dialect.name
+    if isinstance(conn, str):
+        name, clocked = conn, False
+    elif isinstance(conn, Database):
+        name, clocked = conn.dialect, conn.clock is not None
+    else:
+        name, clocked = conn.dialect.name, conn.engine in _CLOCKED
     if name == "sqlite":
-        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Double)
-    return sa.literal_column("extract(epoch from clock_timestamp())::double precision", sa.Double)
+        return sa.literal_column(_SQLITE_CLOCK_NOW if clocked else _SQLITE_NOW, sa.Double)
+    return sa.literal_column(_POSTGRES_CLOCK_NOW if clocked else _POSTGRES_NOW, sa.Double)
+
+
+def _follow_clock(engine: Engine, clock: Clock, *, sqlite: bool) -> None:
+    """Make ``engine``'s database clock read ``clock`` (see the module docstring)."""
+    _CLOCKED.add(engine)
+    if sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _register(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.create_function("barfill_now", 0, clock.now)
+
+        return
+
+    @event.listens_for(engine, "begin")
+    def _stamp(conn: Connection) -> None:
+        conn.exec_driver_sql("SELECT set_config('barfill.now', %(t)s, true)", {"t": repr(float(clock.now()))})
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -98,7 +98,7 @@ class SqlQueue(QueueReports):
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.rng = rng or random.Random()
-        self._now = db_now(db.dialect)
+        self._now = db_now(db)  # follows the Database's clock, evaluated per execution
         # The hot statements are built once, with bound parameters.
         self._claim_any = self._build_claim(filtered=False)
         self._claim_filtered = self._build_claim(filtered=True)

@@ -100,6 +100,20 @@ class QueueReports:
             found = {str(s): int(n) for s, n in conn.execute(query)}
         return {s: found.get(s, 0) for s in JOB_STATUSES}
 
+    def runnable(self) -> dict[str, int]:
+        """Queued slices whose ``not_before`` has come on the database clock, by provider.
+
+        What a worker could claim now (rate limits aside); ``Worker.run(until_idle=True)``
+        stops when this is empty.
+        """
+        query = (
+            sa.select(job_runs.c.provider, sa.func.count())
+            .where(job_runs.c.status == "queued", job_runs.c.not_before <= self._now)
+            .group_by(job_runs.c.provider)
+        )
+        with self.db.read() as conn:
+            return {str(p): int(n) for p, n in conn.execute(query)}
+
     def errors(self, limit: int = 20) -> list[tuple[str, str, int]]:
         """Failed slices grouped by (error code, message), most frequent first."""
         n = sa.func.count().label("n")
