@@ -179,8 +179,17 @@ class Barfill:
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         library: Literal["pandas", "polars"] = "pandas",
+        basis: str | None = None,
     ) -> Any:
-        """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider."""
+        """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
+
+        One source per session (see :mod:`barfill.domain.sources`): historical
+        bars before intraday ones, native before resampled, providers in the
+        configured historical/realtime order. One adjustment ``basis`` per read
+        (``raw``, ``split``, ``dividend``, ``all``): the one asked for, else the
+        preferred source's; the ``provider``, ``layer`` and ``basis`` columns say
+        where each row came from.
+        """
         ticker = validate_ticker(symbol)
         tf = Timeframe.parse(timeframe)
         lo = 0 if start is None else parse_time(start, "start")
@@ -189,10 +198,15 @@ class Barfill:
             raise InvalidInput("end", "a time after start", end)
         with self.app.db.read() as conn:
             sid = symbol_id(conn, ticker)
-            if sid is None:
-                frame = read_bars_frame(conn, -1, tf, lo, hi)
-            else:
-                frame = read_bars_frame(conn, sid, tf, lo, hi)
+            frame = read_bars_frame(
+                conn,
+                -1 if sid is None else sid,
+                tf,
+                lo,
+                hi,
+                precedence=self.app.precedence,
+                basis=basis,
+            )
         if library == "polars":
             return pl.from_pandas(frame.reset_index())
         if library != "pandas":
@@ -208,13 +222,14 @@ class Barfill:
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         format: Literal["csv", "parquet"] | None = None,
+        basis: str | None = None,
     ) -> int:
         """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows."""
         out = Path(path)
         fmt = format or out.suffix.lstrip(".").lower()
         if fmt not in ("csv", "parquet"):
             raise InvalidInput("format", "csv or parquet (or a .csv/.parquet file name)", fmt)
-        frame: pd.DataFrame = self.bars(symbol, timeframe, start=start, end=end)
+        frame: pd.DataFrame = self.bars(symbol, timeframe, start=start, end=end, basis=basis)
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
             frame.to_csv(out)

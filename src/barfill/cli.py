@@ -419,15 +419,19 @@ def bars(
     end: Annotated[str | None, typer.Option()] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the last N bars.")] = None,
+    basis: Annotated[
+        str | None,
+        typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
+    ] = None,
 ) -> None:
-    """Print stored bars (never waits for a provider)."""
+    """Print stored bars (never waits for a provider), one source per session."""
     if fmt not in ("table", "csv", "json"):
         raise InvalidInput("format", "table, csv or json", fmt)
     Timeframe.parse(timeframe)
     validate_ticker(symbol)
     with _opened() as app:
         fx = Barfill.wrap(app)
-        frame = fx.bars(symbol, timeframe, start=start, end=end)
+        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis)
     if limit:
         frame = frame.tail(limit)
     if fmt == "csv":
@@ -435,7 +439,7 @@ def bars(
     elif fmt == "json":
         sys.stdout.write(frame.reset_index().to_json(orient="records", date_format="iso") + "\n")
     else:
-        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider")
+        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider", "layer")
         for ts, row in frame.iterrows():
             table.add_row(
                 str(ts),
@@ -445,9 +449,11 @@ def bars(
                 f"{row.close:.4f}",
                 f"{row.volume:,.0f}",
                 str(row.provider),
+                str(row.layer),
             )
         out.print(table)
-        out.print(f"{len(frame)} bar(s)")
+        kind = f", {frame['basis'].iloc[0]} prices" if len(frame) else ""
+        out.print(f"{len(frame)} bar(s){kind}")
 
 
 @cli.command()
@@ -458,8 +464,12 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
     start: Annotated[str | None, typer.Option()] = None,
     end: Annotated[str | None, typer.Option()] = None,
+    basis: Annotated[
+        str | None,
+        typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
+    ] = None,
 ) -> None:
-    """Export stored bars to CSV or Parquet."""
+    """Export stored bars to CSV or Parquet (one source per session, one basis)."""
     if fmt not in ("csv", "parquet"):
         raise InvalidInput("format", "csv or parquet", fmt)
     Timeframe.parse(timeframe)
@@ -470,7 +480,7 @@ def export(
         fx = Barfill.wrap(app)
         for s in symbols:
             target = out_path if len(symbols) == 1 else out_path / f"{validate_ticker(s)}_{timeframe}.{fmt}"
-            n = fx.export(s, timeframe, target, start=start, end=end, format=fmt)  # type: ignore[arg-type]
+            n = fx.export(s, timeframe, target, start=start, end=end, format=fmt, basis=basis)  # type: ignore[arg-type]
             out.print(f"{s}: {n} bar(s) → {target}")
 
 

@@ -359,6 +359,7 @@ def relabel(batch: BarBatch, calendar: TradingCalendar, *, grace_s: int = 3600) 
         batch.volume,
         batch.vwap,
         batch.trade_count,
+        basis=batch.basis,
     ).take(np.argsort(ts, kind="stable"))
 
 
