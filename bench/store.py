@@ -3,9 +3,9 @@
 Writes 500k m1 bars in batches of 50k (one transaction each) through
 :func:`barfill.store.bars.upsert_bars` into a fresh ``bars`` table, then the
 same bars again (every row a conflict: the update path). The baseline loads
-the same rows into an unindexed table with the same 13 columns, the fastest
+the same rows into an unindexed table with the same columns, the fastest
 plain way each driver offers: ``executemany`` on SQLite, binary ``COPY`` on
-PostgreSQL.
+PostgreSQL. Both carry ``bars``' 14 columns (with the adjustment ``basis``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ TARGET_RATIO = 0.5
 _RAW_COLUMNS = (
     "symbol_id integer, timeframe varchar(4), ts bigint, provider varchar(40), layer varchar(12), "
     "open double precision, high double precision, low double precision, close double precision, "
-    "volume double precision, vwap double precision, trade_count bigint, fetched_at double precision"
+    "volume double precision, vwap double precision, trade_count bigint, fetched_at double precision, "
+    "basis varchar(8)"
 )
-_PG_TYPES = ["int4", "varchar", "int8", "varchar", "varchar"] + ["float8"] * 6 + ["int8", "float8"]
+_PG_TYPES = ["int4", "varchar", "int8", "varchar", "varchar"] + ["float8"] * 6 + ["int8", "float8", "varchar"]
 
 
 def _bars() -> BarBatch:
@@ -71,6 +72,7 @@ def _rows(sid: int, b: BarBatch) -> zip[tuple[object, ...]]:
         b.vwap.tolist(),
         b.trade_count.tolist(),
         repeat(1.0),
+        repeat("raw"),
         strict=False,
     )
 
@@ -88,7 +90,7 @@ def _raw_rate(db: Database, sid: int, full: BarBatch, *, keyed: bool = False) ->
             dbapi: Any = conn.connection.driver_connection
             if db.is_sqlite:
                 dbapi.cursor().executemany(
-                    f"INSERT INTO raw_bars VALUES ({', '.join('?' * 13)})", _rows(sid, batch)
+                    f"INSERT INTO raw_bars VALUES ({', '.join('?' * 14)})", _rows(sid, batch)
                 )
             else:
                 with dbapi.cursor() as cur, cur.copy("COPY raw_bars FROM STDIN (FORMAT BINARY)") as copy:

@@ -181,12 +181,20 @@ class Barfill:
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         library: Literal["pandas", "polars"] = "pandas",
+        basis: str | None = None,
     ) -> Any:
         """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
 
         ``start``/``end`` as in :meth:`ensure`: dates are the exchange's calendar
         dates and a date-only ``end`` is inclusive; an ISO time ``end`` is exclusive.
         A symbol never added gives an empty frame (see :meth:`export`).
+
+        One source per session (see :mod:`barfill.domain.sources`): historical
+        bars before intraday ones, native before resampled, providers in the
+        configured historical/realtime order. One adjustment ``basis`` per read
+        (``raw``, ``split``, ``dividend``, ``all``): the one asked for, else the
+        preferred source's; the ``provider``, ``layer`` and ``basis`` columns say
+        where each row came from.
         """
         ticker = validate_ticker(symbol)
         tf = Timeframe.parse(timeframe)
@@ -197,7 +205,15 @@ class Barfill:
             hi = 2**62 if end is None else parse_time(end, "end", tz=zone, end=True)
             if hi <= lo:
                 raise InvalidInput("end", "a time after start", end)
-            frame = read_bars_frame(conn, -1 if sid is None else sid, tf, lo, hi)
+            frame = read_bars_frame(
+                conn,
+                -1 if sid is None else sid,
+                tf,
+                lo,
+                hi,
+                precedence=self.app.precedence,
+                basis=basis,
+            )
         if library == "polars":
             return pl.from_pandas(frame.reset_index())
         if library != "pandas":
@@ -220,6 +236,7 @@ class Barfill:
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         format: Literal["csv", "parquet"] | None = None,
+        basis: str | None = None,
     ) -> int:
         """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows.
 
@@ -237,7 +254,7 @@ class Barfill:
         with self.app.db.read() as conn:
             if symbol_id(conn, ticker) is None:
                 raise InvalidInput("symbol", UNKNOWN_SYMBOL, symbol)
-        frame: pd.DataFrame = self.bars(ticker, timeframe, start=start, end=end)
+        frame: pd.DataFrame = self.bars(ticker, timeframe, start=start, end=end, basis=basis)
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
             frame.to_csv(out)

@@ -16,6 +16,7 @@ from barfill.clock import SystemClock
 from barfill.config import Settings
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import RateLimit
+from barfill.domain.sources import Precedence
 from barfill.ports import Clock, Provider
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
@@ -58,6 +59,11 @@ class App:
     http: LoopClient | None = None
     notices: list[str] = field(default_factory=list)
     clock: Clock = field(default_factory=SystemClock)
+
+    @property
+    def precedence(self) -> Precedence:
+        """The read precedence: the router's historical and realtime orders (see domain.sources)."""
+        return Precedence(tuple(self.router.historical), tuple(self.router.realtime))
 
     def rate_limit(self, provider: str) -> RateLimit:
         return self.providers[provider].capabilities.rate_limit

@@ -429,15 +429,19 @@ def bars(
     end: EndOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the last N bars.")] = None,
+    basis: Annotated[
+        str | None,
+        typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
+    ] = None,
 ) -> None:
-    """Print stored bars (never waits for a provider)."""
+    """Print stored bars (never waits for a provider), one source per session."""
     if fmt not in ("table", "csv", "json"):
         raise InvalidInput("format", "table, csv or json", fmt)
     Timeframe.parse(timeframe)
     validate_ticker(symbol)
     with _opened() as app:
         fx = Barfill.wrap(app)
-        frame = fx.bars(symbol, timeframe, start=start, end=end)
+        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis)
     if limit:
         frame = frame.tail(limit)
     if fmt == "csv":
@@ -445,7 +449,7 @@ def bars(
     elif fmt == "json":
         sys.stdout.write(frame.reset_index().to_json(orient="records", date_format="iso") + "\n")
     else:
-        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider")
+        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider", "layer")
         for ts, row in frame.iterrows():
             table.add_row(
                 str(ts),
@@ -455,9 +459,11 @@ def bars(
                 f"{row.close:.4f}",
                 f"{row.volume:,.0f}",
                 str(row.provider),
+                str(row.layer),
             )
         out.print(table)
-        out.print(f"{len(frame)} bar(s)")
+        kind = f", {frame['basis'].iloc[0]} prices" if len(frame) else ""
+        out.print(f"{len(frame)} bar(s){kind}")
 
 
 @cli.command()
@@ -468,11 +474,16 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
     start: StartOpt = None,
     end: EndOpt = None,
+    basis: Annotated[
+        str | None,
+        typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
+    ] = None,
 ) -> None:
     """Export stored bars to CSV or Parquet (several symbols: one file each in the --out folder).
 
-    File names are TICKER_TF.FORMAT; "/", ":" and a leading "." of a ticker
-    are written as %XX (EUR/USD → EUR%2FUSD_d1.csv). An unknown symbol is an error.
+    One source per session, one adjustment basis. File names are
+    TICKER_TF.FORMAT; "/", ":" and a leading "." of a ticker are written as
+    %XX (EUR/USD → EUR%2FUSD_d1.csv). An unknown symbol is an error.
     """
     if fmt not in ("csv", "parquet"):
         raise InvalidInput("format", "csv or parquet", fmt)
@@ -489,7 +500,7 @@ def export(
         fx = Barfill.wrap(app)
         for ticker in tickers:
             target = out_path if len(tickers) == 1 else _inside(out_path, ticker, tf, fmt)
-            n = fx.export(ticker, tf, target, start=start, end=end, format=fmt)  # type: ignore[arg-type]
+            n = fx.export(ticker, tf, target, start=start, end=end, format=fmt, basis=basis)  # type: ignore[arg-type]
             out.print(f"{ticker}: {n} bar(s) → {target}")
 
 

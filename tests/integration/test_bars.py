@@ -134,9 +134,10 @@ def test_values_round_trip_exactly(db: Database) -> None:
     assert got.trade_count.tolist() == trades.tolist()
 
 
-def test_read_prefers_historical_then_latest_fetch(db: Database) -> None:
+def test_read_takes_one_source_per_session(db: Database) -> None:
+    """No bar-by-bar splice (formerly: historical first, then the latest fetch per ts)."""
     sid = _symbol(db)
-    ts = np.array([T0, T0 + 60, T0 + 120], dtype=np.int64)
+    ts = np.array([T0, T0 + 60, T0 + 120], dtype=np.int64)  # one New York session
 
     def batch(value: float, provider: str, keep: slice = slice(None)) -> BarBatch:
         v = np.full(3, value)
@@ -148,18 +149,18 @@ def test_read_prefers_historical_then_latest_fetch(db: Database) -> None:
     _write(db, sid, batch(9.0, "gamma"), layer=Layer.forecast, at=99.0)
     with db.read() as conn:
         got = read_bars(conn, sid, "m1", T0, END)
-        assert got.ts.tolist() == ts.tolist()
-        # T0: historical alpha beats newer intraday; T0+60: beta fetched later; T0+120: only intraday.
-        assert got.close.tolist() == [2.0, 3.0, 1.0]
-        assert got.provider == "alpha+beta" and got.symbol == "AAPL"
-        frame = read_bars_frame(conn, sid, "m1", T0, END)
-        assert frame["provider"].tolist() == ["alpha", "beta", "alpha"]
+        # Historical alpha holds the session (alphabetical without an order): its bars only,
+        # not beta's newer T0+60 nor the intraday T0+120 without a historical twin.
+        assert got.ts.tolist() == [T0, T0 + 60] and got.close.tolist() == [2.0, 2.0]
+        assert got.provider == "alpha" and got.symbol == "AAPL"
+        frame = read_bars_frame(conn, sid, "m1", T0, END, precedence=["beta", "alpha"])
+        assert frame["provider"].tolist() == ["beta"] and frame["close"].tolist() == [3.0]
         only_alpha = read_bars(conn, sid, "m1", T0, END, provider="alpha")
-        assert only_alpha.close.tolist() == [2.0, 2.0, 1.0] and only_alpha.provider == "alpha"
+        assert only_alpha.close.tolist() == [2.0, 2.0] and only_alpha.provider == "alpha"
         intraday = read_bars(conn, sid, "m1", T0, END, layers=["intraday"])
         assert intraday.close.tolist() == [1.0, 1.0, 1.0]
         everything = read_bars(conn, sid, "m1", T0, END, layers=list(Layer))
-        assert everything.close.tolist() == [2.0, 3.0, 1.0]
+        assert everything.close.tolist() == [2.0, 2.0]  # forecast never joins a real session
         forecast = read_bars(conn, sid, "m1", T0 + 60, T0 + 120, layers=[Layer.forecast])
         assert forecast.ts.tolist() == [T0 + 60] and forecast.close.tolist() == [9.0]
 
@@ -179,6 +180,8 @@ def test_frame_shape_and_dtypes(db: Database) -> None:
         "vwap",
         "trade_count",
         "provider",
+        "layer",
+        "basis",
     ]
     assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.name == "ts"
     assert str(frame.index.tz) == "UTC"
@@ -188,6 +191,7 @@ def test_frame_shape_and_dtypes(db: Database) -> None:
     assert str(frame["trade_count"].dtype) == "Int64"
     assert frame["trade_count"].isna().tolist() == [True, False, False, False]
     assert frame["vwap"].isna().tolist() == [False, False, True, False]
+    assert set(frame["layer"]) == {"historical"} and set(frame["basis"]) == {"raw"}
     assert len(empty) == 0 and list(empty.columns) == list(frame.columns)
     assert isinstance(empty.index, pd.DatetimeIndex) and str(empty.index.tz) == "UTC"
 

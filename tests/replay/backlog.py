@@ -14,11 +14,10 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import date
 
-import httpx
-
 from barfill.bootstrap import App, build, build_providers
 from barfill.config import load_settings
 from barfill.domain.timeframes import Timeframe
+from barfill.providers.http import LoopClient
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker
@@ -57,7 +56,7 @@ async def run_backlog(db_url: str) -> BacklogOutcome:
             derivations=[],
             lease_s=3_600.0,
         )
-        async with httpx.AsyncClient(timeout=10.0) as http:
+        async with LoopClient(timeout_s=10.0) as http:
             providers = build_providers(settings, http, CAL, clock=clock.now)[0]
             app = build(settings, providers=providers, clock=clock)
             try:

@@ -20,7 +20,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import sqlalchemy as sa
 
@@ -30,6 +29,7 @@ from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.ports import Provider
+from barfill.providers.http import LoopClient
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker, WorkerStats
@@ -210,7 +210,7 @@ async def replay(db_url: str, config: Config, scenario: Scenario, tmp: Path) -> 
     folder = FlatFolder(tmp / "flat", market, scenario.symbols, since=scenario.first - timedelta(days=40))
     with servers(config, market, log) as urls:
         settings = load_settings(**settings_for(db_url, config, urls, tmp / "flat"))
-        async with httpx.AsyncClient(timeout=settings.http_timeout_s) as http:
+        async with LoopClient(timeout_s=settings.http_timeout_s) as http:
             providers: dict[str, Provider] = build_providers(settings, http, CAL, clock=clock.now)[0]
             synthetic = RecordingSynthetic(market, log)
             providers["synthetic"] = synthetic

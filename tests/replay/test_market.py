@@ -10,7 +10,6 @@ import asyncio
 from datetime import date
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from barfill.bootstrap import build_providers
 from barfill.config import load_settings
 from barfill.domain.bars import BarBatch
 from barfill.domain.timeframes import Timeframe
+from barfill.providers.http import LoopClient
 from barfill.testing.clock import SimClock
 from tests.integration.providers.servers import FakeServer
 from tests.replay.harness import CAL, ny
@@ -120,7 +120,7 @@ def _fetch_all(
     )
 
     async def main() -> dict[str, dict[Timeframe, BarBatch]]:
-        async with httpx.AsyncClient(timeout=10.0) as http:
+        async with LoopClient(timeout_s=10.0) as http:
             providers = build_providers(settings, http, CAL, clock=clock.now)[0]
             return {
                 name: {tf: (await providers[name].fetch(["AAPL"], tf, lo, hi))["AAPL"] for tf in (M15, D1)}

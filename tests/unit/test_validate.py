@@ -42,7 +42,18 @@ def m5(n: int = 6, **changes: tuple[int, float]) -> BarBatch:
             ts[i] = int(value)
         else:
             cols[name][i] = value
-    return BarBatch("AAPL", Timeframe.m5, "test", ts, **cols)
+    return BarBatch(
+        "AAPL",
+        Timeframe.m5,
+        "test",
+        ts,
+        cols["open"],
+        cols["high"],
+        cols["low"],
+        cols["close"],
+        cols["volume"],
+        cols["vwap"],
+    )
 
 
 def check(batch: BarBatch, **kw: object) -> list[str]:

@@ -6,7 +6,7 @@ validate, resample and bulk-write; a list of dicts would not be.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,22 @@ class Layer(StrEnum):
     forecast = "forecast"  # model output, never counted as coverage
 
 
+class Basis(StrEnum):
+    """The price adjustment a provider's bars carry, recorded on every stored bar.
+
+    A read never mixes two bases in one series (a split-adjusted 2019 next to
+    a raw 2024 would show a false crash at the split). ``raw`` is what was
+    traded; ``split`` divides prices (and multiplies volume) by later splits;
+    ``dividend`` and ``all`` also adjust for dividends (Alpaca's settings).
+    """
+
+    # Member names differ from the values: ``split`` would shadow ``str.split``.
+    raw = "raw"
+    split_adjusted = "split"
+    dividend_adjusted = "dividend"
+    all_adjusted = "all"
+
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
 
@@ -35,7 +51,9 @@ class BarBatch:
     """Bars of one (symbol, timeframe, provider), sorted by ``ts``.
 
     ``ts`` is the bar **open** time in Unix seconds, UTC. ``vwap`` is NaN and
-    ``trade_count`` is -1 where the provider gives none.
+    ``trade_count`` is -1 where the provider gives none. ``basis`` is the
+    adjustment of every price in the batch (the provider's declared basis;
+    stored with each bar).
     """
 
     symbol: str
@@ -49,8 +67,11 @@ class BarBatch:
     volume: F64
     vwap: F64 = field(default_factory=lambda: np.empty(0))
     trade_count: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    basis: Basis = field(default=Basis.raw, kw_only=True)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.basis, Basis):
+            object.__setattr__(self, "basis", Basis(self.basis))
         n = len(self.ts)
         if len(self.vwap) != n:
             object.__setattr__(self, "vwap", np.full(n, np.nan))
@@ -64,9 +85,13 @@ class BarBatch:
         return len(self.ts)
 
     @classmethod
-    def empty(cls, symbol: str, timeframe: Timeframe, provider: str) -> BarBatch:
+    def empty(
+        cls, symbol: str, timeframe: Timeframe, provider: str, basis: Basis | str = Basis.raw
+    ) -> BarBatch:
         z = np.empty(0)
-        return cls(symbol, timeframe, provider, np.empty(0, dtype=np.int64), z, z, z, z, z)
+        return cls(
+            symbol, timeframe, provider, np.empty(0, dtype=np.int64), z, z, z, z, z, basis=Basis(basis)
+        )
 
     @classmethod
     def from_rows(
@@ -109,6 +134,7 @@ class BarBatch:
             self.volume[index],
             self.vwap[index],
             self.trade_count[index],
+            basis=self.basis,
         )
 
     def between(self, start: int, end: int) -> BarBatch:
@@ -116,23 +142,15 @@ class BarBatch:
         return self.take((self.ts >= start) & (self.ts < end))
 
     def with_provider(self, provider: str) -> BarBatch:
-        return BarBatch(
-            self.symbol,
-            self.timeframe,
-            provider,
-            self.ts,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.vwap,
-            self.trade_count,
-        )
+        return replace(self, provider=provider)
+
+    def with_basis(self, basis: Basis | str) -> BarBatch:
+        """The same bars declared to carry ``basis`` (the router stamps a provider's basis)."""
+        return replace(self, basis=Basis(basis))
 
     @staticmethod
     def concat(batches: list[BarBatch]) -> BarBatch:
-        """Join batches of the same (symbol, timeframe, provider), keeping ts order."""
+        """Join batches of the same (symbol, timeframe, provider, basis), keeping ts order."""
         if not batches:
             raise ValueError("concat needs at least one batch")
         first = batches[0]
@@ -141,6 +159,7 @@ class BarBatch:
             first.timeframe,
             first.provider,
             *(np.concatenate([getattr(b, c) for b in batches]) for c in _COLUMNS),
+            basis=first.basis,
         )
         order = np.argsort(joined.ts, kind="stable")
         return joined.take(order)

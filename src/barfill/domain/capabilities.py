@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from barfill.domain.bars import Basis
 from barfill.domain.timeframes import Timeframe
 
 
@@ -60,6 +61,10 @@ class Capabilities:
         rate_limit: the default limit, overridable in configuration.
         hour_alignment: where h1/h4 bars start.
         realtime: whether it serves today's forming session.
+        basis: the price adjustment of the bars it returns (Polygon
+            ``adjusted=false``, Tradier, flat files, synthetic: ``raw``; Yahoo's
+            chart prices: ``split``; Alpaca: its ``adjustment`` setting). The
+            router stamps it on every batch, so each stored bar records it.
     """
 
     name: str
@@ -73,6 +78,7 @@ class Capabilities:
     rate_limit: RateLimit = RateLimit(requests=60, period_s=60.0)
     hour_alignment: HourAlignment = HourAlignment.clock
     realtime: bool = False
+    basis: Basis = Basis.raw
 
     def supports(self, timeframe: Timeframe) -> bool:
         return timeframe in self.timeframes

@@ -122,7 +122,8 @@ def resample(batch: BarBatch, target: Timeframe, calendar: TradingCalendar, *, p
     source vwap is NaN or the bucket's volume is 0); trade_count = sum (-1
     when any source count is unknown). The caller decides which buckets are
     complete (:func:`complete_buckets`) and feeds every source bar of each
-    bucket it writes.
+    bucket it writes, all from one source (never a splice of providers). The
+    result keeps the source's adjustment ``basis``.
 
     Args:
         batch: source bars of one symbol (any order; duplicates are the validator's job).
@@ -136,7 +137,7 @@ def resample(batch: BarBatch, target: Timeframe, calendar: TradingCalendar, *, p
     if target.seconds <= batch.timeframe.seconds:
         raise InvalidInput("timeframe", f"a timeframe coarser than {batch.timeframe.value}", target.value)
     if len(batch) == 0:
-        return BarBatch.empty(batch.symbol, target, provider)
+        return BarBatch.empty(batch.symbol, target, provider, batch.basis)
     if np.any(np.diff(batch.ts) < 0):
         batch = batch.take(np.argsort(batch.ts, kind="stable"))
     labels = calendar.bucket(target, batch.ts)
@@ -163,4 +164,5 @@ def resample(batch: BarBatch, target: Timeframe, calendar: TradingCalendar, *, p
         volume=volume,
         vwap=vwap,
         trade_count=np.asarray(trades, dtype=np.int64),
+        basis=batch.basis,
     )

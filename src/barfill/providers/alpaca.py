@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from barfill.domain.bars import BarBatch
+from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
@@ -143,6 +143,7 @@ class AlpacaProvider(HttpAdapter):
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
             # IEX is real time on the free plan; SIP's latest 15 minutes are not.
             realtime=feed == "iex",
+            basis=Basis(adjustment),
         )
 
     async def fetch(

@@ -377,6 +377,7 @@ def relabel(batch: BarBatch, calendar: TradingCalendar, *, grace_s: int = 3600) 
         batch.volume,
         batch.vwap,
         batch.trade_count,
+        basis=batch.basis,
     ).take(np.argsort(ts, kind="stable"))
 
 
@@ -458,6 +459,12 @@ class LoopClient:
             await client.aclose()
         else:
             _close_elsewhere(client, loop)
+
+    async def __aenter__(self) -> LoopClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
 
     def close(self) -> None:
         """Synchronous :meth:`aclose`, for code outside any loop (``App.close``)."""

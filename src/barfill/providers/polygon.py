@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 import httpx
 
-from barfill.domain.bars import BarBatch
+from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
@@ -120,6 +120,8 @@ class PolygonProvider(HttpAdapter):
             # when we filter them out afterwards.
             extended_hours=True,
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
+            # Polygon's ``adjusted=true`` adjusts for splits only.
+            basis=Basis.split_adjusted if adjusted else Basis.raw,
         )
 
     async def fetch(

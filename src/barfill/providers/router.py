@@ -206,7 +206,8 @@ class Router:
         on_attempt: OnAttempt | None,
     ) -> dict[str, BarBatch]:
         provider = self.providers[name]
-        step = max(provider.capabilities.max_symbols, 1)
+        caps = provider.capabilities
+        step = max(caps.max_symbols, 1)
         unique = list(dict.fromkeys(symbols))
         out: dict[str, BarBatch] = {}
         for i in range(0, len(unique), step):
@@ -217,7 +218,8 @@ class Router:
         for symbol in unique:
             if symbol not in out:
                 out[symbol] = BarBatch.empty(symbol, timeframe, name)
-        return out
+        # The provider's declared adjustment basis goes with its bars into the store.
+        return {symbol: batch.with_basis(caps.basis) for symbol, batch in out.items()}
 
 
 def _named(name: str, error: ProviderError) -> str:

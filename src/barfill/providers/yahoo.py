@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from barfill.domain.bars import BarBatch
+from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, HourAlignment, RateLimit
 from barfill.domain.timeframes import Timeframe
@@ -115,6 +115,8 @@ class YahooProvider(HttpAdapter):
             max_span_days=dict(_MAX_SPAN_DAYS),
             rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
             hour_alignment=HourAlignment.session_open,
+            # The chart's ``quote`` prices are split-adjusted (``adjclose`` adds dividends; unused).
+            basis=Basis.split_adjusted,
         )
 
     async def fetch(

@@ -3,7 +3,12 @@
 Configured as ``"SOURCE->TARGET"`` pairs (``m15->h1``). Each bucket a slice
 touches is recomputed from **all** of its source bars in the store, never only
 from the slice, and only when the bucket's whole trading time is covered by
-the source's coverage: a half-fetched hour is not written as an hour. Derived
+the source's coverage: a half-fetched hour is not written as an hour. The
+source bars are read exactly as a user's read selects them
+(:mod:`barfill.domain.sources`): one provider per session (per week for a w1
+target) and one adjustment basis, so a derived bar is never a splice of two
+providers and keeps its source's basis. Final (``historical``) derived bars
+are built from final source bars only. Derived
 bars are stored with provider ``resample:SOURCE`` (their lineage) and their
 buckets are added to the target's coverage, so a definition for the target
 timeframe needs no request where the source already answers it.
@@ -23,9 +28,10 @@ from barfill.domain.bars import Layer
 from barfill.domain.calendar import TradingCalendar
 from barfill.domain.resample import complete_buckets, resample, touched_buckets
 from barfill.domain.slices import CoverageSpan
+from barfill.domain.sources import Precedence, range_timeframe
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.bars import DEFAULT_LAYERS, read_bars, upsert_bars
 from barfill.store.coverage import add_coverage, read_coverage
 from barfill.store.db import db_now
 
@@ -62,11 +68,18 @@ def derive_after(
     calendar: TradingCalendar,
     layer: Layer,
     coverage_expires_at: float | None = None,
+    precedence: Precedence | Sequence[str] | None = None,
 ) -> int:
     """Recompute every target bucket that [start, end) of ``source`` touches; returns bars written.
 
     Runs inside the caller's transaction (the slice's completion), so derived
     bars land with their source or not at all.
+
+    Args:
+        layer: the layer the derived bars are written to; ``historical`` ones
+            are computed from ``historical`` source bars only.
+        precedence: the provider order reads use (``app.precedence``), so each
+            bucket is computed from the source a read of ``source`` would show.
     """
     written = 0
     fetched_at: float | None = None
@@ -82,7 +95,17 @@ def derive_after(
         complete = labels[complete_buckets(d.target, labels, covered, calendar)]
         if len(complete) == 0:
             continue
-        src = read_bars(conn, symbol_id, source, lo, hi)
+        src = read_bars(
+            conn,
+            symbol_id,
+            source,
+            lo,
+            hi,
+            layers=(Layer.historical,) if layer == Layer.historical else DEFAULT_LAYERS,
+            precedence=precedence,
+            calendar=calendar,
+            range_by=range_timeframe(d.target),
+        )
         if len(src):
             if fetched_at is None:  # the database clock, as for every stored time
                 fetched_at = float(conn.execute(sa.select(db_now(conn))).scalar_one())

@@ -383,6 +383,7 @@ class Worker:
                 calendar=cal,
                 layer=layer,
                 coverage_expires_at=expires,
+                precedence=self.app.precedence,
             )
 
         result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)

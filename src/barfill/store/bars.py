@@ -21,8 +21,9 @@ A conflicting row is overwritten only by a fetch at least as recent
 (``fetched_at``), so a late, older write can never replace newer data;
 rerunning the same write leaves every row as it was.
 
-Reads return one bar per ``ts``: a ``historical`` bar beats an ``intraday``
-one, and among providers the most recently fetched wins.
+Reads never splice providers bar by bar: each range (a session; a week for
+w1) comes from one source and the whole read from one adjustment basis, as
+:mod:`barfill.domain.sources` decides.
 """
 
 from __future__ import annotations
@@ -37,8 +38,17 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from barfill.domain.bars import BarBatch, Layer
+from barfill.domain.bars import BarBatch, Basis, Layer
+from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.intervals import interval
+from barfill.domain.sources import (
+    Precedence,
+    Selection,
+    range_labels,
+    range_span,
+    range_timeframe,
+    select_sources,
+)
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError, InvalidInput
 from barfill.store.schema import bars, symbols
@@ -47,21 +57,22 @@ if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
     import pandas as pd
 
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
-_UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at"))
+_UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at", "basis"))
 _ON_CONFLICT = (
     "ON CONFLICT (symbol_id, timeframe, ts, provider, layer) DO UPDATE SET "
     f"{_UPDATE_SET} WHERE excluded.fetched_at >= bars.fetched_at"
 )
 _INSERT_COLUMNS = (
-    "symbol_id, timeframe, ts, provider, layer, open, high, low, close, volume, vwap, trade_count, fetched_at"
+    "symbol_id, timeframe, ts, provider, layer, open, high, low, close, volume, vwap, trade_count, "
+    "fetched_at, basis"
 )
 # Both dialects stage the batch in a temporary table and merge it with one statement.
 # ``WHERE true`` lets SQLite parse ``INSERT ... SELECT ... ON CONFLICT`` unambiguously.
 _STAGE = "_barfill_bars_in"
 _STAGE_COLUMNS = "ts, open, high, low, close, volume, vwap, trade_count"
 _SELECT_STAGE = (
-    "SELECT {p}, {p}, ts, {p}, {p}, open, high, low, close, volume, {vwap}, NULLIF(trade_count, -1), {p} "
-    f"FROM {_STAGE} WHERE true"
+    "SELECT {p}, {p}, ts, {p}, {p}, open, high, low, close, volume, {vwap}, NULLIF(trade_count, -1), "
+    f"{{p}}, {{p}} FROM {_STAGE} WHERE true"
 )
 _PG_INSERT = f"INSERT INTO bars ({_INSERT_COLUMNS}) " + _SELECT_STAGE.format(
     p="%s", vwap="NULLIF(vwap, 'NaN'::float8)"
@@ -101,7 +112,6 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
-_LAYER_RANK = {Layer.historical.value: 0, Layer.intraday.value: 1, Layer.forecast.value: 2}
 
 
 def unix_seconds(value: object, field: str) -> int:
@@ -130,6 +140,9 @@ def upsert_bars(
     fetched_at: float,
 ) -> int:
     """Insert or update ``batch``'s bars inside the caller's transaction (no commit).
+
+    Every bar is stored with ``batch.basis`` (its provider's adjustment);
+    an update of a stored bar replaces its basis too.
 
     Args:
         symbol_id: the symbol the bars belong to (``batch.symbol`` is not looked up).
@@ -184,13 +197,15 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
 def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bytes:
     """Whole ``bars`` rows as a binary ``COPY`` stream (every value present: no NULLs).
 
-    The text key columns are constant within a batch, so each row is still
-    fixed-width and the stream is one numpy structured array.
+    The text columns (timeframe, provider, layer, basis) are constant within a
+    batch, so each row is still fixed-width and the stream is one numpy
+    structured array.
     """
     texts = {
         "timeframe": batch.timeframe.value.encode(),
         "provider": batch.provider.encode(),
         "layer": layer.value.encode(),
+        "basis": batch.basis.value.encode(),
     }
     fields: list[tuple[str, str]] = [("n", ">i2")]
     for name in _ROW_FIELDS:
@@ -238,7 +253,7 @@ def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fet
 
 
 def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
-    params = (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at)
+    params = (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at, batch.basis.value)
     with dbapi.cursor() as cur:
         if _pg_copy_direct(cur, symbol_id, batch, layer, fetched_at):
             return len(batch)
@@ -290,7 +305,8 @@ def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fe
         cur.execute(_SQLITE_STAGE_DDL)
         cur.executemany(f"INSERT INTO temp.{_STAGE} ({_STAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         cur.execute(
-            _SQLITE_MERGE, (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at)
+            _SQLITE_MERGE,
+            (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at, batch.basis.value),
         )
         written = int(cur.rowcount)
         cur.execute(f"DELETE FROM temp.{_STAGE}")
@@ -300,11 +316,23 @@ def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fe
 
 
 class _Rows:
-    """Deduplicated columns of a read, before they become a BarBatch or a DataFrame."""
+    """The selected columns of a read, before they become a BarBatch or a DataFrame."""
 
-    def __init__(self, columns: dict[str, np.ndarray[Any, Any]], providers: np.ndarray[Any, Any]) -> None:
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray[Any, Any]],
+        providers: np.ndarray[Any, Any],
+        layers: np.ndarray[Any, Any],
+        selection: Selection,
+    ) -> None:
         self.columns = columns
         self.providers = providers
+        self.layers = layers
+        self.selection = selection
+
+    @property
+    def basis(self) -> Basis:
+        return self.selection.basis or Basis.raw
 
 
 def _read(
@@ -313,13 +341,25 @@ def _read(
     timeframe: Timeframe | str,
     start: object,
     end: object,
+    *,
     layers: Sequence[Layer | str],
     provider: str | None,
-) -> tuple[Timeframe, _Rows]:
+    precedence: Precedence | Sequence[str] | None,
+    basis: Basis | str | None,
+    calendar: TradingCalendar | None,
+    range_by: Timeframe | None,
+) -> tuple[Timeframe, str, _Rows]:
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
     wanted = _parse_layers(layers)
-    rank = sa.case(_LAYER_RANK, value=bars.c.layer, else_=3)
+    prec = Precedence.of(precedence)
+    if basis is not None:
+        basis = _parse_basis(basis)
+    ticker, calendar_name = _symbol(conn, symbol_id)
+    cal = calendar if calendar is not None else get_calendar(calendar_name)
+    by = range_by if range_by is not None else range_timeframe(tf)
+    # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
+    lo, hi = range_span(cal, by, span.start, span.end)
     query = (
         sa.select(
             bars.c.ts,
@@ -330,15 +370,16 @@ def _read(
             bars.c.volume,
             bars.c.vwap,
             bars.c.fetched_at,
-            rank,
             sa.func.coalesce(bars.c.trade_count, -1),
             bars.c.provider,
+            bars.c.layer,
+            bars.c.basis,
         )
         .where(
             bars.c.symbol_id == symbol_id,
             bars.c.timeframe == tf.value,
-            bars.c.ts >= span.start,
-            bars.c.ts < span.end,
+            bars.c.ts >= lo,
+            bars.c.ts < hi,
             bars.c.layer.in_(wanted),
         )
         .order_by(bars.c.ts)
@@ -346,7 +387,15 @@ def _read(
     if provider is not None:
         query = query.where(bars.c.provider == provider)
     rows = conn.execute(query).all()
-    return tf, _dedupe(rows)
+    return tf, ticker, _select(rows, cal, by, span.start, span.end, prec, basis)
+
+
+def _symbol(conn: Connection, symbol_id: int) -> tuple[str, str]:
+    """The symbol's ticker and calendar name (``""`` and XNYS for an unknown id)."""
+    row = conn.execute(
+        sa.select(symbols.c.ticker, symbols.c.calendar).where(symbols.c.id == symbol_id)
+    ).first()
+    return ("", "XNYS") if row is None else (str(row.ticker), str(row.calendar))
 
 
 def _parse_layers(layers: Sequence[Layer | str]) -> list[str]:
@@ -359,29 +408,49 @@ def _parse_layers(layers: Sequence[Layer | str]) -> list[str]:
     return wanted
 
 
-def _dedupe(rows: Sequence[Any]) -> _Rows:
-    n = len(rows)
-    if n == 0:
+def _parse_basis(basis: Basis | str) -> Basis:
+    try:
+        return Basis(basis)
+    except ValueError as e:
+        raise InvalidInput("basis", "one of " + ", ".join(b.value for b in Basis), basis) from e
+
+
+def _select(
+    rows: Sequence[Any],
+    calendar: TradingCalendar,
+    by: Timeframe,
+    start: int,
+    end: int,
+    precedence: Precedence,
+    basis: Basis | None,
+) -> _Rows:
+    if not rows:
         empty_f = np.empty(0, dtype=np.float64)
         empty: dict[str, np.ndarray[Any, Any]] = {
             c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
         }
         empty["ts"] = np.empty(0, dtype=np.int64)
         empty["trade_count"] = np.empty(0, dtype=np.int64)
-        return _Rows(empty, np.empty(0, dtype=object))
+        none = np.empty(0, dtype=object)
+        return _Rows(empty, none, none, Selection(np.zeros(0, dtype=np.bool_), basis, ()))
     raw = list(zip(*rows, strict=True))
     ts = np.array(raw[0], dtype=np.int64)
     # None (SQL NULL) becomes NaN in a float64 array: vwap's "none" (trade_count's is -1, in SQL).
-    numeric = np.array(raw[1:9], dtype=np.float64)
-    trade_count = np.array(raw[9], dtype=np.int64)
-    providers = np.array(raw[10], dtype=object)
-    _, provider_code = np.unique(providers, return_inverse=True)
-    fetched_at, rank = numeric[6], numeric[7]
-    # Sort by ts, then layer (historical first), then newest fetch, then provider for a stable tie-break.
-    order = np.lexsort((provider_code, -fetched_at, rank, ts))
-    ts_sorted = ts[order]
-    first = np.r_[True, ts_sorted[1:] != ts_sorted[:-1]]
-    keep = order[first]
+    numeric = np.array(raw[1:8], dtype=np.float64)
+    trade_count = np.array(raw[8], dtype=np.int64)
+    providers = np.array(raw[9], dtype=object)
+    layers = np.array(raw[10], dtype=object)
+    bases = np.array(raw[11], dtype=object)
+    selection = select_sources(
+        range_labels(calendar, by, ts),
+        providers,
+        layers,
+        bases,
+        precedence=precedence,
+        basis=basis,
+        fetched_at=numeric[6],
+    )
+    keep = selection.keep & (ts >= start) & (ts < end)
     cols: dict[str, np.ndarray[Any, Any]] = {
         "ts": ts[keep],
         "open": numeric[0][keep],
@@ -392,7 +461,7 @@ def _dedupe(rows: Sequence[Any]) -> _Rows:
         "vwap": numeric[5][keep],
         "trade_count": trade_count[keep],
     }
-    return _Rows(cols, providers[keep])
+    return _Rows(cols, providers[keep], layers[keep], selection)
 
 
 def read_bars(
@@ -404,24 +473,60 @@ def read_bars(
     *,
     layers: Sequence[Layer | str] = DEFAULT_LAYERS,
     provider: str | None = None,
+    precedence: Precedence | Sequence[str] | None = None,
+    basis: Basis | str | None = None,
+    calendar: TradingCalendar | None = None,
+    range_by: Timeframe | None = None,
 ) -> BarBatch:
-    """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes), one per ``ts``.
+    """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes): one source per range.
 
-    When several rows share a ``ts``: ``historical`` beats ``intraday`` beats
-    ``forecast``; then the most recently fetched provider wins. The batch's
-    ``provider`` is the single provider of the result, or the distinct ones
-    joined with ``+`` when it mixes them (``""`` when empty).
+    Never a bar-by-bar splice: for each range (the bar's session; its week for
+    w1) the best source present, by :mod:`barfill.domain.sources`' precedence,
+    supplies every bar of that range, and no other source does. Historical
+    before intraday before forecast; native before ``resample:*``; providers in
+    ``precedence`` order, then the rest alphabetically. One basis per read.
+
+    Args:
+        layers: layers to consider; ``forecast`` bars come back only for ranges
+            without a historical or intraday bar.
+        provider: consider this provider's bars only.
+        precedence: the provider order: a :class:`Precedence` (per layer), or
+            one sequence for both layers; an app passes ``app.precedence`` (the
+            router's historical and realtime orders). ``None``: alphabetical.
+        basis: read only bars of this adjustment basis; ``None``: the basis of
+            the best source present in the ranges read. Other bases are left out.
+        calendar: the exchange calendar of the ranges (default: the symbol's).
+        range_by: the range unit (default d1; w1 for w1 bars). Derivations into
+            w1 select d1 bars by week.
+
+    Returns:
+        A batch whose ``provider`` names the chosen provider, or the chosen ones
+        joined with ``+`` best first (``""`` when empty), and whose ``basis`` is
+        the read's.
 
     Raises:
-        InvalidInput: for an empty or inverted range, a naive datetime, an unknown layer or timeframe.
+        InvalidInput: for an empty or inverted range, a naive datetime, an unknown
+            layer, timeframe or basis.
     """
-    tf, rows = _read(conn, symbol_id, timeframe, start, end, layers, provider)
-    ticker = conn.execute(sa.select(symbols.c.ticker).where(symbols.c.id == symbol_id)).scalar_one_or_none()
-    names = sorted({str(p) for p in rows.providers})
+    tf, ticker, rows = _read(
+        conn,
+        symbol_id,
+        timeframe,
+        start,
+        end,
+        layers=layers,
+        provider=provider,
+        precedence=precedence,
+        basis=basis,
+        calendar=calendar,
+        range_by=range_by,
+    )
+    present = set(rows.providers.tolist())
+    names = [p for p in rows.selection.providers if p in present]
     label = provider if provider is not None else "+".join(names)
     c = rows.columns
     return BarBatch(
-        str(ticker or ""),
+        ticker,
         tf,
         label,
         c["ts"],
@@ -432,6 +537,7 @@ def read_bars(
         c["volume"],
         c["vwap"],
         c["trade_count"],
+        basis=rows.basis,
     )
 
 
@@ -444,20 +550,37 @@ def read_bars_frame(
     *,
     layers: Sequence[Layer | str] = DEFAULT_LAYERS,
     provider: str | None = None,
+    precedence: Precedence | Sequence[str] | None = None,
+    basis: Basis | str | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> pd.DataFrame:
-    """:func:`read_bars` as a DataFrame, with the provider of each row.
+    """:func:`read_bars` (same selection and arguments) as a DataFrame, with each row's source.
 
     The index is a UTC ``DatetimeIndex`` named ``ts`` (bar open); columns are
     ``open high low close volume vwap`` (float64, vwap NaN when unknown),
-    ``trade_count`` (nullable ``Int64``) and ``provider`` (string).
+    ``trade_count`` (nullable ``Int64``), and strings ``provider``, ``layer``
+    and ``basis`` (one basis for every row).
     """
     import pandas as pd
 
-    _, rows = _read(conn, symbol_id, timeframe, start, end, layers, provider)
+    _, _, rows = _read(
+        conn,
+        symbol_id,
+        timeframe,
+        start,
+        end,
+        layers=layers,
+        provider=provider,
+        precedence=precedence,
+        basis=basis,
+        calendar=calendar,
+        range_by=None,
+    )
     c = rows.columns
     index = pd.DatetimeIndex(pd.to_datetime(c["ts"], unit="s", utc=True), name="ts")
     trade_count = pd.array(c["trade_count"], dtype="Int64")
     trade_count[c["trade_count"] < 0] = pd.NA
+    n = len(c["ts"])
     return pd.DataFrame(
         {
             "open": c["open"],
@@ -468,6 +591,8 @@ def read_bars_frame(
             "vwap": c["vwap"],
             "trade_count": trade_count,
             "provider": pd.array(rows.providers.astype(str), dtype="string"),
+            "layer": pd.array(rows.layers.astype(str), dtype="string"),
+            "basis": pd.array(np.full(n, rows.basis.value, dtype=object), dtype="string"),
         },
         index=index,
     )

@@ -65,7 +65,10 @@ bars = Table(
     Column("vwap", Double),
     Column("trade_count", BigInteger),
     Column("fetched_at", Double, nullable=False),
+    # The provider's price adjustment (domain.bars.Basis); a read never mixes two.
+    Column("basis", String(8), nullable=False, server_default="raw"),
     CheckConstraint("layer IN ('historical', 'intraday', 'forecast')", name="layer"),
+    CheckConstraint("basis IN ('raw', 'split', 'dividend', 'all')", name="basis"),
     sqlite_with_rowid=False,
 )
 
