@@ -6,7 +6,8 @@ reads configuration or creates HTTP clients, engines or providers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -63,10 +64,23 @@ class App:
         self.db.dispose()
 
 
+def published_at_local_s(value: str) -> int:
+    """``"07:00"`` (next calendar day, exchange-local) → seconds after the session date's midnight."""
+    hh, _, mm = value.partition(":")
+    return 86_400 + int(hh) * 3600 + int(mm) * 60
+
+
 def build_providers(
-    settings: Settings, http: httpx.AsyncClient, calendar: TradingCalendar
+    settings: Settings,
+    http: httpx.AsyncClient,
+    calendar: TradingCalendar,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Provider], list[str]]:
-    """Providers that have what they need (keys, folders), plus notices for the user."""
+    """Providers that have what they need (keys, folders), plus notices for the user.
+
+    ``clock`` is what adapters check reach and finality against: :func:`build`
+    passes the database clock, so every process agrees.
+    """
     providers: dict[str, Provider] = {}
     notices: list[str] = []
     if settings.polygon_api_key is not None:
@@ -96,6 +110,7 @@ def build_providers(
             base_url=settings.tradier_base_url,
             rate_limit=parse_rate(settings.tradier_rate_limit),
             calendar=calendar,
+            clock=clock,
         )
     if settings.yahoo_enabled:
         providers["yahoo"] = YahooProvider(
@@ -103,9 +118,15 @@ def build_providers(
             base_url=settings.yahoo_base_url,
             rate_limit=parse_rate(settings.yahoo_rate_limit),
             calendar=calendar,
+            clock=clock,
         )
     if settings.flatfiles_dir is not None:
-        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar)
+        providers["flatfiles"] = FlatFileProvider(
+            settings.flatfiles_dir,
+            calendar=calendar,
+            now=clock,
+            published_at_local_s=published_at_local_s(settings.flatfiles_published_at),
+        )
     real = sorted(providers)
     providers["synthetic"] = SyntheticProvider(
         calendar=calendar,
@@ -141,7 +162,7 @@ def build(settings: Settings, *, providers: Mapping[str, Provider] | None = None
     notices: list[str] = []
     if providers is None:
         http = httpx.AsyncClient(timeout=settings.http_timeout_s)
-        built, notices = build_providers(settings, http, calendar)
+        built, notices = build_providers(settings, http, calendar, clock=db.now)
     else:
         built = dict(providers)
     historical = _auto_order(settings.historical_providers, built)
