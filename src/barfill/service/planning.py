@@ -145,7 +145,7 @@ def plan_definition(
         slices += _slices(defn, planned.slices, realtime, Layer.intraday, max_attempts)
         not_final = iv.union(not_final, planned.unfillable)
 
-    unfillable_list = sorted(reasons)
+    unfillable_list, why = _merge_by_reason(reasons)
     missing = sum(len(calendar.bar_opens(tf, h[0].start, h[-1].end)) for h in holes)
     return DefinitionPlan(
         definition_id=defn.id,
@@ -157,8 +157,25 @@ def plan_definition(
         bars_missing=missing,
         provider=slices[0].provider if slices else (assigned[0][0] if assigned else None),
         pending=not_final,
-        unfillable_reasons=[reasons[u] for u in unfillable_list],
+        unfillable_reasons=why,
     )
+
+
+def _merge_by_reason(reasons: dict[Interval, str]) -> tuple[list[Interval], list[str]]:
+    """Unfillable session pieces merged into stretches, one per run of the same reason.
+
+    A 2010 window is one unfillable stretch, not one per session: the closed
+    time between two pieces with the same reason joins them.
+    """
+    spans: list[Interval] = []
+    why: list[str] = []
+    for part in sorted(reasons):
+        if why and why[-1] == reasons[part]:
+            spans[-1] = Interval(spans[-1].start, max(spans[-1].end, part.end))
+        else:
+            spans.append(part)
+            why.append(reasons[part])
+    return spans, why
 
 
 def _slices(
