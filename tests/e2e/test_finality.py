@@ -141,7 +141,7 @@ def test_a_final_slice_not_final_yet_is_deferred_not_failed(db: Database) -> Non
 
         def deferred() -> bool:
             rows = slice_rows(db)
-            return rows[0].status == "queued" and rows[0].not_before > db.now() + 3600
+            return bool(rows[0].status == "queued" and rows[0].not_before > db.now() + 3600)
 
         worker = asyncio.run(run_until(app, deferred))
         (row,) = slice_rows(db)
