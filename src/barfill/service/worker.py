@@ -11,6 +11,15 @@ to the router's next choice when it cannot serve → validate → one transactio
 retryable ones back off (honouring Retry-After, pushing the shared limiter
 for everyone on a 429). On stop: no new claims; in-flight slices get
 ``grace_s`` to finish, then are released untouched.
+
+Layers: a slice carries its layer (``historical`` = final, ``intraday`` =
+provisional), decided by the planner; the worker never picks one from its own
+clock. Before fetching it re-checks the live-edge rule
+(:mod:`barfill.domain.finality`) on the database clock: a final slice whose
+range is not final yet for its provider is released until it is (no attempt
+counted); a provisional slice whose range has become final is finished as
+``superseded`` unfetched. Committing a final slice removes the provisional
+bars and coverage of its range in the same transaction.
 """
 
 from __future__ import annotations
