@@ -75,3 +75,20 @@ def test_secrets_never_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "s3cr3t" not in str(info.value)
+
+
+def test_flat_files_publication_time_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import httpx
+
+    from barfill.bootstrap import build_providers, published_at_local_s
+    from barfill.domain.calendar import get_calendar
+
+    assert load_settings().flatfiles_published_at == "07:00"
+    monkeypatch.setenv("BARFILL_FLATFILES_PUBLISHED_AT", "08:30")
+    s = load_settings(flatfiles_dir=tmp_path)
+    assert published_at_local_s(s.flatfiles_published_at) == 86_400 + 8 * 3600 + 30 * 60
+    built, _ = build_providers(s, httpx.AsyncClient(), get_calendar(), clock=lambda: 0.0)
+    assert built["flatfiles"].capabilities.published_at_local_s == 86_400 + 8 * 3600 + 30 * 60
+    monkeypatch.setenv("BARFILL_FLATFILES_PUBLISHED_AT", "25:00")
+    with pytest.raises(ConfigError, match="flatfiles_published_at"):
+        load_settings()
