@@ -99,6 +99,12 @@ class App:
         self.db.dispose()
 
 
+def published_at_local_s(value: str) -> int:
+    """``"07:00"`` (next calendar day, exchange-local) → seconds after the session date's midnight."""
+    hh, _, mm = value.partition(":")
+    return 86_400 + int(hh) * 3600 + int(mm) * 60
+
+
 def build_providers(
     settings: Settings,
     http: LoopClient,
@@ -151,7 +157,12 @@ def build_providers(
             clock=clock,
         )
     if settings.flatfiles_dir is not None:
-        providers["flatfiles"] = FlatFileProvider(settings.flatfiles_dir, calendar=calendar, now=clock)
+        providers["flatfiles"] = FlatFileProvider(
+            settings.flatfiles_dir,
+            calendar=calendar,
+            now=clock,
+            published_at_local_s=published_at_local_s(settings.flatfiles_published_at),
+        )
     real = sorted(providers)
     providers["synthetic"] = SyntheticProvider(
         calendar=calendar,

@@ -178,7 +178,8 @@ def ensure_cmd(
         final = fx.ensure(
             symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
         )
-        incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable]
+        # Pending ranges (not final yet, no realtime provider) are filled later by the scheduler.
+        incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable and not r.pending]
         if incomplete:
             err.print(
                 f"coverage incomplete for {', '.join(r.symbol for r in incomplete)}; "
@@ -190,7 +191,16 @@ def ensure_cmd(
 
 def _print_report(report: EnsureReport) -> None:
     table = Table(
-        "symbol", "tf", "def", "coverage", "gaps", "bars missing", "slices", "provider", "unfillable"
+        "symbol",
+        "tf",
+        "def",
+        "coverage",
+        "gaps",
+        "bars missing",
+        "slices",
+        "provider",
+        "pending",
+        "unfillable",
     )
     for r in report.results:
         cov = f"{_iso(r.coverage_from)} → {_iso(r.coverage_to)}" if r.coverage_from else "none"
@@ -203,7 +213,12 @@ def _print_report(report: EnsureReport) -> None:
             f"{r.bars_missing:,}",
             str(r.slices_queued),
             r.provider or "-",
-            "; ".join(f"{_iso(u.start)}→{_iso(u.end)}" for u in r.unfillable) or "-",
+            "; ".join(f"{_iso(p.start)}→{_iso(p.end)}" for p in r.pending) or "-",
+            "; ".join(
+                f"{_iso(u.start)}→{_iso(u.end)} ({why})"
+                for u, why in zip(r.unfillable, r.unfillable_reasons, strict=False)
+            )
+            or "-",
         )
     out.print(table)
 

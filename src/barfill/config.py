@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     yahoo_base_url: str = "https://query2.finance.yahoo.com"
     yahoo_rate_limit: str | None = None
     flatfiles_dir: Path | None = None
+    # When a session's flat files are published: "HH:MM" exchange-local time on the next
+    # calendar day (Polygon: 07:00 New York). Before then the session is not final for them.
+    flatfiles_published_at: str = "07:00"
     synthetic_latency_ms: float = Field(default=0.0, ge=0)
     synthetic_failure_rate: float = Field(default=0.0, ge=0, le=1)
     synthetic_rate_limit: str | None = None
@@ -126,6 +129,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate(cls, v: str | None) -> str | None:
         return _rate(v, "rate_limit")
+
+    @field_validator("flatfiles_published_at")
+    @classmethod
+    def _check_published_at(cls, v: str) -> str:
+        hh, sep, mm = v.partition(":")
+        if sep and hh.isdigit() and mm.isdigit() and 0 <= int(hh) < 24 and 0 <= int(mm) < 60:
+            return v
+        raise ValueError(f"expected HH:MM (next calendar day, exchange-local), got {v!r}")
 
     @field_validator("alpaca_feed")
     @classmethod

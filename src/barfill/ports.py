@@ -134,8 +134,15 @@ class JobQueue(Protocol):
         """Record a failure: back off and re-queue, or mark failed. Returns the new status."""
         ...
 
-    def release(self, claimed: ClaimedSlice) -> None:
-        """Give a slice back untouched (graceful shutdown); the attempt is not counted."""
+    def release(self, claimed: ClaimedSlice, *, not_before: float | None = None) -> None:
+        """Give a slice back untouched (graceful shutdown, or not final yet until ``not_before``).
+
+        The attempt is not counted.
+        """
+        ...
+
+    def supersede(self, claimed: ClaimedSlice, message: str) -> None:
+        """Finish a slice unfetched (succeeded, error ``superseded``): a final slice serves its range."""
         ...
 
     def reap(self) -> int:

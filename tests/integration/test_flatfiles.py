@@ -88,11 +88,12 @@ async def test_polygon_minute_files(polygon_root: Path) -> None:
     assert isinstance(p, Provider)
     got = await p.fetch(["AAPL", "MSFT", "NVDA"], M1, ts("2024-03-12"), ts("2024-03-14"))
     aapl = got["AAPL"]
-    expected_ts = [ts("2024-03-12 08:00"), ts("2024-03-12 13:30"), ts("2024-03-12 13:31")]
+    # The 04:00 pre-market minute is dropped: regular session only, like the HTTP adapters.
+    expected_ts = [ts("2024-03-12 13:30"), ts("2024-03-12 13:31")]
     expected_ts += [ts("2024-03-12 19:59"), ts("2024-03-13 13:30")]
     assert list(aapl.ts) == expected_ts  # nanoseconds -> seconds, duplicate dropped, both files read
-    assert aapl.open[1] == 173.0 and aapl.high[1] == 173.3 and aapl.low[1] == 172.9
-    assert aapl.close[1] == 173.2 and aapl.volume[1] == 5000 and aapl.trade_count[1] == 120
+    assert aapl.open[0] == 173.0 and aapl.high[0] == 173.3 and aapl.low[0] == 172.9
+    assert aapl.close[0] == 173.2 and aapl.volume[0] == 5000 and aapl.trade_count[0] == 120
     assert np.isnan(aapl.vwap).all()
     assert aapl.provider == "flatfiles" and aapl.timeframe == M1
     assert list(got["MSFT"].ts) == [ts("2024-03-12 13:30")]
@@ -134,10 +135,45 @@ async def test_unsupported_timeframe_and_unfinished_session(polygon_root: Path) 
     assert p.capabilities.timeframes == frozenset({M1, D1}) and not p.capabilities.realtime
     with pytest.raises(NotSupported, match="m1 and d1"):
         await p.fetch(["AAPL"], H1, ts("2024-03-12"), ts("2024-03-13"))
-    with pytest.raises(NotSupported, match="finished sessions"):
+    with pytest.raises(NotSupported, match="final"):
         await p.fetch(["AAPL"], M1, ts("2024-03-12"), ts("2024-03-14"))
     got = await p.fetch(["AAPL"], M1, ts("2024-03-12"), ts("2024-03-13"))
-    assert len(got["AAPL"]) == 4
+    assert len(got["AAPL"]) == 3  # the session's minutes (the pre-market one is filtered)
+
+
+async def test_a_session_is_served_from_files_once_published_next_morning(polygon_root: Path) -> None:
+    # Tuesday 2024-03-12's files appear at 07:00 New York (11:00 UTC) on Wednesday.
+    clock = [float(ts("2024-03-13 10:59"))]
+    p = FlatFileProvider(polygon_root, calendar=CAL, now=lambda: clock[0])
+    assert p.capabilities.published_at_local_s == 86_400 + 7 * 3600
+    with pytest.raises(NotSupported, match="published"):
+        await p.fetch(["AAPL"], D1, ts("2024-03-12 04:00"), ts("2024-03-13 04:00"))
+    clock[0] = float(ts("2024-03-13 11:00"))
+    got = await p.fetch(["AAPL"], D1, ts("2024-03-12 04:00"), ts("2024-03-13 04:00"))
+    assert list(got["AAPL"].ts) == [ts("2024-03-12 04:00")]
+
+
+async def test_minute_files_are_cut_to_the_session_on_every_day(tmp_path: Path) -> None:
+    """Issue 7 item 8: pre/post-market minutes were kept on interior days only."""
+    days = ["2024-03-11", "2024-03-12", "2024-03-13"]  # first, interior, last day of the request
+    for day in days:
+        write_day(
+            tmp_path,
+            "minute_aggs_v1",
+            day,
+            [
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 08:00')},1",  # 04:00 EDT pre-market
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 13:29')},1",  # 09:29: one minute before the open
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 13:30')},1",  # 09:30: the open
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 19:59')},1",  # 15:59: the last regular minute
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 20:00')},1",  # 16:00: post-market
+                f"AAPL,100,10,10,10,10,{ns(f'{day} 23:59')},1",  # 19:59: post-market
+            ],
+        )
+    p = FlatFileProvider(tmp_path, calendar=CAL, now=lambda: NOW)
+    # The request spans the extended hours of all three days, as the planner asks.
+    got = await p.fetch(["AAPL"], M1, ts("2024-03-11 08:00"), ts("2024-03-14 00:00"))
+    assert list(got["AAPL"].ts) == [ts(f"{d} {t}") for d in days for t in ("13:30", "19:59")]
 
 
 def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:

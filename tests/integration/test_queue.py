@@ -424,3 +424,37 @@ def test_stuck_and_archive(db: Database, queue: SqlQueue) -> None:
         assert read_coverage(conn, sid, "h1") == [(T0, T0 + HOUR)]
     with pytest.raises(InvalidInput):
         queue.archive_finished(-1)
+
+
+def test_release_until_defers_without_counting_the_attempt(db: Database) -> None:
+    """A final slice whose range is not final yet goes back until it is (finality)."""
+    queue = SqlQueue(db)
+    sid, did = _setup(db)
+    queue.enqueue(_slices(did, sid, 1))
+    (c,) = queue.claim("w", 1, 60.0)
+    assert c.layer is Layer.historical
+    later = db.now() + 7200
+    queue.release(c, not_before=later)
+    with db.read() as conn:
+        row = conn.execute(sa.select(job_runs)).one()
+    assert (row.status, row.attempts, row.not_before) == ("queued", 0, later)
+    assert queue.claim("w", 1, 60.0) == []  # not runnable before then
+
+
+def test_supersede_finishes_a_provisional_slice_unfetched(db: Database) -> None:
+    queue = SqlQueue(db)
+    sid, did = _setup(db)
+    queue.enqueue([NewSlice(did, sid, Timeframe.h1, T0, T0 + HOUR, "alpaca", layer=Layer.intraday)])
+    (c,) = queue.claim("w", 1, 60.0)
+    assert c.layer is Layer.intraday
+    queue.supersede(c, "superseded: range is final for polygon")
+    with db.read() as conn:
+        row = conn.execute(sa.select(job_runs)).one()
+    assert (row.status, row.error_code, row.rows_written, row.layer) == (
+        "succeeded",
+        "superseded",
+        0,
+        "intraday",
+    )
+    with pytest.raises(LeaseLost):
+        queue.supersede(c, "again")

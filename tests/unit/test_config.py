@@ -109,3 +109,19 @@ def test_the_readme_settings_table_names_real_settings() -> None:
         "BARFILL_WORKER_LEASE_S",
     }  # the last: a typo example
     assert mentioned - fields - others == set()
+
+
+def test_flat_files_publication_time_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from barfill.bootstrap import build_providers, published_at_local_s
+    from barfill.domain.calendar import get_calendar
+    from barfill.providers.http import LoopClient
+
+    assert load_settings().flatfiles_published_at == "07:00"
+    monkeypatch.setenv("BARFILL_FLATFILES_PUBLISHED_AT", "08:30")
+    s = load_settings(flatfiles_dir=tmp_path)
+    assert published_at_local_s(s.flatfiles_published_at) == 86_400 + 8 * 3600 + 30 * 60
+    built, _ = build_providers(s, LoopClient(), get_calendar(), clock=lambda: 0.0)
+    assert built["flatfiles"].capabilities.published_at_local_s == 86_400 + 8 * 3600 + 30 * 60
+    monkeypatch.setenv("BARFILL_FLATFILES_PUBLISHED_AT", "25:00")
+    with pytest.raises(ConfigError, match="flatfiles_published_at"):
+        load_settings()

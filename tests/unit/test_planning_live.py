@@ -1,12 +1,19 @@
-"""Planning around the live session: forming bars are never planned; today's part is provisional."""
+"""Planning around the live session: forming bars are never planned; today's part is provisional.
+
+Updated for the live-edge rule (domain/finality.py): the live part is an
+``intraday``-layer slice until the session's extended close (20:00 New York),
+not only until the 16:00 close; the window's end is a bar label.
+"""
 
 from __future__ import annotations
 
+from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
+from barfill.domain.finality import last_complete_end
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.router import Router
 from barfill.providers.synthetic import SyntheticProvider
-from barfill.service.planning import closed_end, plan_definition, reaches_open_session, window_of
+from barfill.service.planning import plan_definition, window_of
 from barfill.store.definitions import Definition
 from tests.e2e.helpers import ts
 
@@ -33,11 +40,11 @@ def _defn(tf: Timeframe, days: int = 5) -> Definition:
 
 
 def test_window_ends_at_the_last_complete_bar() -> None:
-    assert closed_end(CAL, Timeframe.h1, NOW) == ts("2024-03-13T15:00")  # 11:00 NY: forming
-    assert closed_end(CAL, Timeframe.m15, NOW) == ts("2024-03-13T15:15")
-    assert closed_end(CAL, Timeframe.d1, NOW) == ts("2024-03-13T04:00")  # today's d1 is forming
-    after_close = ts("2024-03-13T20:05")  # 16:05 NY
-    assert closed_end(CAL, Timeframe.d1, after_close) == ts("2024-03-13T20:00")
+    assert last_complete_end(CAL, Timeframe.h1, NOW) == ts("2024-03-13T15:00")  # 11:00 NY: forming
+    assert last_complete_end(CAL, Timeframe.m15, NOW) == ts("2024-03-13T15:15")
+    assert last_complete_end(CAL, Timeframe.d1, NOW) == ts("2024-03-13T04:00")  # today's d1 is forming
+    after_close = ts("2024-03-13T20:05")  # 16:05 NY: the d1 bar is complete; its end is the next label
+    assert last_complete_end(CAL, Timeframe.d1, after_close) == ts("2024-03-14T04:00")
     w = window_of(_defn(Timeframe.h1), CAL, NOW)
     assert w is not None and w.end == ts("2024-03-13T15:00")
 
@@ -51,10 +58,16 @@ def test_live_session_part_goes_to_its_own_slice() -> None:
     past = [s for s in plan.slices if s.end <= today_open]
     assert len(live) == 1 and past
     assert live[0].start == today_open and live[0].end == ts("2024-03-13T15:15")
-    assert reaches_open_session(CAL, live[0].end, NOW)
-    assert not any(reaches_open_session(CAL, s.end, NOW) for s in past)
-    # After the close, the same session is final.
-    assert not reaches_open_session(CAL, live[0].end, ts("2024-03-13T20:01"))
+    assert live[0].layer is Layer.intraday
+    assert all(s.layer is Layer.historical for s in past)
+    # At 16:05 New York the session is still provisional; after 20:00 (extended close) final.
+    at_1605 = plan_definition(
+        _defn(Timeframe.m15), [], CAL, router, now=ts("2024-03-13T20:05"), max_attempts=5
+    )
+    assert [s.layer for s in at_1605.slices if s.end > today_open] == [Layer.intraday]
+    final = plan_definition(_defn(Timeframe.m15), [], CAL, router, now=ts("2024-03-14T00:01"), max_attempts=5)
+    assert all(s.layer is Layer.historical for s in final.slices)
+    assert max(s.end for s in final.slices) == ts("2024-03-13T20:00")
 
 
 def test_weekend_now_plans_nothing_live() -> None:
@@ -62,5 +75,6 @@ def test_weekend_now_plans_nothing_live() -> None:
     router = Router({"synthetic": syn}, historical=["synthetic"], realtime=["synthetic"], calendar=CAL)
     saturday = ts("2024-03-16T15:00")
     plan = plan_definition(_defn(Timeframe.h1), [], CAL, router, now=saturday, max_attempts=5)
-    assert plan.slices and not any(reaches_open_session(CAL, s.end, saturday) for s in plan.slices)
+    assert plan.slices and all(s.layer is Layer.historical for s in plan.slices)
     assert max(s.end for s in plan.slices) <= ts("2024-03-15T20:00")
+    assert plan.pending == []

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import pandas as pd
 import pytest
 
-from barfill.domain.bars import BarBatch
+from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import Capabilities
+from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, NotSupported, ProviderError
 from barfill.ports import Provider
@@ -38,6 +39,8 @@ class FakeProvider:
         realtime: bool = False,
         history_days: dict[Timeframe, int] | None = None,
         max_symbols: int = 1,
+        history_start: int | None = None,
+        published_at_local_s: int | None = None,
         error: ProviderError | None = None,
     ) -> None:
         self.name = name
@@ -50,6 +53,8 @@ class FakeProvider:
             realtime=realtime,
             history_days=history_days or {},
             max_symbols=max_symbols,
+            history_start=history_start,
+            published_at_local_s=published_at_local_s,
         )
 
     @property
@@ -110,34 +115,52 @@ def test_finished_sessions_use_the_historical_order() -> None:
     ]
 
 
-def test_a_range_up_to_todays_midnight_is_still_historical() -> None:
+def test_a_range_up_to_todays_midnight_is_final_and_historical() -> None:
     router, _ = standard()
-    assert not router.is_live(TODAY_MIDNIGHT_NY, now=NOW)
     assert router.choose(D1, ts("2024-03-01"), TODAY_MIDNIGHT_NY, now=NOW)[0] == "flatfiles"
 
 
-def test_a_range_touching_todays_session_uses_the_realtime_order_without_historical_only() -> None:
+def test_a_range_touching_todays_session_is_provisional_on_realtime_providers_only() -> None:
     router, _ = standard()
-    assert router.is_live(TODAY_MIDNIGHT_NY + 1, now=NOW)
-    got = router.choose(M1, ts("2024-03-11 13:30"), ts("2024-03-12 16:00"), now=NOW)
-    assert got == ["tradier", "polygon", "synthetic"]  # flatfiles is not realtime
-    assert "flatfiles: no bars of the current session" in router.explain(
-        M1, ts("2024-03-11 13:30"), ts("2024-03-12 16:00"), now=NOW
+    start, end = ts("2024-03-12 13:30"), ts("2024-03-12 14:30")  # 09:30-10:30 EDT, complete at 11:00
+    # Not final for anyone before 20:00 New York: no historical provider serves it.
+    assert router.choose(M1, start, end, now=NOW) == []
+    assert "flatfiles: [2024-03-12T13:30:00Z, 2024-03-12T14:30:00Z) is not final yet" in router.explain(
+        M1, start, end, now=NOW
     )
+    got = router.choose(M1, start, end, now=NOW, layer=Layer.intraday)
+    assert got == ["tradier", "polygon", "synthetic"]  # flatfiles is not realtime
+    assert "flatfiles: no provisional bars (not a realtime provider)" in router.explain(
+        M1, start, end, now=NOW, layer=Layer.intraday
+    )
+    # A forming bar is served by nobody.
+    assert router.choose(M1, start, NOW + 60, now=NOW, layer=Layer.intraday) == []
 
 
-def test_a_weekly_bar_of_the_current_week_is_live() -> None:
+def test_a_weekly_bar_of_the_current_week_is_not_final() -> None:
     router, _ = standard()
     monday = ts("2024-03-11 04:00")
-    assert router.is_live(monday + 7 * 86_400, now=NOW)
-    assert not router.is_live(monday, now=NOW)
+    assert router.choose(Timeframe.w1, monday, monday + 7 * 86_400, now=NOW) == []
+    assert router.choose(Timeframe.w1, monday - 7 * 86_400, monday, now=NOW) == ["polygon", "synthetic"]
 
 
-def test_after_the_close_the_session_stays_live_until_extended_hours_end() -> None:
+def test_after_the_close_the_session_is_final_only_at_the_extended_close() -> None:
     router, _ = standard()
-    end = ts("2024-03-12 20:00")  # the regular session's close, 16:00 EDT
-    assert router.is_live(end, now=ts("2024-03-12 23:59"))  # 19:59 EDT: post-market
-    assert not router.is_live(end, now=ts("2024-03-13 00:01"))  # 20:01 EDT: finished
+    start, end = ts("2024-03-12 19:00"), ts("2024-03-12 20:00")  # 15:00-16:00 EDT
+    assert router.choose(M1, start, end, now=ts("2024-03-12 23:59")) == []  # 19:59 EDT
+    assert router.choose(M1, start, end, now=ts("2024-03-13 00:00"))[0] == "flatfiles"  # 20:00 EDT
+
+
+def test_flat_files_wait_for_publication_while_http_providers_are_final() -> None:
+    files = FakeProvider("flatfiles", timeframes=frozenset({M1, D1}), published_at_local_s=86_400 + 7 * 3600)
+    poly = FakeProvider("polygon")
+    router = make_router(files, poly, historical=["flatfiles", "polygon"], realtime=[])
+    start, end = TODAY_MIDNIGHT_NY, TODAY_MIDNIGHT_NY + 86_400
+    assert router.choose(D1, start, end, now=ts("2024-03-13 06:00")) == ["polygon"]  # 02:00 EDT
+    assert router.choose(D1, start, end, now=ts("2024-03-13 11:00")) == ["flatfiles", "polygon"]
+    # The planner's question is different: flat files will serve it, so it waits for them.
+    assigned, unfillable = router.assign(D1, [Interval(start, end)], now=ts("2024-03-13 06:00"))
+    assert assigned == [("flatfiles", [Interval(start, end)])] and unfillable == []
 
 
 def test_providers_without_the_timeframe_are_skipped() -> None:
@@ -148,11 +171,28 @@ def test_providers_without_the_timeframe_are_skipped() -> None:
 
 def test_history_depth_is_respected() -> None:
     router, _ = standard()
-    recent = router.choose(M1, NOW - 10 * 86_400, NOW + 3600, now=NOW)
-    old = router.choose(M1, NOW - 30 * 86_400, NOW + 3600, now=NOW)
+    end = TODAY_MIDNIGHT_NY + 6 * 3600  # 06:00 EDT: complete at NOW (11:00 EDT)
+    recent = router.choose(M1, NOW - 10 * 86_400, end, now=NOW, layer=Layer.intraday)
+    old = router.choose(M1, NOW - 30 * 86_400, end, now=NOW, layer=Layer.intraday)
     assert recent[0] == "tradier"
     assert old == ["polygon", "synthetic"]
-    assert any("reaches back 20 days" in r for r in router.explain(M1, NOW - 30 * 86_400, NOW, now=NOW))
+    why = router.explain(M1, NOW - 30 * 86_400, end, now=NOW, layer=Layer.intraday)
+    assert any("reaches back 20 days" in r for r in why)
+
+
+def test_history_start_sends_older_ranges_elsewhere_or_reports_them_unfillable() -> None:
+    alpaca = FakeProvider("alpaca", realtime=True, history_start=ts("2016-01-01"))
+    poly = FakeProvider("polygon")
+    old = Interval(ts("2010-03-01"), ts("2010-03-02"))
+    both = make_router(alpaca, poly, historical=["alpaca", "polygon"], realtime=["alpaca"])
+    assert both.choose(D1, *old, now=NOW) == ["polygon"]
+    assert both.assign(D1, [old], now=NOW) == ([("polygon", [old])], [])
+    alone = make_router(alpaca, historical=["alpaca"], realtime=["alpaca"])
+    assigned, unfillable = alone.assign(D1, [old], now=NOW)
+    assert assigned == []
+    assert unfillable == [
+        (old, "before the history of every provider serving d1 (alpaca: d1 history starts 2016-01-01)")
+    ]
 
 
 def test_pinned_provider_is_the_only_choice() -> None:
@@ -239,6 +279,8 @@ async def test_when_nobody_supports_it_the_error_is_not_supported() -> None:
     with pytest.raises(NotSupported, match="^a: nope$"):
         await router.fetch(["AAPL"], M1, ts("2024-03-01 14:30"), ts("2024-03-01 15:30"), now=NOW)
     with pytest.raises(NotSupported, match="no provider configured for realtime"):
+        await router.fetch(["AAPL"], M1, NOW - 3600, NOW, now=NOW, layer=Layer.intraday)
+    with pytest.raises(NotSupported, match="is not final yet"):
         await router.fetch(["AAPL"], M1, NOW - 3600, NOW, now=NOW)
     assert len(a.calls) == 1
 

@@ -162,3 +162,17 @@ def test_drop_forming_keeps_complete_bars_on_a_half_day() -> None:
     # The 12:00 h1 bar of a half day is complete at the 13:00 close.
     assert len(drop_forming(h1, CAL, now=float(close))) == 1
     assert len(drop_forming(h1, CAL, now=float(close - 1))) == 0
+
+
+def test_a_final_batch_holds_no_bar_of_a_session_not_final_yet() -> None:
+    """The live-edge rule at validation: bars at or after ``final_until`` could still change."""
+    # At 17:00 New York every m5 bar of the session is complete, but the session is final at 20:00.
+    at_17 = float(ny(2024, 3, 11, 17))
+    assert check(m5(), now=at_17) == []  # a provisional (intraday) batch is fine
+    reasons = check(m5(2), now=at_17, final_until=START)
+    why = "not_final: bar of a session not final before 2024-03-11T04:00:00Z"
+    assert reasons == [
+        f"2024-03-11T13:30:00Z {why} (ts={OPEN})",
+        f"2024-03-11T13:35:00Z {why} (ts={OPEN + 300})",
+    ]
+    assert check(m5(), now=float(ny(2024, 3, 11, 20)), final_until=END) == []

@@ -12,6 +12,8 @@ from enum import StrEnum
 from barfill.domain.bars import Basis
 from barfill.domain.timeframes import Timeframe
 
+_DAY = 86_400
+
 
 class PageUnit(StrEnum):
     """What a provider's per-request limit counts."""
@@ -65,6 +67,19 @@ class Capabilities:
             ``adjusted=false``, Tradier, flat files, synthetic: ``raw``; Yahoo's
             chart prices: ``split``; Alpaca: its ``adjustment`` setting). The
             router stamps it on every batch, so each stored bar records it.
+        realtime: whether it serves the session that is not final yet: bars
+            that are complete but may still change (e.g. IEX volume, the
+            16:00-20:00 window), stored provisionally in the ``intraday``
+            layer. Never a forming bar.
+        history_start: the earliest bar it has, Unix seconds UTC (Alpaca:
+            2016-01-01); None when unknown or unlimited. Ranges before it are
+            served by another provider or reported unfillable.
+        published_at_local_s: for providers that publish a session's data
+            later than its extended close (flat files: the next morning),
+            seconds after local midnight of the session *date* at which the
+            session is published (07:00 the next calendar day = 111600).
+            None: final at the session's extended close, as HTTP providers
+            are. See :mod:`barfill.domain.finality`.
     """
 
     name: str
@@ -79,6 +94,22 @@ class Capabilities:
     hour_alignment: HourAlignment = HourAlignment.clock
     realtime: bool = False
     basis: Basis = Basis.raw
+    history_start: int | None = None
+    published_at_local_s: int | None = None
 
     def supports(self, timeframe: Timeframe) -> bool:
         return timeframe in self.timeframes
+
+    def reach_start(self, timeframe: Timeframe, now: float) -> int | None:
+        """The earliest ``start`` (Unix seconds UTC) this provider can serve for ``timeframe`` at ``now``.
+
+        The later of ``history_start`` and ``now - history_days`` (rolling
+        depth); None when neither limits it. ``now`` is the database clock.
+        """
+        limits: list[int] = []
+        if self.history_start is not None:
+            limits.append(int(self.history_start))
+        days = self.history_days.get(timeframe)
+        if days is not None:
+            limits.append(int(now) - days * _DAY)
+        return max(limits) if limits else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from barfill.domain.bars import BarBatch
+from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 
 
@@ -24,7 +24,12 @@ class PlannedSlice:
 
 @dataclass(frozen=True)
 class NewSlice:
-    """A slice to enqueue. Enqueueing is idempotent on (definition, start, end, provider)."""
+    """A slice to enqueue. Enqueueing is idempotent on (definition, start, end, provider, layer).
+
+    ``layer``: ``historical`` for a final range (stored once), ``intraday``
+    for a provisional one served by a realtime provider (see
+    :mod:`barfill.domain.finality`).
+    """
 
     definition_id: int
     symbol_id: int
@@ -34,6 +39,7 @@ class NewSlice:
     provider: str
     priority: int = 0
     max_attempts: int = 5
+    layer: Layer = Layer.historical
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ClaimedSlice:
     attempts: int  # including this one
     max_attempts: int
     lease_token: str
+    layer: Layer = Layer.historical
 
 
 @dataclass(frozen=True)

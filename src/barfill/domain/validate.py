@@ -25,8 +25,11 @@ Rules, each reported per bar as ``"<ts ISO UTC> <rule>: <values>"``:
 * ``window``: start <= ts < end.
 * ``order``: ts strictly increasing (a repeat is a duplicate bar).
 * ``forming`` (only when ``final``): the bar is complete by ``now``
-  (:meth:`TradingCalendar.bar_end` <= now). Intraday-layer writes pass
-  ``final=False``.
+  (:meth:`TradingCalendar.bar_end` <= now). The worker passes ``final=True``
+  for both layers: a provisional range also ends at the last complete bar.
+* ``not_final`` (only with ``final_until``): a bar of a final (historical)
+  batch lies before :func:`barfill.domain.finality.final_until` for its
+  provider at ``now``; a bar after it could still change.
 
 At most :data:`MAX_EXAMPLES` bars are named per rule, then one line counts the
 rest, so a 200,000-bar batch that is wrong everywhere stays readable.
@@ -44,7 +47,7 @@ from barfill.domain.calendar import TradingCalendar
 MAX_EXAMPLES = 10
 
 _Mask = np.ndarray[Any, np.dtype[np.bool_]]
-_TIME_RULES = frozenset({"aligned", "window", "order", "forming"})
+_TIME_RULES = frozenset({"aligned", "window", "order", "forming", "not_final"})
 
 
 def _iso(ts: int) -> str:
@@ -74,6 +77,7 @@ def validate_bars(
     calendar: TradingCalendar,
     now: float,
     final: bool = True,
+    final_until: int | None = None,
 ) -> list[str]:
     """Reasons ``batch`` must not be stored; an empty list means it is valid.
 
@@ -82,7 +86,10 @@ def validate_bars(
         start, end: the slice's window ``[start, end)``, Unix seconds UTC.
         calendar: the symbol's trading calendar (labels, bar ends).
         now: the current time, Unix seconds UTC.
-        final: True for the historical layer (no forming bar allowed).
+        final: no forming bar allowed (every bar ended at ``now``).
+        final_until: for a historical batch, the rule's boundary for its
+            provider at ``now`` (:func:`barfill.domain.finality.final_until`):
+            every bar must be labelled before it.
     """
     reasons: list[str] = []
     if len(batch) == 0:
@@ -121,6 +128,12 @@ def validate_bars(
             forming = np.zeros(len(ts), dtype=bool)
             forming[in_window] = calendar.bar_end(batch.timeframe, inside) > now
             _report(reasons, batch, forming, "forming", "bar not complete yet (ends after now)")
+        if final_until is not None:
+            late = np.zeros(len(ts), dtype=bool)
+            late[in_window] = inside >= final_until
+            _report(
+                reasons, batch, late, "not_final", f"bar of a session not final before {_iso(final_until)}"
+            )
     order = np.zeros(len(ts), dtype=bool)
     order[1:] = ts[1:] <= ts[:-1]
     _report(reasons, batch, order, "order", "ts not strictly increasing (duplicate or out of order)")

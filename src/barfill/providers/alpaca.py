@@ -57,6 +57,7 @@ from barfill.providers.http import (
 )
 
 NAME = "alpaca"
+HISTORY_START = 1_451_606_400  # 2016-01-01T00:00:00Z: the first bars Alpaca's data API holds
 PAGE_LIMIT = 10_000
 MAX_SYMBOLS = 100
 DEFAULT_RATE_LIMIT = RateLimit(requests=200, period_s=60.0)
@@ -144,6 +145,8 @@ class AlpacaProvider(HttpAdapter):
             # IEX is real time on the free plan; SIP's latest 15 minutes are not.
             realtime=feed == "iex",
             basis=Basis(adjustment),
+            # Alpaca's bars begin in 2016: an older range would come back empty and be covered.
+            history_start=HISTORY_START,
         )
 
     async def fetch(
@@ -154,6 +157,8 @@ class AlpacaProvider(HttpAdapter):
             raise NotSupported(f"{NAME}: timeframe {timeframe.value}")
         if len(symbols) > MAX_SYMBOLS:
             raise NotSupported(f"{NAME}: {len(symbols)} symbols in one request (max {MAX_SYMBOLS})")
+        if start < HISTORY_START:
+            raise NotSupported(f"{NAME}: bars begin 2016-01-01; [{start}, {end}) starts before")
         if not symbols:
             return {}
         by_key = {s.upper(): s for s in symbols}

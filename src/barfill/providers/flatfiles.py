@@ -8,12 +8,17 @@ and answer like any other provider, so the engine fills gaps from it.
 Rules shared by both:
 
 * Files are per session date (a pattern with a date field) or per symbol.
-  A per-date file that is missing for a finished trading day is a
+  A per-date file that is missing for a published trading day is a
   non-retryable ``ProviderError("missing_file")`` naming the file (the data
   is not there, and will not appear by retrying soon); a closed day has no
-  file and none is looked for. A session not finished at ``now()`` is never
-  served from files (:class:`NotSupported`). A per-symbol file that is missing
-  means this provider does not have that symbol (:class:`NotSupported`).
+  file and none is looked for. A session not final at ``now()`` (see
+  :mod:`barfill.domain.finality`: its extended close, or its publication
+  time ``published_at_local_s``; Polygon's flat files: 07:00 New York the
+  next calendar day) is never served from files (:class:`NotSupported`); the
+  planner and worker wait for it instead of asking. A per-symbol file that is
+  missing means this provider does not have that symbol (:class:`NotSupported`).
+* Intraday bars are filtered to the regular session on every day, first and
+  last included, as the HTTP adapters do (files hold pre/post-market minutes).
 * ``x.csv.gz`` and ``x.csv`` are interchangeable: whichever exists is read.
 * Duplicate rows for the same (symbol, bar) happen in providers' own data;
   the first in file order is kept, so the result is deterministic.
@@ -37,8 +42,10 @@ import polars as pl
 from barfill.domain.bars import I64, BarBatch
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
+from barfill.domain.finality import session_final_at
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, NotSupported, ProviderError
+from barfill.providers.http import session_bars
 
 TsUnit = Literal["s", "ms", "us", "ns"]
 
@@ -49,6 +56,8 @@ _OPTIONAL = ("vwap", "trade_count", "symbol")
 _DATE_FIELDS = {"date", "year", "month", "day"}
 # Reading local files is cheap; this limit only keeps one worker from starving others.
 _LOCAL_RATE = RateLimit(requests=1_000, period_s=1.0, burst=100)
+# Polygon publishes a session's flat files the next morning: 07:00 New York the next calendar day.
+PUBLISHED_AT_LOCAL_S = 86_400 + 7 * 3600
 
 POLYGON_COLUMNS: dict[str, str] = {
     "symbol": "ticker",
@@ -80,7 +89,10 @@ class GenericFileProvider:
         timeframe: the one timeframe the files hold.
         calendar: the exchange calendar (XNYS by default).
         name: provider name stamped on bars.
-        now: clock (Unix seconds) telling finished sessions from the current one.
+        now: clock (Unix seconds) telling final sessions from the others
+            (bootstrap passes the database clock).
+        published_at_local_s: when a session's file is published, in seconds
+            after local midnight of its date (None: at its extended close).
     """
 
     def __init__(
@@ -93,6 +105,7 @@ class GenericFileProvider:
         calendar: TradingCalendar | None = None,
         name: str = "files",
         now: Callable[[], float] = time.time,
+        published_at_local_s: int | None = None,
     ) -> None:
         fields = {f for _, f, _, _ in string.Formatter().parse(path_pattern) if f}
         unknown = fields - _DATE_FIELDS - {"symbol"}
@@ -127,6 +140,7 @@ class GenericFileProvider:
             extended_hours=self.timeframe.intraday,
             max_symbols=1 if self.per_symbol else 100,
             rate_limit=_LOCAL_RATE,
+            published_at_local_s=published_at_local_s,
         )
 
     @property
@@ -181,9 +195,10 @@ class GenericFileProvider:
             pad = 0 if self.timeframe == Timeframe.d1 else 8 * _DAY
             i0 = int(np.searchsorted(cal.midnights, start, side="left"))
             i1 = max(i0, int(np.searchsorted(cal.midnights, end + pad, side="left")))
-        now = self.now()
-        if i1 > i0 and cal.ext_closes[i1 - 1] > now:
-            raise NotSupported(f"{self.name}: files hold finished sessions only; [{start}, {end}) is not")
+        if i1 > i0 and session_final_at(self._capabilities, cal, i1 - 1) > self.now():
+            raise NotSupported(
+                f"{self.name}: files hold final (published) sessions only; [{start}, {end}) is not"
+            )
         return range(i0, i1)
 
     def _paths(self, symbols: Sequence[str], date: str | None) -> list[tuple[str | None, Path]]:
@@ -255,7 +270,7 @@ class GenericFileProvider:
             .sort(["symbol", "ts"], maintain_order=True)
         )
         for (symbol,), part in data.group_by("symbol", maintain_order=True):
-            out[str(symbol)] = BarBatch(
+            batch = BarBatch(
                 str(symbol),
                 self.timeframe,
                 self.name,
@@ -268,6 +283,8 @@ class GenericFileProvider:
                 vwap=part["vwap"].fill_null(float("nan")).to_numpy(),
                 trade_count=part["trade_count"].to_numpy().astype(np.int64),
             )
+            # Regular session only, every day alike (files hold 04:00-20:00 minutes).
+            out[str(symbol)] = session_bars(batch, self.calendar, extended=False)
         return out
 
 
@@ -277,7 +294,10 @@ class FlatFileProvider:
     Layout under ``root``: ``{dataset}/minute_aggs_v1/YYYY/MM/YYYY-MM-DD.csv.gz``
     and ``{dataset}/day_aggs_v1/...`` (plain ``.csv`` also read). Columns
     ``ticker,volume,open,close,high,low,window_start,transactions`` with
-    ``window_start`` in Unix nanoseconds. Minute files include extended hours.
+    ``window_start`` in Unix nanoseconds. Minute files include extended hours
+    (filtered to the regular session here). A session's files are published
+    the next morning: ``published_at_local_s`` after local midnight of the
+    session date, 07:00 New York the next calendar day by default.
     """
 
     def __init__(
@@ -288,6 +308,7 @@ class FlatFileProvider:
         name: str = "flatfiles",
         dataset: str = "us_stocks_sip",
         now: Callable[[], float] = time.time,
+        published_at_local_s: int = PUBLISHED_AT_LOCAL_S,
     ) -> None:
         self.root = Path(root)
         self.name = name
@@ -301,6 +322,7 @@ class FlatFileProvider:
                 calendar=calendar,
                 name=name,
                 now=now,
+                published_at_local_s=published_at_local_s,
             )
             for tf, folder in ((Timeframe.m1, "minute_aggs_v1"), (Timeframe.d1, "day_aggs_v1"))
         }
@@ -313,6 +335,7 @@ class FlatFileProvider:
             extended_hours=True,
             max_symbols=minute.max_symbols,
             rate_limit=_LOCAL_RATE,
+            published_at_local_s=published_at_local_s,
         )
 
     @property

@@ -279,16 +279,19 @@ def rows_list(value: Any, *, provider: str, field: str) -> list[Any]:
 def check_reach(capabilities: Capabilities, timeframe: Timeframe, start: int, end: int, now: float) -> None:
     """Refuse, with :class:`NotSupported`, what a provider cannot answer *completely*.
 
-    A provider asked beyond its history depth tends to answer with the part it
-    has, which would be recorded as covered: a silent hole. Refusing lets the
-    router try another provider.
+    A provider asked beyond its history depth (or before its history start)
+    tends to answer with the part it has, which would be recorded as covered:
+    a silent hole. Refusing lets the router try another provider. ``now`` is
+    the caller's clock: adapters built by bootstrap read the database clock.
     """
     name = capabilities.name
     if not capabilities.supports(timeframe):
         raise NotSupported(f"{name}: timeframe {timeframe.value} is not served natively")
-    days = capabilities.history_days.get(timeframe)
-    if days is not None and start < now - days * _DAY:
-        raise NotSupported(f"{name}: {timeframe.value} reaches back {days} days; {iso(start)} is older")
+    reach = capabilities.reach_start(timeframe, now)
+    if reach is not None and start < reach:
+        days = capabilities.history_days.get(timeframe)
+        depth = f"reaches back {days} days" if days is not None else "history"
+        raise NotSupported(f"{name}: {timeframe.value} {depth} starts {iso(reach)}; {iso(start)} is older")
     span = capabilities.max_span_days.get(timeframe)
     if span is not None and end - start > span * _DAY:
         raise NotSupported(f"{name}: {timeframe.value} requests span at most {span} days")

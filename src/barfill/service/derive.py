@@ -31,8 +31,8 @@ from barfill.domain.slices import CoverageSpan
 from barfill.domain.sources import Precedence, range_timeframe
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import DEFAULT_LAYERS, read_bars, upsert_bars
-from barfill.store.coverage import add_coverage, read_coverage
+from barfill.store.bars import delete_bars, read_bars, upsert_bars
+from barfill.store.coverage import add_coverage, drop_provisional, read_coverage
 from barfill.store.db import db_now
 
 
@@ -75,12 +75,18 @@ def derive_after(
     Runs inside the caller's transaction (the slice's completion), so derived
     bars land with their source or not at all.
 
+    Derived bars take ``layer``: from an ``intraday`` (provisional) source
+    they are intraday; a ``historical`` (final) derivation reads only final
+    coverage and historical source bars, so nothing provisional leaks into a
+    final bar.
+
     Args:
-        layer: the layer the derived bars are written to; ``historical`` ones
-            are computed from ``historical`` source bars only.
+        layer: the layer the derived bars are written to.
         precedence: the provider order reads use (``app.precedence``), so each
             bucket is computed from the source a read of ``source`` would show.
     """
+    final = Layer(layer) is Layer.historical
+    layers = (Layer.historical,) if final else (Layer.historical, Layer.intraday)
     written = 0
     fetched_at: float | None = None
     for d in derivations:
@@ -91,7 +97,7 @@ def derive_after(
         labels = labels[(labels >= lo) & (labels < hi)]
         if len(labels) == 0:
             continue
-        covered = read_coverage(conn, symbol_id, source)
+        covered = read_coverage(conn, symbol_id, source, final_only=final)
         complete = labels[complete_buckets(d.target, labels, covered, calendar)]
         if len(complete) == 0:
             continue
@@ -101,7 +107,7 @@ def derive_after(
             source,
             lo,
             hi,
-            layers=(Layer.historical,) if layer == Layer.historical else DEFAULT_LAYERS,
+            layers=layers,
             precedence=precedence,
             calendar=calendar,
             range_by=range_timeframe(d.target),
@@ -121,3 +127,32 @@ def derive_after(
             [CoverageSpan(s.start, s.end, coverage_expires_at) for s in spans],
         )
     return written
+
+
+def drop_provisional_after(
+    conn: Connection,
+    *,
+    symbol_id: int,
+    source: Timeframe,
+    start: int,
+    end: int,
+    derivations: Sequence[Derivation],
+    calendar: TradingCalendar,
+) -> int:
+    """Remove what is provisional in ``[start, end)`` of ``source`` once its final bars landed.
+
+    Inside the transaction that commits the final slice: the ``intraday`` bars
+    of ``source`` in the range (with or without a final twin), and of each
+    derived target the intraday bars and provisional coverage of every bucket
+    the range touches (their final versions are derived right after, from
+    final data only). The source's own provisional coverage is already cut by
+    the final coverage. Returns bars deleted.
+    """
+    deleted = delete_bars(conn, symbol_id, source, start, end, layer=Layer.intraday)
+    for d in derivations:
+        if d.source != source:
+            continue
+        lo, hi = touched_buckets(d.target, start, end, calendar)
+        deleted += delete_bars(conn, symbol_id, d.target, lo, hi, layer=Layer.intraday)
+        drop_provisional(conn, symbol_id, d.target, lo, hi)
+    return deleted

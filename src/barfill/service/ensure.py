@@ -1,10 +1,12 @@
 """``ensure``: record the desired coverage, answer at once, queue what is missing.
 
 It never waits for a provider. It answers with what is stored (coverage
-bounds), what is missing (gaps, bars), what cannot be filled (beyond every
-provider's history) and the job's progress, then queues the slices for the
-workers. Repeating it, even concurrently, gives one definition per
-(symbol, timeframe) and no duplicate slices (both are unique keys).
+bounds), what is missing (gaps, bars), what is pending (not final yet and not
+servable provisionally: planned later, by the tick), what cannot be filled
+(with the reason: no provider serves the timeframe, before every provider's
+history) and the job's progress, then queues the slices for the workers.
+Repeating it, even concurrently, gives one definition per (symbol, timeframe)
+and no duplicate slices (both are unique keys).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
-from barfill.store.coverage import read_coverage
+from barfill.store.coverage import read_coverage_view
 from barfill.store.db import db_now
 from barfill.store.definitions import Definition, get_definition, upsert_definition
 from barfill.store.symbols import ensure_symbols
@@ -63,6 +65,10 @@ class EnsureResult:
     slices_queued: int
     provider: str | None
     gap_spans: list[Interval] = field(default_factory=list, repr=False)
+    # Not servable yet (not final for its provider, none serves it provisionally): planned later.
+    pending: list[Interval] = field(default_factory=list)
+    # Why each ``unfillable`` interval can never be served (same order).
+    unfillable_reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +82,8 @@ class EnsureResult:
             "gaps": self.gaps,
             "bars_missing": self.bars_missing,
             "unfillable": [[_iso(u.start), _iso(u.end)] for u in self.unfillable],
+            "unfillable_reasons": list(self.unfillable_reasons),
+            "pending": [[_iso(p.start), _iso(p.end)] for p in self.pending],
             "slices_queued": self.slices_queued,
             "provider": self.provider,
         }
@@ -232,7 +240,7 @@ def ensure(
             for t in tickers
         ]
         defs = [(_definition(conn, def_id), created) for def_id, created in upserted]
-        coverages = [read_coverage(conn, ids[t], tf) for t in tickers]
+        coverages = [read_coverage_view(conn, ids[t], tf) for t in tickers]
     now = int(since)
     results: list[EnsureResult] = []
     new_slices = []
@@ -241,7 +249,7 @@ def ensure(
             defn, coverage, cal, app.router, now=now, max_attempts=app.settings.max_attempts
         )
         new_slices.extend(plan.slices)
-        inside = iv.intersect(coverage, [plan.window])
+        inside = iv.intersect(coverage.all, [plan.window])
         results.append(
             EnsureResult(
                 symbol=ticker,
@@ -259,6 +267,8 @@ def ensure(
                 slices_queued=len(plan.slices),
                 provider=plan.provider,
                 gap_spans=plan.gaps,
+                pending=plan.pending,
+                unfillable_reasons=plan.unfillable_reasons,
             )
         )
     if new_slices:

@@ -25,7 +25,7 @@ from barfill.bootstrap import App
 from barfill.domain.calendar import get_calendar
 from barfill.errors import BarfillError
 from barfill.service.planning import order_for_batching, plan_definition
-from barfill.store.coverage import coverage_map, expire_provisional
+from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import list_definitions
 from barfill.store.symbols import symbol_calendars
@@ -59,7 +59,7 @@ def tick(app: App) -> TickResult:
     with app.db.read() as conn:
         now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
         defs = list_definitions(conn, enabled=True)
-        coverage = coverage_map(conn)
+        coverage = coverage_views(conn)
         calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
     result.scanned = len(defs)
     new = []
@@ -68,7 +68,7 @@ def tick(app: App) -> TickResult:
             cal = get_calendar(calendars.get(defn.symbol_id, app.settings.calendar))
             plan = plan_definition(
                 defn,
-                coverage.get((defn.symbol_id, defn.timeframe), []),
+                coverage.get((defn.symbol_id, defn.timeframe), CoverageView()),
                 cal,
                 app.router,
                 now=now,

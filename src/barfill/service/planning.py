@@ -1,35 +1,56 @@
 """From a definition to the slices that fill its gaps: shared by ``ensure`` and the tick.
 
-The split that matters: gaps in sessions that have closed go to the router's
-historical providers and are stored as final bars; gaps in the session that is
-trading *now* go to the realtime providers, are stored in the ``intraday``
-layer and covered provisionally, so they are fetched again (and finally, after
-the close) once that coverage expires.
+The live-edge rule (:mod:`barfill.domain.finality`) splits a definition's
+gaps four ways, at ``now`` on the database clock:
+
+* **final**: each part goes to the most preferred historical provider that
+  will *ever* serve it (:meth:`Router.assign`), and is planned only once it is
+  final *for that provider* (layer ``historical``, stored once). Final gaps
+  ignore provisional coverage: a session covered provisionally is fetched
+  again, finally, once final.
+* **provisional**: not final yet for that provider, but complete bars a
+  configured realtime provider serves: planned on it, layer ``intraday``
+  (coverage that expires, refreshed). Unexpired provisional coverage counts
+  as covered here.
+* **pending**: not final yet and not servable provisionally (no realtime
+  provider, a forming bar, flat files before publication): nothing is
+  planned, nothing fails; reported as pending. The preferred provider is
+  waited for, never replaced by the next one.
+* **unfillable**: no configured provider can ever serve it (timeframe not
+  served, before every history start or rolling depth): reported with a
+  reason, never enqueued.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from barfill.domain import intervals as iv
+from barfill.domain.bars import Layer
 from barfill.domain.calendar import TradingCalendar
+from barfill.domain.finality import Finality, last_complete_end, servable_until, split
 from barfill.domain.intervals import Interval
 from barfill.domain.planner import find_gaps, plan_slices
-from barfill.domain.slices import NewSlice
-from barfill.domain.timeframes import Timeframe
+from barfill.domain.slices import NewSlice, PlannedSlice
 from barfill.providers.router import Router
+from barfill.store.coverage import CoverageView
 from barfill.store.definitions import Definition
 
 DAY_S = 86_400
+_FAR = 2**62
 
 
 @dataclass(frozen=True)
 class DefinitionPlan:
-    """What one definition needs now. Times are Unix seconds, UTC."""
+    """What one definition needs now. Times are Unix seconds, UTC; intervals ``[start, end)``.
+
+    ``gaps``/``holes``/``bars_missing`` count what is not covered at all
+    (neither finally nor provisionally). ``pending``: not yet servable (see
+    the module doc), planned later by itself. ``unfillable`` with
+    ``unfillable_reasons`` (one per interval, same order): what no configured
+    provider can ever serve.
+    """
 
     definition_id: int
     window: Interval
@@ -38,28 +59,9 @@ class DefinitionPlan:
     slices: list[NewSlice]
     unfillable: list[Interval]
     bars_missing: int
-    provider: str | None  # the provider the slices were sized for (historical part)
-
-
-@lru_cache(maxsize=1024)
-def closed_end(calendar: TradingCalendar, timeframe: Timeframe, now: int) -> int:
-    """The end of the last *complete* bar of ``timeframe`` at ``now``: never plan a forming bar.
-
-    Cached: a tick asks it once per definition with the same ``now``.
-    """
-    label = int(calendar.bucket(timeframe, np.asarray([now]))[0])
-    end = int(calendar.bar_end(timeframe, np.asarray([label]))[0])
-    return end if end <= now else label
-
-
-def reaches_open_session(calendar: TradingCalendar, end: int, now: float) -> bool:
-    """Whether [.., end) reaches into a session that has not closed at ``now``.
-
-    Such bars are provisional (layer ``intraday``, coverage that expires); all
-    others are final.
-    """
-    i = int(np.searchsorted(calendar.opens, end, side="left")) - 1
-    return i >= 0 and float(calendar.closes[i]) > now
+    provider: str | None  # the provider the slices were sized for (historical part first)
+    pending: list[Interval] = field(default_factory=list)
+    unfillable_reasons: list[str] = field(default_factory=list)
 
 
 def window_of(defn: Definition, calendar: TradingCalendar, now: int) -> Interval | None:
@@ -69,7 +71,7 @@ def window_of(defn: Definition, calendar: TradingCalendar, now: int) -> Interval
     else:
         assert defn.start is not None and defn.end is not None
         start, end = defn.start, defn.end
-    end = min(end, closed_end(calendar, defn.timeframe, now))
+    end = min(end, last_complete_end(calendar, defn.timeframe, now))
     start = max(start, calendar.first)
     return Interval(start, end) if start < end else None
 
@@ -94,69 +96,109 @@ def holes_of(
 
 def plan_definition(
     defn: Definition,
-    coverage: Sequence[Interval],
+    coverage: CoverageView | Sequence[Interval],
     calendar: TradingCalendar,
     router: Router,
     *,
     now: int,
     max_attempts: int,
 ) -> DefinitionPlan:
-    """Gaps of one definition and the fewest slices that fill them."""
+    """Gaps of one definition and the fewest slices that fill them, split by the live-edge rule.
+
+    Args:
+        coverage: the (symbol, timeframe)'s coverage, final and unexpired
+            provisional apart; a plain list is read as final coverage.
+        now: the database clock, Unix seconds UTC.
+    """
+    view = coverage if isinstance(coverage, CoverageView) else CoverageView(iv.normalize(coverage), [])
     window = window_of(defn, calendar, now)
     if window is None:
         return DefinitionPlan(defn.id, Interval(now, now + 1), [], 0, [], [], 0, None)
-    holes = holes_of(window, coverage, calendar)
+    holes = holes_of(window, view.all, calendar)
     gaps = [g for hole in holes for g in hole]
-    session = calendar.session_at(now)
-    live_from = int(calendar.opens[session]) if session is not None else None
-    parts: list[list[Interval]] = [gaps]
-    if live_from is not None:
-        parts = [
-            iv.subtract(gaps, [Interval(live_from, window.end + 1)]),
-            iv.intersect(gaps, [Interval(live_from, window.end + 1)]),
-        ]
+    final_gaps = gaps_of(window, view.final, calendar)
+    tf = defn.timeframe
+    assigned, unfillable = router.assign(tf, final_gaps, now=now, pinned=defn.provider)
+
     slices: list[NewSlice] = []
-    unfillable: list[Interval] = []
-    sized_for: str | None = None
-    for part in parts:
-        if not part:
-            continue
-        name = _provider_for(router, defn, part, now)
-        if name is None:
-            unfillable.extend(part)
-            continue
-        sized_for = sized_for or name
-        plan = plan_slices(part, defn.timeframe, router.capabilities(name), calendar, now=now)
-        unfillable.extend(plan.unfillable)
-        slices.extend(
-            NewSlice(
-                definition_id=defn.id,
-                symbol_id=defn.symbol_id,
-                timeframe=defn.timeframe,
-                start=s.start,
-                end=s.end,
-                provider=name,
-                priority=defn.priority,
-                max_attempts=max_attempts,
-            )
-            for s in plan.slices
-        )
-    missing = sum(len(calendar.bar_opens(defn.timeframe, h[0].start, h[-1].end)) for h in holes)
+    reasons: dict[Interval, str] = dict(unfillable)
+    waiting: list[Interval] = []  # not final yet for the provider that will serve it
+    for name, parts in assigned:
+        caps = router.capabilities(name)
+        by = split(caps, calendar, tf, parts, now)
+        waiting += by[Finality.provisional] + by[Finality.pending]
+        planned = plan_slices(by[Finality.final], tf, caps, calendar, now=now)
+        slices += _slices(defn, planned.slices, name, Layer.historical, max_attempts)
+        reasons |= {u: f"{name}: before its {tf.value} history reach" for u in planned.unfillable}
+
+    # (``not_final``, not ``pending``: that keyword is the queue's pending work.)
+    not_final = iv.normalize(waiting)
+    realtime = None
+    if not_final:
+        realtime = router.realtime_for(tf, not_final[0].start, now=now, pinned=defn.provider)
+    if realtime is not None:
+        caps = router.capabilities(realtime)
+        servable = iv.intersect(not_final, [Interval(-_FAR, servable_until(caps, calendar, tf, now))])
+        not_final = iv.subtract(not_final, servable)
+        todo = iv.subtract(servable, view.provisional)
+        planned = plan_slices(todo, tf, caps, calendar, now=now)
+        slices += _slices(defn, planned.slices, realtime, Layer.intraday, max_attempts)
+        not_final = iv.union(not_final, planned.unfillable)
+
+    unfillable_list, why = _merge_by_reason(reasons)
+    missing = sum(len(calendar.bar_opens(tf, h[0].start, h[-1].end)) for h in holes)
     return DefinitionPlan(
-        defn.id, window, gaps, len(holes), slices, iv.normalize(unfillable), missing, sized_for
+        definition_id=defn.id,
+        window=window,
+        gaps=gaps,
+        holes=len(holes),
+        slices=slices,
+        unfillable=unfillable_list,
+        bars_missing=missing,
+        provider=slices[0].provider if slices else (assigned[0][0] if assigned else None),
+        pending=not_final,
+        unfillable_reasons=why,
     )
 
 
-def _provider_for(router: Router, defn: Definition, part: Sequence[Interval], now: int) -> str | None:
-    start, end = part[0].start, part[-1].end
-    names = router.choose(defn.timeframe, start, end, now=now, pinned=defn.provider)
-    if names:
-        return names[0]
-    # Nobody reaches back far enough: size for the deepest provider that serves the
-    # timeframe; the planner reports what lies beyond its history as unfillable.
-    return router.deepest(defn.timeframe, pinned=defn.provider)
+def _merge_by_reason(reasons: dict[Interval, str]) -> tuple[list[Interval], list[str]]:
+    """Unfillable session pieces merged into stretches, one per run of the same reason.
+
+    A 2010 window is one unfillable stretch, not one per session: the closed
+    time between two pieces with the same reason joins them.
+    """
+    spans: list[Interval] = []
+    why: list[str] = []
+    for part in sorted(reasons):
+        if why and why[-1] == reasons[part]:
+            spans[-1] = Interval(spans[-1].start, max(spans[-1].end, part.end))
+        else:
+            spans.append(part)
+            why.append(reasons[part])
+    return spans, why
+
+
+def _slices(
+    defn: Definition, planned: Sequence[PlannedSlice], provider: str, layer: Layer, max_attempts: int
+) -> list[NewSlice]:
+    return [
+        NewSlice(
+            definition_id=defn.id,
+            symbol_id=defn.symbol_id,
+            timeframe=defn.timeframe,
+            start=s.start,
+            end=s.end,
+            provider=provider,
+            priority=defn.priority,
+            max_attempts=max_attempts,
+            layer=layer,
+        )
+        for s in planned
+    ]
 
 
 def order_for_batching(slices: Sequence[NewSlice]) -> list[NewSlice]:
     """Enqueue order that lets a worker claim same-range slices of many symbols together."""
-    return sorted(slices, key=lambda s: (-s.priority, s.provider, s.timeframe, s.start, s.end, s.symbol_id))
+    return sorted(
+        slices, key=lambda s: (-s.priority, s.provider, s.layer, s.timeframe, s.start, s.end, s.symbol_id)
+    )

@@ -11,6 +11,15 @@ to the router's next choice when it cannot serve → validate → one transactio
 retryable ones back off (honouring Retry-After, pushing the shared limiter
 for everyone on a 429). On stop: no new claims; in-flight slices get
 ``grace_s`` to finish, then are released untouched.
+
+Layers: a slice carries its layer (``historical`` = final, ``intraday`` =
+provisional), decided by the planner; the worker never picks one from its own
+clock. Before fetching it re-checks the live-edge rule
+(:mod:`barfill.domain.finality`) on the database clock: a final slice whose
+range is not final yet for its provider is released until it is (no attempt
+counted); a provisional slice whose range has become final is finished as
+``superseded`` unfetched. Committing a final slice removes the provisional
+bars and coverage of its range in the same transaction.
 """
 
 from __future__ import annotations
@@ -32,12 +41,13 @@ from sqlalchemy.engine import Connection
 from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
+from barfill.domain.finality import Finality, classify, final_at, final_until
+from barfill.domain.intervals import Interval
 from barfill.domain.planner import estimate_units
 from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
-from barfill.service.derive import Derivation, derive_after, parse_derivations
-from barfill.service.planning import reaches_open_session
+from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.store.definitions import get_definition
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
@@ -56,6 +66,8 @@ class WorkerStats:
     released: int = 0
     lease_lost: int = 0
     reaped: int = 0
+    deferred: int = 0  # final slices given back until their range is final for their provider
+    superseded: int = 0  # provisional slices whose range became final before they ran
     db_errors: int = 0
     requests: int = 0
     bars_written: int = 0
@@ -230,11 +242,11 @@ class Worker:
         ]
 
     def _group(self, claimed: Sequence[ClaimedSlice]) -> list[list[ClaimedSlice]]:
-        by_range: dict[tuple[str, str, int, int], list[ClaimedSlice]] = defaultdict(list)
+        by_range: dict[tuple[str, str, int, int, str], list[ClaimedSlice]] = defaultdict(list)
         for s in claimed:
-            by_range[(s.provider, s.timeframe.value, s.start, s.end)].append(s)
+            by_range[(s.provider, s.timeframe.value, s.start, s.end, s.layer.value)].append(s)
         groups: list[list[ClaimedSlice]] = []
-        for (provider_name, _, _, _), same in by_range.items():
+        for (provider_name, _, _, _, _), same in by_range.items():
             caps = self.app.providers[provider_name].capabilities
             group: list[ClaimedSlice] = []
             units = 0
@@ -295,9 +307,13 @@ class Worker:
                     log.warning("slice %s: heartbeat failed (%s)", s.id, e)
 
     async def _fetch_and_commit(self, group: list[ClaimedSlice], lost: set[int]) -> None:
-        first = group[0]
+        first = group[0]  # a group shares one range, provider and layer
         cal = self._calendar(first.symbol_id)
         attempted: list[str] = []
+        pinned = await asyncio.to_thread(self._pinned, first.definition_id)
+        now = await asyncio.to_thread(self.app.db.now)  # the rule runs on the database clock
+        if await self._not_due(group, cal, pinned, now):
+            return
 
         async def take_slot(name: str) -> None:
             attempted.append(name)
@@ -315,8 +331,9 @@ class Worker:
                 first.timeframe,
                 first.start,
                 first.end,
-                now=int(self.app.clock.now()),
-                pinned=await asyncio.to_thread(self._pinned, first.definition_id),
+                now=int(now),
+                layer=first.layer,
+                pinned=pinned,
                 prefer=first.provider,
                 on_attempt=take_slot,
             )
@@ -329,6 +346,51 @@ class Worker:
                 await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
             return
         await self._commit(group, batches, cal, lost)
+
+    async def _not_due(
+        self, group: list[ClaimedSlice], cal: TradingCalendar, pinned: str | None, now: float
+    ) -> bool:
+        """Re-check the live-edge rule at fetch time; True when the group was handled without fetching.
+
+        * A final (historical) slice whose range is not final yet for its
+          provider (planned early, or a clock moved back) is given back until
+          the moment it becomes final: no attempt counted, nothing failed.
+        * A provisional (intraday) slice whose range has become final for its
+          preferred historical provider meanwhile is finished as
+          ``superseded`` without a request: the final slice is planned on its own.
+        """
+        first = group[0]
+        tf, start, end = first.timeframe, first.start, first.end
+        if first.layer is Layer.historical:
+            provider = self.app.providers.get(first.provider)
+            if provider is None:
+                return False  # no longer configured: the router falls back or explains
+            caps = provider.capabilities
+            if classify(caps, cal, tf, start, end, now) is Finality.final:
+                return False
+            when = final_at(caps, cal, end)
+            for s in group:
+                await asyncio.to_thread(self._release_quietly, s, when)
+                self.stats.deferred += 1
+            return True
+        if first.layer is not Layer.intraday:
+            return False
+        assigned, _ = self.app.router.assign(tf, [Interval(start, end)], now=int(now), pinned=pinned)
+        if not assigned:
+            return False
+        name = assigned[0][0]
+        caps = self.app.router.capabilities(name)
+        if classify(caps, cal, tf, start, end, now) is not Finality.final:
+            return False
+        for s in group:
+            try:
+                await asyncio.to_thread(
+                    self.app.queue.supersede, s, f"superseded: range is final for {name}; fetched as final"
+                )
+                self.stats.superseded += 1
+            except LeaseLost:
+                self.stats.lease_lost += 1
+        return True
 
     def _pinned(self, definition_id: int) -> str | None:
         """The provider a definition is pinned to (cached: pins change rarely)."""
@@ -351,10 +413,14 @@ class Worker:
         (bars provisional), when provisional coverage expires.
         """
         now = await asyncio.to_thread(self.app.db.now)
-        first = group[0]  # a group shares one range, so one layer
-        live = reaches_open_session(cal, first.end, now)
-        layer = Layer.intraday if live else Layer.historical
+        first = group[0]  # a group shares one range, provider and layer
+        layer = first.layer
+        live = layer is Layer.intraday
         expires = now + self.app.settings.intraday_refresh_s if live else None
+        provider = self.app.providers.get(first.provider)
+        until = None
+        if not live and provider is not None:
+            until = final_until(provider.capabilities, cal, now, first.timeframe)
         items: list[CompletionItem] = []
         for s in group:
             if s.id in lost:
@@ -364,7 +430,9 @@ class Worker:
             if batch is None:
                 await self._fail(s, "bad_payload", f"provider answered without {s.symbol}", retryable=True)
                 continue
-            reasons = validate_bars(batch, start=s.start, end=s.end, calendar=cal, now=now, final=not live)
+            reasons = validate_bars(
+                batch, start=s.start, end=s.end, calendar=cal, now=now, final=True, final_until=until
+            )
             if reasons:
                 await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
                 continue
@@ -373,6 +441,16 @@ class Worker:
             return
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
+            if not live:  # final bars landed: nothing provisional may outlive them
+                drop_provisional_after(
+                    conn,
+                    symbol_id=s.symbol_id,
+                    source=s.timeframe,
+                    start=s.start,
+                    end=s.end,
+                    derivations=self.derivations,
+                    calendar=cal,
+                )
             derive_after(
                 conn,
                 symbol_id=s.symbol_id,
@@ -417,10 +495,13 @@ class Worker:
         else:
             self.stats.retried += 1
 
-    def _release_quietly(self, s: ClaimedSlice) -> None:
-        """Give a slice back; if that fails (lease gone, database down) its lease expires."""
+    def _release_quietly(self, s: ClaimedSlice, not_before: float | None = None) -> None:
+        """Give a slice back (until ``not_before``).
+
+        If that fails (lease gone, database down) its lease expires.
+        """
         try:
-            self.app.queue.release(s)
+            self.app.queue.release(s, not_before=not_before)
             self.stats.released += 1
         except BarfillError as e:
             log.info("slice %s not released (%s)", s.id, e)

@@ -26,7 +26,7 @@ import bisect
 import numbers
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -326,30 +326,105 @@ def _unexpired(conn: Connection) -> sa.ColumnElement[bool]:
     return sa.or_(coverage.c.expires_at.is_(None), coverage.c.expires_at > db_now(conn))
 
 
-def read_coverage(conn: Connection, symbol_id: int, timeframe: Timeframe | str) -> list[Interval]:
-    """Covered intervals of (symbol, timeframe): final plus unexpired provisional, normalized."""
+@dataclass(frozen=True)
+class CoverageView:
+    """Coverage of one (symbol, timeframe), final and provisional apart (each normalized).
+
+    The planner needs them apart: a final gap ignores provisional coverage (a
+    session covered provisionally is still to be fetched once final), while
+    provisional planning counts unexpired provisional coverage as covered.
+    """
+
+    final: list[Interval] = field(default_factory=list)
+    provisional: list[Interval] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[Interval]:
+        """Final plus unexpired provisional coverage, normalized."""
+        return normalize([*self.final, *self.provisional])
+
+
+def read_coverage(
+    conn: Connection, symbol_id: int, timeframe: Timeframe | str, *, final_only: bool = False
+) -> list[Interval]:
+    """Covered intervals of (symbol, timeframe), normalized: final plus unexpired provisional.
+
+    With ``final_only``, final coverage alone (what a final slice or a final
+    derivation may rely on).
+    """
     tf = Timeframe.parse(timeframe)
+    alive = coverage.c.expires_at.is_(None) if final_only else _unexpired(conn)
     rows = conn.execute(
         sa.select(coverage.c.start, coverage.c.end).where(
-            coverage.c.symbol_id == symbol_id, coverage.c.timeframe == tf.value, _unexpired(conn)
+            coverage.c.symbol_id == symbol_id, coverage.c.timeframe == tf.value, alive
         )
     )
     return normalize((int(s), int(e)) for s, e in rows)
 
 
+def read_coverage_view(conn: Connection, symbol_id: int, timeframe: Timeframe | str) -> CoverageView:
+    """Final and unexpired provisional coverage of (symbol, timeframe), apart."""
+    return coverage_views(conn, [symbol_id]).get((symbol_id, Timeframe.parse(timeframe)), CoverageView())
+
+
+def coverage_views(
+    conn: Connection, symbol_ids: Iterable[int] | None = None
+) -> dict[tuple[int, Timeframe], CoverageView]:
+    """:func:`read_coverage_view` of every (symbol, timeframe) at once (one query, for the tick)."""
+    query = sa.select(
+        coverage.c.symbol_id, coverage.c.timeframe, coverage.c.start, coverage.c.end, coverage.c.expires_at
+    ).where(_unexpired(conn))
+    if symbol_ids is not None:
+        query = query.where(coverage.c.symbol_id.in_(sorted(set(symbol_ids))))
+    final: dict[tuple[int, Timeframe], list[tuple[int, int]]] = defaultdict(list)
+    provisional: dict[tuple[int, Timeframe], list[tuple[int, int]]] = defaultdict(list)
+    for sid, tf, start, end, expires_at in conn.execute(query):
+        key = (int(sid), Timeframe(tf))
+        (final if expires_at is None else provisional)[key].append((int(start), int(end)))
+    return {
+        key: CoverageView(normalize(final.get(key, [])), normalize(provisional.get(key, [])))
+        for key in {*final, *provisional}
+    }
+
+
 def coverage_map(
     conn: Connection, symbol_ids: Iterable[int] | None = None
 ) -> dict[tuple[int, Timeframe], list[Interval]]:
-    """:func:`read_coverage` of every (symbol, timeframe) at once (one query, for the orchestrator's tick)."""
-    query = sa.select(coverage.c.symbol_id, coverage.c.timeframe, coverage.c.start, coverage.c.end).where(
-        _unexpired(conn)
-    )
-    if symbol_ids is not None:
-        query = query.where(coverage.c.symbol_id.in_(sorted(set(symbol_ids))))
-    spans: dict[tuple[int, Timeframe], list[tuple[int, int]]] = defaultdict(list)
-    for sid, tf, start, end in conn.execute(query):
-        spans[(int(sid), Timeframe(tf))].append((int(start), int(end)))
-    return {key: normalize(items) for key, items in spans.items()}
+    """:func:`read_coverage` of every (symbol, timeframe) at once (final plus unexpired provisional)."""
+    return {key: view.all for key, view in coverage_views(conn, symbol_ids).items()}
+
+
+def drop_provisional(
+    conn: Connection, symbol_id: int, timeframe: Timeframe | str, start: int, end: int
+) -> int:
+    """Remove provisional coverage of (symbol, timeframe) inside ``[start, end)``; returns rows touched.
+
+    Rows reaching outside keep their outside parts (same ``expires_at``).
+    Inside the caller's transaction: final bars replacing provisional ones
+    drop the provisional coverage that vouched for what was removed.
+    """
+    tf = Timeframe.parse(timeframe)
+    rows = conn.execute(
+        sa.select(coverage.c.id, coverage.c.start, coverage.c.end, coverage.c.expires_at).where(
+            coverage.c.symbol_id == symbol_id,
+            coverage.c.timeframe == tf.value,
+            coverage.c.expires_at.is_not(None),
+            coverage.c.start < end,
+            coverage.c.end > start,
+        )
+    ).all()
+    if not rows:
+        return 0
+    conn.execute(_DELETE_ROWS, {"b_ids": [int(r.id) for r in rows]})
+    now = _clock(conn, None)
+    keep = [
+        _row(symbol_id, tf, part, float(r.expires_at), now)
+        for r in rows
+        for part in subtract([Interval(int(r.start), int(r.end))], [Interval(start, end)])
+    ]
+    if keep:
+        conn.execute(sa.insert(coverage), keep)
+    return len(rows)
 
 
 def expire_provisional(conn: Connection) -> int:

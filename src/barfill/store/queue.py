@@ -64,7 +64,7 @@ _RUNNING = sa.literal_column("'running'", sa.String)
 _MAX_ERROR_MESSAGE = 4_000
 _MAX_ERROR_CODE = 64
 __all__ = ["Progress", "SqlQueue", "StuckSlice"]
-_RUNNABLE_KEY = ["definition_id", "start", "end", "provider"]
+_RUNNABLE_KEY = ["definition_id", "start", "end", "provider", "layer"]
 
 # A uuid4 in SQLite SQL: random hex with the version nibble and the variant bits set.
 _SQLITE_UUID4 = (
@@ -153,6 +153,7 @@ class SqlQueue(QueueReports):
                 job_runs.c.start,
                 job_runs.c.end,
                 job_runs.c.provider,
+                job_runs.c.layer,
                 job_runs.c.attempts,
                 job_runs.c.max_attempts,
                 job_runs.c.lease_token,
@@ -206,6 +207,7 @@ class SqlQueue(QueueReports):
                 attempts=r.attempts,
                 max_attempts=r.max_attempts,
                 lease_token=r.lease_token,
+                layer=Layer(r.layer),
             )
             for r in rows
         ]
@@ -255,7 +257,7 @@ class SqlQueue(QueueReports):
     # -- enqueue -------------------------------------------------------------------------------
 
     def enqueue(self, slices: Sequence[NewSlice]) -> int:
-        """Insert slices idempotently on (definition, start, end, provider).
+        """Insert slices idempotently on (definition, start, end, provider, layer).
 
         An existing slice is left alone unless it ``succeeded`` (its coverage
         expired since, e.g. a provisional intraday range): then it is queued
@@ -265,13 +267,13 @@ class SqlQueue(QueueReports):
         Raises:
             InvalidInput: for an empty or inverted range, or ``max_attempts < 1``.
         """
-        unique: dict[tuple[int, int, int, str], NewSlice] = {}
+        unique: dict[tuple[int, int, int, str, str], NewSlice] = {}
         for s in slices:
             if s.end <= s.start:
                 raise InvalidInput("slice", "start < end", s)
             if s.max_attempts < 1:
                 raise InvalidInput("max_attempts", "at least 1", s.max_attempts)
-            unique[(s.definition_id, s.start, s.end, s.provider)] = s
+            unique[(s.definition_id, s.start, s.end, s.provider, Layer(s.layer).value)] = s
         if not unique:
             return 0
         rows = [
@@ -282,6 +284,7 @@ class SqlQueue(QueueReports):
                 "start": int(s.start),
                 "end": int(s.end),
                 "provider": s.provider,
+                "layer": Layer(s.layer).value,
                 "priority": s.priority,
                 "max_attempts": s.max_attempts,
             }
@@ -491,8 +494,38 @@ class SqlQueue(QueueReports):
             _require(conn.execute(stmt, _lease(claimed)).rowcount, claimed)
         return status
 
-    def release(self, claimed: ClaimedSlice) -> None:
-        """Give a slice back untouched (graceful shutdown): queued again, this attempt not counted.
+    def release(self, claimed: ClaimedSlice, *, not_before: float | None = None) -> None:
+        """Give a slice back untouched: queued again, this attempt not counted.
+
+        Graceful shutdown releases with ``not_before`` None (runnable at once);
+        a worker that finds a final slice's range not final yet for its
+        provider releases it until the time it becomes final (database-clock
+        Unix seconds; see :func:`barfill.domain.finality.final_at`).
+
+        Raises:
+            LeaseLost: if the slice is no longer running under this lease.
+        """
+        values: dict[str, Any] = {} if not_before is None else {"not_before": float(not_before)}
+        stmt = (
+            sa.update(job_runs)
+            .where(_owned())
+            .values(
+                status="queued",
+                attempts=sa.case((job_runs.c.attempts > 0, job_runs.c.attempts - 1), else_=0),
+                updated_at=self._now,
+                **_RESET,
+                **values,
+            )
+        )
+        with self.db.write() as conn:
+            _require(conn.execute(stmt, _lease(claimed)).rowcount, claimed)
+
+    def supersede(self, claimed: ClaimedSlice, message: str) -> None:
+        """Finish a slice without fetching: its range is served by another slice now.
+
+        An ``intraday`` slice whose range became final meanwhile: the final
+        slice is planned on its own, so this one is ``succeeded`` with
+        ``error_code`` ``superseded``, 0 rows, and nothing written.
 
         Raises:
             LeaseLost: if the slice is no longer running under this lease.
@@ -501,8 +534,11 @@ class SqlQueue(QueueReports):
             sa.update(job_runs)
             .where(_owned())
             .values(
-                status="queued",
-                attempts=sa.case((job_runs.c.attempts > 0, job_runs.c.attempts - 1), else_=0),
+                status="succeeded",
+                rows_written=0,
+                error_code="superseded",
+                error_message=message[:_MAX_ERROR_MESSAGE],
+                finished_at=self._now,
                 updated_at=self._now,
                 **_RESET,
             )

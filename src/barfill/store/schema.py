@@ -120,6 +120,8 @@ job_runs = Table(
     Column("start", BigInteger, nullable=False),
     Column("end", BigInteger, nullable=False),
     Column("provider", String(40), nullable=False),
+    # historical: a final range, stored once; intraday: a provisional range (realtime provider).
+    Column("layer", String(12), nullable=False, server_default="historical"),
     Column("status", String(12), nullable=False, server_default="queued"),
     Column("priority", Integer, nullable=False, server_default="0"),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -136,7 +138,7 @@ job_runs = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
-    UniqueConstraint("definition_id", "start", "end", "provider"),
+    UniqueConstraint("definition_id", "start", "end", "provider", "layer"),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
     CheckConstraint('"start" < "end"', name="span"),
     # Runnable rows only: the claim scans this, never the finished history.
