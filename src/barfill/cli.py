@@ -32,6 +32,7 @@ from barfill.service.orchestrator import run_scheduler, tick
 from barfill.service.progress import JobRef
 from barfill.service.worker import Worker
 from barfill.store import migrate
+from barfill.store.definitions import validate_requester
 
 cli = typer.Typer(
     name="barfill",
@@ -46,6 +47,11 @@ universe_cli = typer.Typer(help="Add many symbols at once.", no_args_is_help=Tru
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(defs_cli, name="definitions")
 cli.add_typer(universe_cli, name="universe")
+
+# Default requesters: the CLI's definitions and a universe's are their own, apart from
+# the Python API's ("default"), so one does not silently replace another's window.
+CLI_REQUESTER = "cli"
+UNIVERSE_REQUESTER = "universe"
 
 out = Console()
 err = Console(stderr=True)
@@ -139,6 +145,13 @@ def ensure_cmd(
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO time with offset.")] = None,
     provider: Annotated[str | None, typer.Option(help="Pin one provider.")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    requester: Annotated[
+        str,
+        typer.Option(
+            help="Who asks: each requester keeps its own window and pinned provider per "
+            "symbol and timeframe; asking again as the same requester replaces its window."
+        ),
+    ] = CLI_REQUESTER,
     wait: Annotated[bool, typer.Option("--wait", help="Fetch now and show live progress.")] = False,
     work: Annotated[bool, typer.Option(help="With --wait: run a worker in this process.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
@@ -147,10 +160,18 @@ def ensure_cmd(
     Timeframe.parse(timeframe)  # argument mistakes first, before touching the database
     for ticker in symbols:
         validate_ticker(ticker)
+    validate_requester(requester)
     with _opened() as app:
         fx = Barfill.wrap(app)
         report = fx.ensure(
-            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+            symbols,
+            timeframe,
+            days=days,
+            start=start,
+            end=end,
+            priority=priority,
+            provider=provider,
+            requester=requester,
         )
         for notice in report.notices:
             err.print(f"[yellow]note:[/yellow] {notice}")
@@ -166,7 +187,14 @@ def ensure_cmd(
             return
         _watch(app, report.job, work=work)
         final = fx.ensure(
-            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+            symbols,
+            timeframe,
+            days=days,
+            start=start,
+            end=end,
+            priority=priority,
+            provider=provider,
+            requester=requester,
         )
         incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable]
         if incomplete:
@@ -180,7 +208,16 @@ def ensure_cmd(
 
 def _print_report(report: EnsureReport) -> None:
     table = Table(
-        "symbol", "tf", "def", "coverage", "gaps", "bars missing", "slices", "provider", "unfillable"
+        "symbol",
+        "tf",
+        "def",
+        "coverage",
+        "gaps",
+        "bars missing",
+        "queued",
+        "pending",
+        "provider",
+        "unfillable",
     )
     for r in report.results:
         cov = f"{_iso(r.coverage_from)} → {_iso(r.coverage_to)}" if r.coverage_from else "none"
@@ -192,6 +229,7 @@ def _print_report(report: EnsureReport) -> None:
             str(r.gaps),
             f"{r.bars_missing:,}",
             str(r.slices_queued),
+            str(r.slices_pending),
             r.provider or "-",
             "; ".join(f"{_iso(u.start)}→{_iso(u.end)}" for u in r.unfillable) or "-",
         )
@@ -317,11 +355,18 @@ def jobs_list(
 
 @jobs_cli.command("retry")
 def jobs_retry(
-    ids: Annotated[list[int] | None, typer.Argument(help="Slice ids; none = all failed.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Slice ids; none = every slice in --status.")
+    ] = None,
+    state: Annotated[
+        str, typer.Option("--status", help="Which slices to re-queue: failed, cancelled or all.")
+    ] = "failed",
 ) -> None:
-    """Re-queue failed slices."""
+    """Re-queue failed (or cancelled) slices with fresh attempts."""
+    if state not in ("failed", "cancelled", "all"):
+        raise InvalidInput("--status", "failed, cancelled or all", state)
     with _opened() as app:
-        n = app.queue.retry_failed(ids or None)
+        n = app.queue.retry(ids or None, status=state)
         out.print(f"re-queued {n} slice(s)")
 
 
@@ -344,12 +389,13 @@ def jobs_cancel(
 def defs_list() -> None:
     """All definitions with their coverage state."""
     with _opened() as app:
-        table = Table("id", "symbol", "tf", "window", "priority", "enabled", "provider")
+        table = Table("id", "symbol", "tf", "requester", "window", "priority", "enabled", "provider")
         for d in admin.list_defs(app):
             table.add_row(
                 str(d["id"]),
                 d["symbol"],
                 d["timeframe"],
+                d["requester"],
                 d["window"],
                 str(d["priority"]),
                 "yes" if d["enabled"] else "no",
@@ -383,8 +429,12 @@ def universe_add(
         str | None, typer.Option("--timeframe", "-t", help="Also ensure this timeframe.")
     ] = None,
     days: Annotated[int | None, typer.Option()] = None,
+    requester: Annotated[
+        str, typer.Option(help="Who asks (see `barfill ensure --help`).")
+    ] = UNIVERSE_REQUESTER,
 ) -> None:
     """Add the symbols in FILE (e.g. an S&P 500 list), optionally ensuring coverage for each."""
+    validate_requester(requester)
     if not file.is_file():
         raise InvalidInput("file", "a readable text file with one ticker a line", str(file))
     tickers: list[str] = []
@@ -401,7 +451,7 @@ def universe_add(
         out.print(f"{len(tickers)} symbol(s) read, {added} new")
         if timeframe:
             fx = Barfill.wrap(app)
-            report = fx.ensure(tickers, timeframe, days=days)
+            report = fx.ensure(tickers, timeframe, days=days, requester=requester)
             out.print(
                 f"ensured {len(report.results)} definition(s); "
                 f"{sum(r.slices_queued for r in report.results)} slice(s) queued"

@@ -2,8 +2,10 @@
 
 One tick: reap expired leases, archive old succeeded slices, drop expired
 provisional coverage (so today's bars are fetched again, and as final after
-the close), then plan every enabled definition by priority and enqueue the
-slices (idempotently). On PostgreSQL
+the close), then plan every enabled definition by priority, leaving out the
+ranges already queued or running for the same (symbol, timeframe) and those
+held back (failed slices cooling down, cancelled slices), and enqueue the
+slices (idempotently; a failed slice whose cool-down passed is revived). On PostgreSQL
 one scheduler is elected with an advisory lock held on its own connection; the
 others stand by and take over when that connection goes away. On SQLite
 (one machine) concurrent ticks are harmless: enqueue is idempotent.
@@ -28,6 +30,7 @@ from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import coverage_map, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import list_definitions
+from barfill.store.queue_reports import open_work
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.scheduler")
@@ -37,8 +40,9 @@ _LOCK_KEY = 0x62617266  # "barf": the scheduler's advisory lock id
 @dataclass
 class TickResult:
     scanned: int = 0
-    slices_created: int = 0
-    requeued: int = 0
+    slices_created: int = 0  # queued by this tick: inserted, requeued or revived
+    slices_revived: int = 0  # of which failed slices brought back after their cool-down
+    requeued: int = 0  # running slices whose lease expired
     expired: int = 0
     archived: int = 0
     duration_ms: float = 0.0
@@ -57,8 +61,16 @@ def tick(app: App) -> TickResult:
     with app.db.write() as conn:
         result.expired = expire_provisional(conn)
     with app.db.read() as conn:
-        now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
+        clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+        now = int(clock)
         defs = list_definitions(conn, enabled=True)
+        # Before coverage: a slice finishing in between is then pending or covered, not planned twice.
+        work = open_work(
+            conn,
+            now=clock,
+            cooldown_s=app.settings.failed_cooldown_s,
+            cooldown_max_s=app.settings.failed_cooldown_max_s,
+        )
         coverage = coverage_map(conn)
         calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
     result.scanned = len(defs)
@@ -73,13 +85,16 @@ def tick(app: App) -> TickResult:
                 app.router,
                 now=now,
                 max_attempts=app.settings.max_attempts,
+                pending=work.blocked((defn.symbol_id, defn.timeframe)),
             )
         except BarfillError as e:
             result.errors.append(f"definition {defn.id}: {e}")
             continue
         new.extend(plan.slices)
     if new:
-        result.slices_created = app.queue.enqueue(order_for_batching(new))
+        enqueued = app.queue.enqueue(order_for_batching(new), revive=False)
+        result.slices_created = enqueued.queued
+        result.slices_revived = enqueued.revived
     result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
     return result
 

@@ -100,20 +100,31 @@ def plan_definition(
     *,
     now: int,
     max_attempts: int,
+    pending: Sequence[Interval] = (),
 ) -> DefinitionPlan:
-    """Gaps of one definition and the fewest slices that fill them."""
+    """Gaps of one definition and the fewest slices that fill them, leaving out ``pending``.
+
+    ``pending``: ranges someone is already fetching for the same (symbol,
+    timeframe), from any definition (queued or running slices), plus, for
+    the scheduler, ranges it must leave alone (failed slices cooling down,
+    cancelled slices). They are subtracted from the gaps *before* slicing,
+    so as the clock moves and slice bounds with it, a new slice never
+    overlaps a live one: only the new sliver is planned. ``gaps``, ``holes``
+    and ``bars_missing`` still report everything missing (pending included).
+    """
     window = window_of(defn, calendar, now)
     if window is None:
         return DefinitionPlan(defn.id, Interval(now, now + 1), [], 0, [], [], 0, None)
     holes = holes_of(window, coverage, calendar)
     gaps = [g for hole in holes for g in hole]
+    todo = iv.subtract(gaps, iv.normalize(pending)) if pending else gaps
     session = calendar.session_at(now)
     live_from = int(calendar.opens[session]) if session is not None else None
-    parts: list[list[Interval]] = [gaps]
+    parts: list[list[Interval]] = [todo]
     if live_from is not None:
         parts = [
-            iv.subtract(gaps, [Interval(live_from, window.end + 1)]),
-            iv.intersect(gaps, [Interval(live_from, window.end + 1)]),
+            iv.subtract(todo, [Interval(live_from, window.end + 1)]),
+            iv.intersect(todo, [Interval(live_from, window.end + 1)]),
         ]
     slices: list[NewSlice] = []
     unfillable: list[Interval] = []

@@ -98,7 +98,9 @@ job_definitions = Table(
     Column("provider", String(40)),  # pinned provider, or NULL for the router's choice
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
-    UniqueConstraint("symbol_id", "timeframe"),
+    # Who asked (a scheduler, a notebook...): each requester keeps its own window and pin.
+    Column("requester", String(64), nullable=False, server_default="default"),
+    UniqueConstraint("symbol_id", "timeframe", "requester"),
     CheckConstraint(
         'window_days > 0 OR ("start" IS NOT NULL AND "end" IS NOT NULL AND "start" < "end")',
         name="window",
@@ -133,6 +135,8 @@ job_runs = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
+    # Times the tick brought this slice back from failed (its cool-down doubles each time).
+    Column("revivals", Integer, nullable=False, server_default="0"),
     UniqueConstraint("definition_id", "start", "end", "provider"),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
     CheckConstraint('"start" < "end"', name="span"),
