@@ -117,15 +117,13 @@ def plan_definition(
         return DefinitionPlan(defn.id, Interval(now, now + 1), [], 0, [], [], 0, None)
     holes = holes_of(window, coverage, calendar)
     gaps = [g for hole in holes for g in hole]
-    todo = iv.subtract(gaps, iv.normalize(pending)) if pending else gaps
+    runs = _runs_between(gaps, iv.normalize(pending)) if pending else [gaps]
     session = calendar.session_at(now)
     live_from = int(calendar.opens[session]) if session is not None else None
-    parts: list[list[Interval]] = [todo]
+    parts: list[list[Interval]] = runs
     if live_from is not None:
-        parts = [
-            iv.subtract(todo, [Interval(live_from, window.end + 1)]),
-            iv.intersect(todo, [Interval(live_from, window.end + 1)]),
-        ]
+        live = [Interval(live_from, window.end + 1)]
+        parts = [p for run in runs for p in (iv.subtract(run, live), iv.intersect(run, live))]
     slices: list[NewSlice] = []
     unfillable: list[Interval] = []
     sized_for: str | None = None
@@ -156,6 +154,30 @@ def plan_definition(
     return DefinitionPlan(
         defn.id, window, gaps, len(holes), slices, iv.normalize(unfillable), missing, sized_for
     )
+
+
+def _runs_between(gaps: Sequence[Interval], pending: Sequence[Interval]) -> list[list[Interval]]:
+    """``gaps − pending``, cut into runs that no pending range lies between.
+
+    The planner packs the gaps of one run into as few requests as it can,
+    and a request spans everything between its first and last gap: planned
+    as one run, two gaps on either side of a pending slice would fetch that
+    slice's range again. Both arguments normalized.
+    """
+    runs: list[list[Interval]] = []
+    j = 0
+    for piece in iv.subtract(gaps, pending):
+        # Pieces never overlap pending ranges: one starting before this piece (and not
+        # before the previous one) lies between the two.
+        between = False
+        while j < len(pending) and pending[j].start < piece.start:
+            between = True
+            j += 1
+        if runs and not between:
+            runs[-1].append(piece)
+        else:
+            runs.append([piece])
+    return runs
 
 
 def _provider_for(router: Router, defn: Definition, part: Sequence[Interval], now: int) -> str | None:
