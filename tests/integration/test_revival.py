@@ -18,7 +18,8 @@ from barfill.domain.backoff import failed_cooldown
 from barfill.domain.intervals import Interval
 from barfill.domain.slices import NewSlice
 from barfill.domain.timeframes import Timeframe
-from barfill.errors import InvalidInput
+from barfill.errors import InvalidInput, NotPublishedYet
+from barfill.providers.flatfiles import NOT_PUBLISHED_RETRY_S
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition
 from barfill.store.queue import SqlQueue
@@ -197,3 +198,19 @@ def test_failed_cooldown_doubles_and_is_capped() -> None:
     assert failed_cooldown(10_000, 1.0, 7.0) == 7.0
     with pytest.raises(ValueError, match="revivals"):
         failed_cooldown(-1, 1.0, 2.0)
+
+
+def test_not_published_yet_waits_an_hour_per_attempt(db: Database, queue: SqlQueue) -> None:
+    sid, did = _setup(db)
+    queue.enqueue(_slices(did, sid, 1))
+    (c,) = queue.claim("w", 1, 30)
+    before = db.now()
+    error = NotPublishedYet("files: no file for 2024-03-14 yet", retry_after_s=NOT_PUBLISHED_RETRY_S)
+    status = queue.fail(
+        c, error.code, str(error), retryable=error.retryable, retry_after_s=error.retry_after_s
+    )
+    assert status == "queued"
+    row = _row(db, c.id)
+    assert (row.attempts, row.error_code) == (1, "not_published")
+    assert row.not_before >= before + NOT_PUBLISHED_RETRY_S - 1
+    assert queue.claim("w", 1, 30) == []  # not before an hour has passed
