@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,12 @@ from barfill.store.schema import job_runs
 from tests.e2e.helpers import make_app
 
 CAL = get_calendar()
-WINDOW = {"start": "2024-01-02", "end": "2024-03-01"}
+START, END = "2024-01-02", "2024-03-01"
 COOLDOWN = 600.0
 
 
 @pytest.fixture
-def app(db: Database) -> App:
+def app(db: Database) -> Iterator[App]:
     # A small page: the window is several slices.
     synthetic = SyntheticProvider(calendar=CAL, page_limit=100)
     built = make_app(
@@ -44,7 +45,7 @@ def app(db: Database) -> App:
 
 
 def _ensure(app: App) -> tuple[int, int]:
-    (result,) = ensure(app, ["AAPL"], "h1", **WINDOW).results
+    (result,) = ensure(app, ["AAPL"], "h1", start=START, end=END).results
     return result.slices_queued, result.slices_pending
 
 
@@ -85,7 +86,7 @@ def test_a_failed_range_comes_back_on_the_next_ensure_and_is_counted(app: App) -
     # And the range is really fetched.
     stats = asyncio.run(Worker(app, poll_s=0.05).run(drain=True))
     assert stats.succeeded == queued and stats.failed == 0
-    (done,) = ensure(app, ["AAPL"], "h1", **WINDOW).results
+    (done,) = ensure(app, ["AAPL"], "h1", start=START, end=END).results
     assert done.has_coverage and (done.slices_queued, done.slices_pending) == (0, 0)
 
 

@@ -9,6 +9,7 @@ stopped being kept current.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -40,7 +41,7 @@ def providers() -> dict[str, SyntheticProvider]:
 
 
 @pytest.fixture
-def app(db: Database, providers: dict[str, SyntheticProvider]) -> App:
+def app(db: Database, providers: dict[str, SyntheticProvider]) -> Iterator[App]:
     built = make_app(db, providers, historical_providers=["main", "backup"], derivations=[])
     yield built
     built.close()
