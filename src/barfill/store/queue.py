@@ -322,7 +322,9 @@ class SqlQueue(QueueReports):
     def _enqueue_chunk(
         self, conn: Connection, rows: list[dict[str, Any]], now: float, revive: bool, tally: _Tally
     ) -> None:
-        key_cols = sa.tuple_(*(job_runs.c[k] for k in _RUNNABLE_KEY))
+        # The unique key's leading columns as two IN lists: both databases seek the unique
+        # index for each pair (a row-value IN list scans the table on SQLite); exact keys
+        # are picked in Python.
         found = conn.execute(
             sa.select(
                 *(job_runs.c[k] for k in _RUNNABLE_KEY),
@@ -330,9 +332,13 @@ class SqlQueue(QueueReports):
                 job_runs.c.status,
                 job_runs.c.finished_at,
                 job_runs.c.revivals,
-            ).where(key_cols.in_([_key(r) for r in rows]))
+            ).where(
+                job_runs.c.definition_id.in_(sorted({r["definition_id"] for r in rows})),
+                job_runs.c.start.in_(sorted({r["start"] for r in rows})),
+            )
         ).all()
-        existing = {tuple(getattr(f, k) for k in _RUNNABLE_KEY): f for f in found}
+        wanted = {_key(r) for r in rows}
+        existing = {k: f for f in found if (k := tuple(getattr(f, c) for c in _RUNNABLE_KEY)) in wanted}
         fresh = [r for r in rows if _key(r) not in existing]
         if fresh:
             stamped = [

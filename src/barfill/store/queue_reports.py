@@ -19,7 +19,7 @@ from barfill.domain.backoff import failed_cooldown
 from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
 from barfill.store.db import Database
-from barfill.store.schema import JOB_STATUSES, job_runs
+from barfill.store.schema import JOB_STATUSES, job_definitions, job_runs
 
 
 @dataclass(frozen=True)
@@ -201,10 +201,15 @@ def open_work(
     query = sa.select(r.symbol_id, r.timeframe, r.start, r.end, r.status, r.finished_at, r.revivals).where(
         r.status.in_(("queued", "running", "failed", "cancelled"))
     )
-    if symbol_ids is not None:
-        query = query.where(r.symbol_id.in_(sorted(set(symbol_ids))))
-    if timeframe is not None:
-        query = query.where(r.timeframe == Timeframe.parse(timeframe).value)
+    if symbol_ids is not None or timeframe is not None:
+        # Through the definitions: job_runs is indexed on (definition_id, status).
+        d = job_definitions.c
+        defs = sa.select(d.id)
+        if symbol_ids is not None:
+            defs = defs.where(d.symbol_id.in_(sorted(set(symbol_ids))))
+        if timeframe is not None:
+            defs = defs.where(d.timeframe == Timeframe.parse(timeframe).value)
+        query = query.where(r.definition_id.in_(defs.scalar_subquery()))
     pending: dict[WorkKey, list[Interval]] = {}
     held: dict[WorkKey, list[Interval]] = {}
     for row in conn.execute(query.order_by(r.symbol_id, r.timeframe, r.start, r.end)):
