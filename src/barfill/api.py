@@ -32,6 +32,7 @@ from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.service.worker import Worker, WorkerStats
 from barfill.store import migrate
 from barfill.store.bars import read_bars_frame
+from barfill.store.definitions import DEFAULT_REQUESTER
 from barfill.store.symbols import symbol_calendars, symbol_id
 
 TimeLike = datetime | date | str | int
@@ -97,6 +98,7 @@ class Barfill:
         end: TimeLike | None = None,
         priority: int = 0,
         provider: str | None = None,
+        requester: str = DEFAULT_REQUESTER,
     ) -> EnsureReport:
         """Record the desired coverage and queue what is missing; returns at once.
 
@@ -106,10 +108,26 @@ class Barfill:
                 datetime, an ISO 8601 time with offset, or Unix seconds.
             end: a date-only end is **inclusive** (``"2024-12-31"`` includes
                 Dec 31's session); a datetime/ISO time/Unix seconds is exclusive.
+            requester: who asks (default ``"default"``): each requester keeps
+                its own window and pinned provider per (symbol, timeframe), so
+                a notebook's backfill (``requester="notebook"``) leaves a
+                scheduler's rolling window alone.
+
+        Failed or cancelled slices of the window are revived; ``slices_queued``
+        counts what this call queued and ``slices_pending`` what was already
+        queued or running.
         """
         items = [symbols] if isinstance(symbols, str) else list(symbols)
         return ensure(
-            self.app, items, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+            self.app,
+            items,
+            timeframe,
+            days=days,
+            start=start,
+            end=end,
+            priority=priority,
+            provider=provider,
+            requester=requester,
         )
 
     def progress(self, job: JobRef) -> Progress:

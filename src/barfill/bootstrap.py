@@ -215,7 +215,13 @@ def build(
     historical = _auto_order(settings.historical_providers, built)
     realtime = _auto_order(settings.realtime_providers, built)
     router = Router(built, historical=historical, realtime=realtime, calendar=calendar)
-    queue = SqlQueue(db, backoff_base_s=settings.backoff_base_s, backoff_cap_s=settings.backoff_cap_s)
+    queue = SqlQueue(
+        db,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_cap_s=settings.backoff_cap_s,
+        failed_cooldown_s=settings.failed_cooldown_s,
+        failed_cooldown_max_s=settings.failed_cooldown_max_s,
+    )
     return App(
         settings=settings,
         db=db,

@@ -32,6 +32,7 @@ from barfill.service.orchestrator import run_scheduler, tick
 from barfill.service.progress import JobRef
 from barfill.service.worker import Worker
 from barfill.store import migrate
+from barfill.store.definitions import validate_requester
 from barfill.store.symbols import symbol_id
 
 cli = typer.Typer(
@@ -47,6 +48,11 @@ universe_cli = typer.Typer(help="Add many symbols at once.", no_args_is_help=Tru
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(defs_cli, name="definitions")
 cli.add_typer(universe_cli, name="universe")
+
+# Default requesters: the CLI's definitions and a universe's are their own, apart from
+# the Python API's ("default"), so one does not silently replace another's window.
+CLI_REQUESTER = "cli"
+UNIVERSE_REQUESTER = "universe"
 
 out = Console()
 err = Console(stderr=True)
@@ -149,6 +155,13 @@ def ensure_cmd(
     end: EndOpt = None,
     provider: Annotated[str | None, typer.Option(help="Pin one provider.")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    requester: Annotated[
+        str,
+        typer.Option(
+            help="Who asks: each requester keeps its own window and pinned provider per "
+            "symbol and timeframe; asking again as the same requester replaces its window."
+        ),
+    ] = CLI_REQUESTER,
     wait: Annotated[bool, typer.Option("--wait", help="Fetch now and show live progress.")] = False,
     work: Annotated[bool, typer.Option(help="With --wait: run a worker in this process.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
@@ -157,10 +170,18 @@ def ensure_cmd(
     Timeframe.parse(timeframe)  # argument mistakes first, before touching the database
     for ticker in symbols:
         validate_ticker(ticker)
+    validate_requester(requester)
     with _opened() as app:
         fx = Barfill.wrap(app)
         report = fx.ensure(
-            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+            symbols,
+            timeframe,
+            days=days,
+            start=start,
+            end=end,
+            priority=priority,
+            provider=provider,
+            requester=requester,
         )
         for notice in report.notices:
             err.print(f"[yellow]note:[/yellow] {notice}")
@@ -176,7 +197,14 @@ def ensure_cmd(
             return
         _watch(app, report.job, work=work)
         final = fx.ensure(
-            symbols, timeframe, days=days, start=start, end=end, priority=priority, provider=provider
+            symbols,
+            timeframe,
+            days=days,
+            start=start,
+            end=end,
+            priority=priority,
+            provider=provider,
+            requester=requester,
         )
         # Pending ranges (not final yet, no realtime provider) are filled later by the scheduler.
         incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable and not r.pending]
@@ -197,9 +225,10 @@ def _print_report(report: EnsureReport) -> None:
         "coverage",
         "gaps",
         "bars missing",
-        "slices",
-        "provider",
+        "queued",
         "pending",
+        "provider",
+        "not yet servable",
         "unfillable",
     )
     for r in report.results:
@@ -212,6 +241,7 @@ def _print_report(report: EnsureReport) -> None:
             str(r.gaps),
             f"{r.bars_missing:,}",
             str(r.slices_queued),
+            str(r.slices_pending),
             r.provider or "-",
             "; ".join(f"{_iso(p.start)}→{_iso(p.end)}" for p in r.pending) or "-",
             "; ".join(
@@ -342,11 +372,18 @@ def jobs_list(
 
 @jobs_cli.command("retry")
 def jobs_retry(
-    ids: Annotated[list[int] | None, typer.Argument(help="Slice ids; none = all failed.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Slice ids; none = every slice in --status.")
+    ] = None,
+    state: Annotated[
+        str, typer.Option("--status", help="Which slices to re-queue: failed, cancelled or all.")
+    ] = "failed",
 ) -> None:
-    """Re-queue failed slices."""
+    """Re-queue failed (or cancelled) slices with fresh attempts."""
+    if state not in ("failed", "cancelled", "all"):
+        raise InvalidInput("--status", "failed, cancelled or all", state)
     with _opened() as app:
-        n = app.queue.retry_failed(ids or None)
+        n = app.queue.retry(ids or None, status=state)
         out.print(f"re-queued {n} slice(s)")
 
 
@@ -369,12 +406,13 @@ def jobs_cancel(
 def defs_list() -> None:
     """All definitions with their coverage state."""
     with _opened() as app:
-        table = Table("id", "symbol", "tf", "window", "priority", "enabled", "provider")
+        table = Table("id", "symbol", "tf", "requester", "window", "priority", "enabled", "provider")
         for d in admin.list_defs(app):
             table.add_row(
                 str(d["id"]),
                 d["symbol"],
                 d["timeframe"],
+                d["requester"],
                 d["window"],
                 str(d["priority"]),
                 "yes" if d["enabled"] else "no",
@@ -408,8 +446,12 @@ def universe_add(
         str | None, typer.Option("--timeframe", "-t", help="Also ensure this timeframe.")
     ] = None,
     days: Annotated[int | None, typer.Option()] = None,
+    requester: Annotated[
+        str, typer.Option(help="Who asks (see `barfill ensure --help`).")
+    ] = UNIVERSE_REQUESTER,
 ) -> None:
     """Add the symbols in FILE (e.g. an S&P 500 list), optionally ensuring coverage for each."""
+    validate_requester(requester)
     if not file.is_file():
         raise InvalidInput("file", "a readable text file with one ticker a line", str(file))
     tickers: list[str] = []
@@ -426,7 +468,7 @@ def universe_add(
         out.print(f"{len(tickers)} symbol(s) read, {added} new")
         if timeframe:
             fx = Barfill.wrap(app)
-            report = fx.ensure(tickers, timeframe, days=days)
+            report = fx.ensure(tickers, timeframe, days=days, requester=requester)
             out.print(
                 f"ensured {len(report.results)} definition(s); "
                 f"{sum(r.slices_queued for r in report.results)} slice(s) queued"

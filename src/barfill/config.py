@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     backoff_base_s: float = Field(default=2.0, gt=0)
     backoff_cap_s: float = Field(default=600.0, gt=0)
     tick_interval_s: float = Field(default=30.0, gt=0)
+    # A failed slice rests this long before the scheduler tries it again, doubling
+    # with each revival up to the max (an explicit ensure or `jobs retry` skips it).
+    failed_cooldown_s: float = Field(default=3600.0, gt=0)
+    failed_cooldown_max_s: float = Field(default=86_400.0, gt=0)
     intraday_refresh_s: float = Field(default=300.0, gt=0)
     # Succeeded slices older than this are deleted by the tick (coverage is the record).
     archive_after_s: float = Field(default=7 * 86_400.0, ge=0)
@@ -161,6 +165,15 @@ class Settings(BaseSettings):
             if not sep or dst.seconds <= src.seconds:
                 raise ValueError(f"expected 'SOURCE->TARGET' with a coarser target, got {item!r}")
         return v
+
+    @model_validator(mode="after")
+    def _check_cooldown(self) -> Settings:
+        if self.failed_cooldown_max_s < self.failed_cooldown_s:
+            raise ValueError(
+                "failed_cooldown_max_s: expected at least failed_cooldown_s "
+                f"({self.failed_cooldown_s:g}), got {self.failed_cooldown_max_s:g}"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -86,6 +86,18 @@ class NotSupported(ProviderError):
         super().__init__("not_supported", message, retryable=False)
 
 
+class NotPublishedYet(ProviderError):
+    """The data may exist later (a day's flat file is published the next morning): retry much later.
+
+    Retryable with a long ``retry_after_s``, so a slice waiting for a file
+    spends one attempt per wait, not its whole budget in a minute; once its
+    attempts are spent, the scheduler still revives it after a cool-down.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__("not_published", message, retryable=True, retry_after_s=retry_after_s)
+
+
 class InvalidBars(BarfillError):
     """A provider returned bars that fail validation; nothing of the batch is stored."""
 

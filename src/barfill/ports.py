@@ -9,14 +9,21 @@ async (httpx).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.capabilities import Capabilities, RateLimit
-from barfill.domain.slices import ClaimedSlice, CompleteManyResult, CompletionItem, CoverageSpan, NewSlice
+from barfill.domain.slices import (
+    ClaimedSlice,
+    CompleteManyResult,
+    CompletionItem,
+    CoverageSpan,
+    EnqueueResult,
+    NewSlice,
+)
 from barfill.domain.timeframes import Timeframe
 
 
@@ -76,8 +83,13 @@ class RateLimiter(Protocol):
 class JobQueue(Protocol):
     """Slices in the database. Every change after a claim checks status and lease token."""
 
-    def enqueue(self, slices: Sequence[NewSlice]) -> int:
-        """Insert slices idempotently; returns how many were new (or re-queued)."""
+    def enqueue(self, slices: Sequence[NewSlice], *, revive: bool = False) -> EnqueueResult:
+        """Insert slices idempotently; says which were inserted, re-queued, revived, pending or held.
+
+        ``revive`` (an explicit ``ensure``) brings failed and cancelled slices
+        back at once; without it (the scheduler) a failed slice comes back
+        only after its cool-down and a cancelled one never.
+        """
         ...
 
     def claim(
@@ -147,4 +159,8 @@ class JobQueue(Protocol):
 
     def reap(self) -> int:
         """Re-queue running slices whose lease expired; returns how many."""
+        ...
+
+    def retry(self, ids: Iterable[int] | None = None, *, status: str = "failed") -> int:
+        """Queue failed, cancelled or ``all`` such slices again with fresh attempts; returns how many."""
         ...

@@ -43,6 +43,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         (["ensure", "AAPL", "-t", "h1", "--days", "5", "--provider", "nope"], "provider"),
         (["bars", "AAPL", "-t", "h1", "--format", "xml"], "format"),
         (["jobs", "list", "--status", "done"], "status"),
+        (["jobs", "retry", "--status", "done"], "status"),
+        (["ensure", "AAPL", "-t", "h1", "--days", "5", "--requester", "my notebook"], "requester"),
         (["export", "AAPL", "-t", "h1", "--out", "x.txt", "--format", "xls"], "format"),
     ],
 )
@@ -143,6 +145,37 @@ def test_operator_commands(capsys, env: Path) -> None:
     assert code == 2 and "ids" in err
     code, out, _ = run(capsys, "keys")
     assert code == 0 and "synthetic" in out
+
+
+def test_requesters_keep_their_own_windows_and_counts_are_true(capsys, env: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    code, out, err = run(capsys, "ensure", "AAPL", "-t", "d1", "--days", "365", "--json")
+    assert code == 0, err
+    (first,) = json.loads(out)["results"]
+    assert (first["requester"], first["slices_queued"], first["slices_pending"]) == ("cli", 1, 0)
+    code, out, _ = run(capsys, "ensure", "AAPL", "-t", "d1", "--days", "365", "--json")
+    (again,) = json.loads(out)["results"]
+    assert (again["definition_id"], again["slices_queued"], again["slices_pending"]) == (
+        first["definition_id"],
+        0,
+        1,
+    )
+    code, out, _ = run(
+        capsys,
+        "ensure",
+        "AAPL",
+        "-t",
+        "d1",
+        "--start",
+        "2015-01-02",
+        "--end",
+        "2016-01-01",
+        "--requester",
+        "nb",
+    )
+    assert code == 0
+    code, out, _ = run(capsys, "definitions", "list")
+    assert code == 0 and "cli" in out and "nb" in out and "365 days" in out and "2015-01-02" in out
 
 
 def test_status_shows_stuck_slices(capsys, env: Path, monkeypatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
-from barfill.errors import InvalidInput, NotSupported, ProviderError
+from barfill.errors import InvalidInput, NotPublishedYet, NotSupported, ProviderError
 from barfill.ports import Provider
 from barfill.providers.flatfiles import FlatFileProvider, GenericFileProvider
 
@@ -113,6 +113,22 @@ async def test_polygon_day_files_are_stamped_at_local_midnight(polygon_root: Pat
     assert list(got["AAPL"].ts) == [ts("2024-03-12 04:00"), ts("2024-03-13 04:00")]
     assert list(got["AAPL"].close) == [174.0, 175.5]
     assert list(got["MSFT"].ts) == [ts("2024-03-12 04:00"), ts("2024-03-13 04:00")]
+
+
+async def test_missing_file_for_yesterday_is_retried_an_hour_later(polygon_root: Path) -> None:
+    """The next morning, before the day's file is published: retryable, once an hour."""
+    next_morning = ts("2024-03-15 11:00")  # 07:00 New York; the 14th closed at 20:00 UTC
+    p = FlatFileProvider(polygon_root, calendar=CAL, now=lambda: next_morning)
+    with pytest.raises(NotPublishedYet) as e:
+        await p.fetch(["AAPL"], M1, ts("2024-03-12"), ts("2024-03-15"))  # no file for the 14th
+    assert (e.value.code, e.value.retryable, e.value.retry_after_s) == ("not_published", True, 3600.0)
+    assert "2024-03-14.csv.gz" in str(e.value)
+    # Four days after its close the file is not coming by itself: permanent (until a cool-down).
+    days_later = ts("2024-03-14 20:00") + 4 * 86_400 + 1
+    p = FlatFileProvider(polygon_root, calendar=CAL, now=lambda: days_later)
+    with pytest.raises(ProviderError) as late:
+        await p.fetch(["AAPL"], M1, ts("2024-03-12"), ts("2024-03-15"))
+    assert (late.value.code, late.value.retryable) == ("missing_file", False)
 
 
 async def test_missing_file_for_a_trading_day_is_a_permanent_error(polygon_root: Path) -> None:

@@ -47,7 +47,7 @@ def test_existing_slices_survive_the_upgrade_as_historical(db: Database) -> None
     # A provisional twin of the same range is a different slice now.
     queue = SqlQueue(db)
     twin = NewSlice(did, sid, Timeframe.h1, T0, T0 + 3600, "polygon", layer=Layer.intraday)
-    assert queue.enqueue([twin]) == 1
-    assert queue.enqueue([twin]) == 0  # idempotent on the key with its layer
+    assert queue.enqueue([twin]).queued == 1
+    assert queue.enqueue([twin]).queued == 0  # idempotent on the key with its layer
     (claimed,) = queue.claim("w", 5, 60.0)
     assert claimed.layer is Layer.intraday and claimed.provider == "polygon"

@@ -80,24 +80,28 @@ def queue(db: Database) -> SqlQueue:
 
 def test_enqueue_is_idempotent(db: Database, queue: SqlQueue) -> None:
     sid, did = _setup(db)
-    assert queue.enqueue(_slices(did, sid, 5)) == 5
-    assert queue.enqueue(_slices(did, sid, 5)) == 0
-    assert queue.enqueue(_slices(did, sid, 5) + _slices(did, sid, 5)) == 0
-    assert queue.enqueue(_slices(did, sid, 6)) == 1
+    first = queue.enqueue(_slices(did, sid, 5))
+    assert (first.queued, first.inserted, first.already_pending) == (5, 5, 0)
+    again = queue.enqueue(_slices(did, sid, 5))
+    assert (again.queued, again.already_pending, again.pending_by_definition) == (0, 5, {did: 5})
+    assert queue.enqueue(_slices(did, sid, 5) + _slices(did, sid, 5)).queued == 0
+    more = queue.enqueue(_slices(did, sid, 6))
+    assert (more.inserted, more.already_pending, more.queued_by_definition) == (1, 5, {did: 1})
     assert queue.counts() == {"queued": 6, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
     before = db.now()
     row = _row(db, queue.claim("w", 1, 30)[0].id)
     assert row.not_before <= before
 
 
-def test_enqueue_requeues_only_succeeded(db: Database, queue: SqlQueue) -> None:
+def test_enqueue_without_revive_requeues_only_succeeded(db: Database, queue: SqlQueue) -> None:
     sid, did = _setup(db)
     queue.enqueue(_slices(did, sid, 4))
     done, failed, cancelled, running = queue.claim("w", 4, 30)
     queue.complete(done, [_batch(done)], _span(done))
     queue.fail(failed, "bad_payload", "nope", retryable=False)
     queue.cancel([cancelled.id])
-    assert queue.enqueue(_slices(did, sid, 4)) == 1
+    result = queue.enqueue(_slices(did, sid, 4))
+    assert (result.requeued, result.revived, result.already_pending, result.held) == (1, 0, 1, 2)
     assert _row(db, failed.id).status == "failed"
     assert _row(db, cancelled.id).status == "cancelled"
     assert _row(db, running.id).status == "running"

@@ -125,3 +125,17 @@ def test_flat_files_publication_time_is_configurable(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BARFILL_FLATFILES_PUBLISHED_AT", "25:00")
     with pytest.raises(ConfigError, match="flatfiles_published_at"):
         load_settings()
+
+
+def test_failed_cooldown_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.failed_cooldown_s, s.failed_cooldown_max_s) == (3600.0, 86_400.0)
+    monkeypatch.setenv("BARFILL_FAILED_COOLDOWN_S", "600")
+    monkeypatch.setenv("BARFILL_FAILED_COOLDOWN_MAX_S", "7200")
+    assert (load_settings().failed_cooldown_s, load_settings().failed_cooldown_max_s) == (600.0, 7200.0)
+    monkeypatch.setenv("BARFILL_FAILED_COOLDOWN_MAX_S", "60")
+    with pytest.raises(ConfigError, match="failed_cooldown_max_s"):
+        load_settings()
+    monkeypatch.setenv("BARFILL_FAILED_COOLDOWN_S", "0")
+    with pytest.raises(ConfigError, match="failed_cooldown_s"):
+        load_settings()

@@ -33,3 +33,21 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random)
         ValueError: if ``attempt < 1`` or a duration is negative.
     """
     return rng.uniform(0.0, backoff_ceiling(attempt, base_s, cap_s))
+
+
+def failed_cooldown(revivals: int, base_s: float, cap_s: float) -> float:
+    """Seconds a failed slice rests before the scheduler tries it again: ``min(base_s * 2**revivals, cap_s)``.
+
+    ``revivals`` counts the times the scheduler already brought the slice
+    back: a range that keeps failing is asked about ever less often (capped),
+    yet never given up on. No jitter: the slices of one failure wave come
+    back in one wave, which the rate limiter spreads.
+
+    Raises:
+        ValueError: if ``revivals < 0`` or a duration is negative.
+    """
+    if revivals < 0:
+        raise ValueError(f"revivals: expected >= 0, got {revivals}")
+    if base_s < 0 or cap_s < 0:
+        raise ValueError(f"base_s and cap_s: expected >= 0, got base_s={base_s} cap_s={cap_s}")
+    return float(min(cap_s, base_s * 2.0 ** min(revivals, _MAX_EXPONENT)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
@@ -82,6 +82,36 @@ class CompleteManyResult:
     rows: int
     done: list[int]
     lost: list[int]
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What :meth:`barfill.ports.JobQueue.enqueue` did with the slices it was given (counts).
+
+    * ``inserted``: new slices;
+    * ``requeued``: slices that had succeeded and were queued again (their
+      range is a gap again, e.g. provisional coverage that expired);
+    * ``revived``: failed or cancelled slices queued again with fresh attempts;
+    * ``already_pending``: slices already queued or running, left alone;
+    * ``held``: failed slices still cooling down, and cancelled slices, left
+      alone because the caller did not ask to revive them (the scheduler).
+
+    ``queued_by_definition`` and ``pending_by_definition`` split ``queued``
+    and ``already_pending`` per definition id (ids without slices are absent).
+    """
+
+    inserted: int = 0
+    requeued: int = 0
+    revived: int = 0
+    already_pending: int = 0
+    held: int = 0
+    queued_by_definition: Mapping[int, int] = field(default_factory=dict)
+    pending_by_definition: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def queued(self) -> int:
+        """Slices this call put in the queue: inserted + requeued + revived."""
+        return self.inserted + self.requeued + self.revived
 
 
 CompletionItem = tuple[ClaimedSlice, Sequence[BarBatch], Sequence[CoverageSpan]]

@@ -8,9 +8,13 @@ and answer like any other provider, so the engine fills gaps from it.
 Rules shared by both:
 
 * Files are per session date (a pattern with a date field) or per symbol.
-  A per-date file that is missing for a published trading day is a
-  non-retryable ``ProviderError("missing_file")`` naming the file (the data
-  is not there, and will not appear by retrying soon); a closed day has no
+  A per-date file that is missing for a recent trading day (closed less than
+  :data:`PUBLISH_GRACE_S` ago) is :class:`~barfill.errors.NotPublishedYet`:
+  retryable, after :data:`NOT_PUBLISHED_RETRY_S` (Polygon publishes a day's
+  file the next morning), so a slow retry takes one attempt an hour, not
+  five in a minute. Missing for an older day it is a non-retryable
+  ``ProviderError("missing_file")`` naming the file (not downloaded: the
+  scheduler still tries again after its cool-down). A closed day has no
   file and none is looked for. A session not final at ``now()`` (see
   :mod:`barfill.domain.finality`: its extended close, or its publication
   time ``published_at_local_s``; Polygon's flat files: 07:00 New York the
@@ -44,12 +48,17 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.finality import session_final_at
 from barfill.domain.timeframes import Timeframe
-from barfill.errors import InvalidInput, NotSupported, ProviderError
+from barfill.errors import InvalidInput, NotPublishedYet, NotSupported, ProviderError
 from barfill.providers.http import session_bars
 
 TsUnit = Literal["s", "ms", "us", "ns"]
 
 _DAY = 86_400
+# A day's file may still appear this long after its close (a holiday weekend after a
+# Thursday: published on Friday's morning at the latest; margin for late downloads).
+PUBLISH_GRACE_S = 4 * _DAY
+# Until then ask again hourly: one attempt an hour, not the backoff's quick burst.
+NOT_PUBLISHED_RETRY_S = 3600.0
 _PER_SECOND: dict[str, int] = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _REQUIRED = ("ts", "open", "high", "low", "close", "volume")
 _OPTIONAL = ("vwap", "trade_count", "symbol")
@@ -168,12 +177,7 @@ class GenericFileProvider:
                 for owner, path in self._paths(symbols, date):
                     found = _existing(path)
                     if found is None:
-                        raise ProviderError(
-                            "missing_file",
-                            f"{self.name}: no file {path} for trading day {date} "
-                            "(not published yet, or not downloaded)",
-                            retryable=False,
-                        )
+                        raise self._missing(path, date, float(self.calendar.closes[i]))
                     label = int(self.calendar.midnights[i])
                     frames.append(self._load(found, symbols, owner=owner, day_label=label))
         else:
@@ -185,6 +189,19 @@ class GenericFileProvider:
         return self._batches(frames, symbols, start, end)
 
     # -- internals ----------------------------------------------------------------
+
+    def _missing(self, path: Path, date: str, close: float) -> ProviderError:
+        """The error for a missing per-date file: "not published yet" while that may still be so."""
+        if self.now() < close + PUBLISH_GRACE_S:
+            return NotPublishedYet(
+                f"{self.name}: no file {path} for trading day {date} yet (not published yet?)",
+                retry_after_s=NOT_PUBLISHED_RETRY_S,
+            )
+        return ProviderError(
+            "missing_file",
+            f"{self.name}: no file {path} for trading day {date} (not downloaded?)",
+            retryable=False,
+        )
 
     def _sessions(self, start: int, end: int) -> range:
         """Sessions whose bars may be labelled in [start, end); all must be finished."""

@@ -5,14 +5,22 @@ bounds), what is missing (gaps, bars), what is pending (not final yet and not
 servable provisionally: planned later, by the tick), what cannot be filled
 (with the reason: no provider serves the timeframe, before every provider's
 history) and the job's progress, then queues the slices for the workers.
-Repeating it, even concurrently, gives one definition per (symbol, timeframe)
-and no duplicate slices (both are unique keys).
+Repeating it, even concurrently, gives one definition per
+(symbol, timeframe, requester) and no duplicate slices (both are unique keys).
+
+It is an explicit request, so it revives the failed and cancelled slices of
+its window (with fresh attempts, no cool-down) and plans around ranges that
+are already queued or running for the same (symbol, timeframe), whoever
+asked. Its counts are true: ``slices_queued`` is what this call put in the
+queue (new, re-queued or revived slices), ``slices_pending`` what was
+already queued or running in the window; a second identical ``ensure``
+reports 0 queued and N pending.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +31,7 @@ from barfill.bootstrap import App
 from barfill.domain import intervals as iv
 from barfill.domain.calendar import get_calendar
 from barfill.domain.intervals import Interval
+from barfill.domain.slices import EnqueueResult
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
@@ -30,7 +39,14 @@ from barfill.service.planning import order_for_batching, plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store.coverage import read_coverage_view
 from barfill.store.db import db_now
-from barfill.store.definitions import Definition, get_definition, upsert_definition
+from barfill.store.definitions import (
+    DEFAULT_REQUESTER,
+    Definition,
+    get_definition,
+    upsert_definition,
+    validate_requester,
+)
+from barfill.store.queue_reports import open_work
 from barfill.store.symbols import ensure_symbols
 
 DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
@@ -64,6 +80,8 @@ class EnsureResult:
     unfillable: list[Interval]
     slices_queued: int
     provider: str | None
+    slices_pending: int = 0
+    requester: str = DEFAULT_REQUESTER
     gap_spans: list[Interval] = field(default_factory=list, repr=False)
     # Not servable yet (not final for its provider, none serves it provisionally): planned later.
     pending: list[Interval] = field(default_factory=list)
@@ -85,7 +103,9 @@ class EnsureResult:
             "unfillable_reasons": list(self.unfillable_reasons),
             "pending": [[_iso(p.start), _iso(p.end)] for p in self.pending],
             "slices_queued": self.slices_queued,
+            "slices_pending": self.slices_pending,
             "provider": self.provider,
+            "requester": self.requester,
         }
 
 
@@ -201,15 +221,21 @@ def ensure(
     priority: int = 0,
     provider: str | None = None,
     calendar: str | None = None,
+    requester: str = DEFAULT_REQUESTER,
 ) -> EnsureReport:
-    """Record the desired coverage for each symbol, queue its gaps, answer at once.
+    """Record ``requester``'s desired coverage for each symbol, queue its gaps, answer at once.
 
     ``start``/``end`` (or a rolling ``days``): dates are the exchange's calendar
     dates and a date-only ``end`` is inclusive (``end="2024-12-31"`` includes
     Dec 31); an ISO time or aware datetime ``end`` is exclusive. See
     :func:`parse_time`.
+
+    Each requester has its own definition per (symbol, timeframe): asking
+    again as the same requester replaces its window, priority and pin;
+    other requesters' definitions are untouched.
     """
     tf = Timeframe.parse(timeframe)
+    who = validate_requester(requester)
     if not symbols:
         raise InvalidInput("symbols", "at least one ticker")
     tickers = list(dict.fromkeys(validate_ticker(s) for s in symbols))
@@ -236,19 +262,41 @@ def ensure(
                 end=window.end,
                 priority=priority,
                 provider=provider,
+                requester=who,
             )
             for t in tickers
         ]
         defs = [(_definition(conn, def_id), created) for def_id, created in upserted]
+        # Queued or running work first, then coverage (see open_work).
+        work = open_work(
+            conn,
+            now=since,
+            cooldown_s=app.settings.failed_cooldown_s,
+            cooldown_max_s=app.settings.failed_cooldown_max_s,
+            symbol_ids=[ids[t] for t in tickers],
+            timeframe=tf,
+        )
         coverages = [read_coverage_view(conn, ids[t], tf) for t in tickers]
     now = int(since)
     results: list[EnsureResult] = []
     new_slices = []
+    pending_in_window: dict[int, int] = {}
     for ticker, (defn, created), coverage in zip(tickers, defs, coverages, strict=True):
+        # Only queued or running work is left out: failed and cancelled ranges are revived.
+        pending = work.pending.get((defn.symbol_id, tf), [])
         plan = plan_definition(
-            defn, coverage, cal, app.router, now=now, max_attempts=app.settings.max_attempts
+            defn,
+            coverage,
+            cal,
+            app.router,
+            now=now,
+            max_attempts=app.settings.max_attempts,
+            pending=pending,
         )
         new_slices.extend(plan.slices)
+        pending_in_window[defn.id] = sum(
+            1 for p in pending if p.start < plan.window.end and plan.window.start < p.end
+        )
         inside = iv.intersect(coverage.all, [plan.window])
         results.append(
             EnsureResult(
@@ -264,15 +312,27 @@ def ensure(
                 gaps=plan.holes,
                 bars_missing=plan.bars_missing,
                 unfillable=plan.unfillable,
-                slices_queued=len(plan.slices),
+                slices_queued=0,
                 provider=plan.provider,
+                requester=who,
                 gap_spans=plan.gaps,
                 pending=plan.pending,
                 unfillable_reasons=plan.unfillable_reasons,
             )
         )
+    enqueued = EnqueueResult()
     if new_slices:
-        app.queue.enqueue(order_for_batching(new_slices))
+        enqueued = app.queue.enqueue(order_for_batching(new_slices), revive=True)
+    results = [
+        replace(
+            r,
+            slices_queued=enqueued.queued_by_definition.get(r.definition_id, 0),
+            # A slice enqueued concurrently since our read counts as pending too.
+            slices_pending=pending_in_window[r.definition_id]
+            + enqueued.pending_by_definition.get(r.definition_id, 0),
+        )
+        for r in results
+    ]
     job = JobRef(tuple(d.id for d, _ in defs), since - 1e-3)
     return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
 

@@ -2,8 +2,10 @@
 
 One tick: reap expired leases, archive old succeeded slices, drop expired
 provisional coverage (so today's bars are fetched again, and as final after
-the close), then plan every enabled definition by priority and enqueue the
-slices (idempotently). On PostgreSQL
+the close), then plan every enabled definition by priority, leaving out the
+ranges already queued or running for the same (symbol, timeframe) and those
+held back (failed slices cooling down, cancelled slices), and enqueue the
+slices (idempotently; a failed slice whose cool-down passed is revived). On PostgreSQL
 one scheduler is elected with an advisory lock held on its own connection; the
 others stand by and take over when that connection goes away. On SQLite
 (one machine) concurrent ticks are harmless: enqueue is idempotent.
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,12 +25,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.bootstrap import App
-from barfill.domain.calendar import get_calendar
+from barfill.domain import intervals as iv
+from barfill.domain.calendar import TradingCalendar, get_calendar
+from barfill.domain.intervals import Interval
+from barfill.domain.slices import NewSlice
 from barfill.errors import BarfillError
+from barfill.providers.router import Router
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
-from barfill.store.definitions import list_definitions
+from barfill.store.definitions import Definition, list_definitions
+from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.scheduler")
@@ -37,8 +45,9 @@ _LOCK_KEY = 0x62617266  # "barf": the scheduler's advisory lock id
 @dataclass
 class TickResult:
     scanned: int = 0
-    slices_created: int = 0
-    requeued: int = 0
+    slices_created: int = 0  # queued by this tick: inserted, requeued or revived
+    slices_revived: int = 0  # of which failed slices brought back after their cool-down
+    requeued: int = 0  # running slices whose lease expired
     expired: int = 0
     archived: int = 0
     duration_ms: float = 0.0
@@ -57,31 +66,77 @@ def tick(app: App) -> TickResult:
     with app.db.write() as conn:
         result.expired = expire_provisional(conn)
     with app.db.read() as conn:
-        now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
+        clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+        now = int(clock)
         defs = list_definitions(conn, enabled=True)
+        # Before coverage: a slice finishing in between is then pending or covered, not planned twice.
+        work = open_work(
+            conn,
+            now=clock,
+            cooldown_s=app.settings.failed_cooldown_s,
+            cooldown_max_s=app.settings.failed_cooldown_max_s,
+        )
         coverage = coverage_views(conn)
         calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
     result.scanned = len(defs)
-    new = []
-    for defn in sorted(defs, key=lambda d: -d.priority):
-        try:
-            cal = get_calendar(calendars.get(defn.symbol_id, app.settings.calendar))
-            plan = plan_definition(
-                defn,
-                coverage.get((defn.symbol_id, defn.timeframe), CoverageView()),
-                cal,
-                app.router,
-                now=now,
-                max_attempts=app.settings.max_attempts,
-            )
-        except BarfillError as e:
-            result.errors.append(f"definition {defn.id}: {e}")
-            continue
-        new.extend(plan.slices)
+    new, errors = plan_tick(
+        defs,
+        coverage,
+        work,
+        {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs},
+        app.router,
+        now=now,
+        max_attempts=app.settings.max_attempts,
+    )
+    result.errors.extend(errors)
     if new:
-        result.slices_created = app.queue.enqueue(order_for_batching(new))
+        enqueued = app.queue.enqueue(order_for_batching(new), revive=False)
+        result.slices_created = enqueued.queued
+        result.slices_revived = enqueued.revived
     result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
     return result
+
+
+def plan_tick(
+    defs: Sequence[Definition],
+    coverage: Mapping[WorkKey, CoverageView],
+    work: OpenWork,
+    calendars: Mapping[int, TradingCalendar],
+    router: Router,
+    *,
+    now: int,
+    max_attempts: int,
+) -> tuple[list[NewSlice], list[str]]:
+    """The slices one tick plans for ``defs`` at ``now``, and an error line per definition that failed.
+
+    Highest priority first (then as listed). Each definition leaves out the
+    ranges pending or held for its (symbol, timeframe) *and* those planned
+    by the definitions before it in this tick: several requesters' windows
+    of one (symbol, timeframe) never get overlapping slices; the first
+    (its pinned provider) takes the range.
+    """
+    planned: dict[WorkKey, list[Interval]] = {}
+    new: list[NewSlice] = []
+    errors: list[str] = []
+    for defn in sorted(defs, key=lambda d: -d.priority):
+        key = (defn.symbol_id, defn.timeframe)
+        try:
+            plan = plan_definition(
+                defn,
+                coverage.get(key, CoverageView()),
+                calendars[defn.symbol_id],
+                router,
+                now=now,
+                max_attempts=max_attempts,
+                pending=iv.union(work.blocked(key), planned.get(key, [])),
+            )
+        except BarfillError as e:
+            errors.append(f"definition {defn.id}: {e}")
+            continue
+        if plan.slices:
+            planned[key] = iv.union(planned.get(key, []), iv.normalize((s.start, s.end) for s in plan.slices))
+        new.extend(plan.slices)
+    return new, errors
 
 
 class Leadership:

@@ -102,6 +102,7 @@ def plan_definition(
     *,
     now: int,
     max_attempts: int,
+    pending: Sequence[Interval] = (),
 ) -> DefinitionPlan:
     """Gaps of one definition and the fewest slices that fill them, split by the live-edge rule.
 
@@ -109,6 +110,14 @@ def plan_definition(
         coverage: the (symbol, timeframe)'s coverage, final and unexpired
             provisional apart; a plain list is read as final coverage.
         now: the database clock, Unix seconds UTC.
+        pending: ranges someone is already fetching for the same (symbol,
+            timeframe), from any definition (queued or running slices), plus,
+            for the scheduler, ranges it must leave alone (failed slices
+            cooling down, cancelled slices). They are subtracted from the gaps
+            *before* slicing, so as the clock moves (and slice bounds with
+            it) a new slice never overlaps a live one: only the new sliver is
+            planned. ``gaps``, ``holes`` and ``bars_missing`` still report
+            everything missing, pending included.
     """
     view = coverage if isinstance(coverage, CoverageView) else CoverageView(iv.normalize(coverage), [])
     window = window_of(defn, calendar, now)
@@ -120,6 +129,7 @@ def plan_definition(
     tf = defn.timeframe
     assigned, unfillable = router.assign(tf, final_gaps, now=now, pinned=defn.provider)
 
+    busy = iv.normalize(pending)
     slices: list[NewSlice] = []
     reasons: dict[Interval, str] = dict(unfillable)
     waiting: list[Interval] = []  # not final yet for the provider that will serve it
@@ -127,9 +137,10 @@ def plan_definition(
         caps = router.capabilities(name)
         by = split(caps, calendar, tf, parts, now)
         waiting += by[Finality.provisional] + by[Finality.pending]
-        planned = plan_slices(by[Finality.final], tf, caps, calendar, now=now)
-        slices += _slices(defn, planned.slices, name, Layer.historical, max_attempts)
-        reasons |= {u: f"{name}: before its {tf.value} history reach" for u in planned.unfillable}
+        for run in _runs_between(by[Finality.final], busy):
+            planned = plan_slices(run, tf, caps, calendar, now=now)
+            slices += _slices(defn, planned.slices, name, Layer.historical, max_attempts)
+            reasons |= {u: f"{name}: before its {tf.value} history reach" for u in planned.unfillable}
 
     # (``not_final``, not ``pending``: that keyword is the queue's pending work.)
     not_final = iv.normalize(waiting)
@@ -141,9 +152,10 @@ def plan_definition(
         servable = iv.intersect(not_final, [Interval(-_FAR, servable_until(caps, calendar, tf, now))])
         not_final = iv.subtract(not_final, servable)
         todo = iv.subtract(servable, view.provisional)
-        planned = plan_slices(todo, tf, caps, calendar, now=now)
-        slices += _slices(defn, planned.slices, realtime, Layer.intraday, max_attempts)
-        not_final = iv.union(not_final, planned.unfillable)
+        for run in _runs_between(todo, busy):
+            planned = plan_slices(run, tf, caps, calendar, now=now)
+            slices += _slices(defn, planned.slices, realtime, Layer.intraday, max_attempts)
+            not_final = iv.union(not_final, planned.unfillable)
 
     unfillable_list, why = _merge_by_reason(reasons)
     missing = sum(len(calendar.bar_opens(tf, h[0].start, h[-1].end)) for h in holes)
@@ -195,6 +207,30 @@ def _slices(
         )
         for s in planned
     ]
+
+
+def _runs_between(gaps: Sequence[Interval], pending: Sequence[Interval]) -> list[list[Interval]]:
+    """``gaps − pending``, cut into runs that no pending range lies between.
+
+    The planner packs the gaps of one run into as few requests as it can,
+    and a request spans everything between its first and last gap: planned
+    as one run, two gaps on either side of a pending slice would fetch that
+    slice's range again. Both arguments normalized.
+    """
+    runs: list[list[Interval]] = []
+    j = 0
+    for piece in iv.subtract(gaps, pending):
+        # Pieces never overlap pending ranges: one starting before this piece (and not
+        # before the previous one) lies between the two.
+        between = False
+        while j < len(pending) and pending[j].start < piece.start:
+            between = True
+            j += 1
+        if runs and not between:
+            runs[-1].append(piece)
+        else:
+            runs.append([piece])
+    return runs
 
 
 def order_for_batching(slices: Sequence[NewSlice]) -> list[NewSlice]:

@@ -1,8 +1,14 @@
 """Job definitions: the desired state, "keep (symbol, timeframe) covered over this window".
 
-One definition per (symbol, timeframe), enforced by a unique key. The
-orchestrator turns enabled definitions into slices on every tick; changing a
-definition here is how a user changes what barfill keeps complete.
+One definition per (symbol, timeframe, requester), enforced by a unique key.
+A requester names who asks (``cli``, ``universe``, a scheduler, a notebook):
+each keeps its own window, priority and pinned provider, so a notebook's
+fixed backfill does not replace a scheduler's rolling window. Asking again
+as the same requester replaces that requester's settings. The orchestrator
+turns every enabled definition into slices on every tick; bars and coverage
+are shared per (symbol, timeframe), and the planner leaves out ranges
+another definition is already fetching, so overlapping windows never fetch
+a range twice.
 
 A window is either rolling (``window_days``, ending now) or fixed
 (``[start, end)`` in Unix seconds UTC), never both.
@@ -10,6 +16,7 @@ A window is either rolling (``window_days``, ending now) or fixed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +32,8 @@ from barfill.store.schema import job_definitions, symbols
 from barfill.store.symbols import insert_on_conflict
 
 MAX_WINDOW_DAYS = 36_500
+DEFAULT_REQUESTER = "default"
+_REQUESTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Definition:
     provider: str | None
     created_at: float
     updated_at: float
+    requester: str = DEFAULT_REQUESTER
 
 
 def _window(window_days: int | None, start: object, end: object) -> tuple[int | None, int | None, int | None]:
@@ -62,6 +72,15 @@ def _window(window_days: int | None, start: object, end: object) -> tuple[int | 
     return None, start_s, end_s
 
 
+def validate_requester(requester: object) -> str:
+    """A requester name: 1-64 of letters, digits and ``_ . : @ / + -``, starting with a letter or digit."""
+    if not isinstance(requester, str) or not _REQUESTER.fullmatch(requester):
+        raise InvalidInput(
+            "requester", "1-64 characters: letters, digits, _ . : @ / + - (e.g. 'scheduler')", requester
+        )
+    return requester
+
+
 def upsert_definition(
     conn: Connection,
     symbol_id: int,
@@ -73,10 +92,12 @@ def upsert_definition(
     priority: int = 0,
     enabled: bool = True,
     provider: str | None = None,
+    requester: str = DEFAULT_REQUESTER,
 ) -> tuple[int, bool]:
-    """Create the definition of (symbol, timeframe), or replace its settings. Returns (id, created).
+    """Create ``requester``'s definition of (symbol, timeframe) or replace its settings; (id, created).
 
-    Idempotent and race-safe: concurrent calls for the same key leave one row
+    Other requesters' definitions of the same (symbol, timeframe) are left
+    as they are. Idempotent and race-safe: concurrent calls for the same key leave one row
     (``INSERT ... ON CONFLICT DO NOTHING``, then an ``UPDATE`` of the row that
     won), and exactly one of them reports ``created``.
 
@@ -84,11 +105,14 @@ def upsert_definition(
         window_days: a rolling window ending now, or...
         start, end: ...a fixed ``[start, end)``, Unix seconds or aware datetimes.
         provider: pin a provider, or None for the router's choice.
+        requester: who asks (see the module docstring).
 
     Raises:
-        InvalidInput: for a missing, doubled, empty or inverted window, or a naive datetime.
+        InvalidInput: for a missing, doubled, empty or inverted window, a naive
+            datetime, or a malformed requester.
     """
     tf = Timeframe.parse(timeframe)
+    who = validate_requester(requester)
     days, start_s, end_s = _window(window_days, start, end)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidInput("priority", "an integer (higher runs first)", priority)
@@ -103,8 +127,10 @@ def upsert_definition(
     now = db_now(conn)
     inserted = conn.execute(
         insert_on_conflict(conn, job_definitions)
-        .values(symbol_id=symbol_id, timeframe=tf.value, created_at=now, updated_at=now, **settings)
-        .on_conflict_do_nothing(index_elements=["symbol_id", "timeframe"])
+        .values(
+            symbol_id=symbol_id, timeframe=tf.value, requester=who, created_at=now, updated_at=now, **settings
+        )
+        .on_conflict_do_nothing(index_elements=["symbol_id", "timeframe", "requester"])
         .returning(job_definitions.c.id)
     ).scalar_one_or_none()
     if inserted is not None:
@@ -112,7 +138,11 @@ def upsert_definition(
     # The row exists (committed by whoever won the insert): make it say what we were asked.
     updated = conn.execute(
         sa.update(job_definitions)
-        .where(job_definitions.c.symbol_id == symbol_id, job_definitions.c.timeframe == tf.value)
+        .where(
+            job_definitions.c.symbol_id == symbol_id,
+            job_definitions.c.timeframe == tf.value,
+            job_definitions.c.requester == who,
+        )
         .values(updated_at=now, **settings)
         .returning(job_definitions.c.id)
     ).scalar_one()
@@ -139,6 +169,7 @@ def _definition(row: Any) -> Definition:
         provider=row.provider,
         created_at=float(row.created_at),
         updated_at=float(row.updated_at),
+        requester=str(row.requester),
     )
 
 

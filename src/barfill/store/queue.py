@@ -38,13 +38,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from barfill.domain.backoff import backoff_delay
+from barfill.domain.backoff import backoff_delay, failed_cooldown
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.slices import (
     ClaimedSlice,
     CompleteManyResult,
     CompletionItem,
     CoverageSpan,
+    EnqueueResult,
     NewSlice,
 )
 from barfill.domain.timeframes import Timeframe
@@ -81,6 +82,9 @@ class SqlQueue(QueueReports):
         db: the database; every write goes through :meth:`Database.write`.
         backoff_base_s, backoff_cap_s: exponential backoff with full jitter
             between retries, when the failure carries no ``Retry-After``.
+        failed_cooldown_s, failed_cooldown_max_s: how long a failed slice
+            rests before :meth:`enqueue` without ``revive`` (the scheduler)
+            queues it again: ``min(base * 2**revivals, max)`` since it failed.
         rng: the jitter's random source (seed it in tests).
     """
 
@@ -90,13 +94,23 @@ class SqlQueue(QueueReports):
         *,
         backoff_base_s: float = 2.0,
         backoff_cap_s: float = 600.0,
+        failed_cooldown_s: float = 3600.0,
+        failed_cooldown_max_s: float = 86_400.0,
         rng: random.Random | None = None,
     ) -> None:
         if backoff_base_s < 0 or backoff_cap_s < 0:
             raise InvalidInput("backoff", "non-negative seconds", (backoff_base_s, backoff_cap_s))
+        if not 0 <= failed_cooldown_s <= failed_cooldown_max_s:
+            raise InvalidInput(
+                "failed_cooldown",
+                "0 <= cooldown_s <= cooldown_max_s",
+                (failed_cooldown_s, failed_cooldown_max_s),
+            )
         self.db = db
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.failed_cooldown_s = failed_cooldown_s
+        self.failed_cooldown_max_s = failed_cooldown_max_s
         self.rng = rng or random.Random()
         self._now = db_now(db)  # follows the Database's clock, evaluated per execution
         # The hot statements are built once, with bound parameters.
@@ -256,28 +270,37 @@ class SqlQueue(QueueReports):
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    def enqueue(self, slices: Sequence[NewSlice]) -> int:
-        """Insert slices idempotently on (definition, start, end, provider, layer).
+    def enqueue(self, slices: Sequence[NewSlice], *, revive: bool = False) -> EnqueueResult:
+        """Insert slices idempotently on (definition, start, end, provider, layer); say what happened to each.
 
-        An existing slice is left alone unless it ``succeeded`` (its coverage
-        expired since, e.g. a provisional intraday range): then it is queued
-        again with attempts, error and lease reset. Returns how many slices
-        were inserted or re-queued. ``not_before`` is the database clock now.
+        For a slice whose row exists already:
+
+        * ``queued`` or ``running``: left alone (``already_pending``);
+        * ``succeeded``: queued again, its range being a gap again (``requeued``);
+        * ``failed``: queued again (``revived``) when ``revive`` (an explicit
+          ``ensure``: the user asks for the range now), or else once its
+          cool-down has passed since it failed, ``min(cooldown_s *
+          2**revivals, cooldown_max_s)`` on the database clock (the
+          scheduler); otherwise ``held``;
+        * ``cancelled``: queued again only when ``revive`` (an operator's
+          explicit request; the scheduler never undoes a cancel); else ``held``.
+
+        A slice queued again gets fresh attempts, no error, no lease and
+        ``not_before`` = now; its ``revivals`` count grows by one when the
+        scheduler revives it from ``failed`` and restarts at zero otherwise.
+        Each row is changed only if its status is still the one read (a
+        concurrent change wins and the slice counts as already pending).
 
         Raises:
             InvalidInput: for an empty or inverted range, or ``max_attempts < 1``.
         """
-        unique: dict[tuple[int, int, int, str, str], NewSlice] = {}
+        unique: dict[tuple[Any, ...], dict[str, Any]] = {}
         for s in slices:
             if s.end <= s.start:
                 raise InvalidInput("slice", "start < end", s)
             if s.max_attempts < 1:
                 raise InvalidInput("max_attempts", "at least 1", s.max_attempts)
-            unique[(s.definition_id, s.start, s.end, s.provider, Layer(s.layer).value)] = s
-        if not unique:
-            return 0
-        rows = [
-            {
+            row = {
                 "definition_id": s.definition_id,
                 "symbol_id": s.symbol_id,
                 "timeframe": Timeframe.parse(s.timeframe).value,
@@ -288,38 +311,108 @@ class SqlQueue(QueueReports):
                 "priority": s.priority,
                 "max_attempts": s.max_attempts,
             }
-            for s in unique.values()
-        ]
-        changed = 0
+            unique[_key(row)] = row
+        tally = _Tally()
+        if not unique:
+            return tally.result()
+        rows = list(unique.values())
         with self.db.write() as conn:
             now = _read_clock(conn)
             for i in range(0, len(rows), _ENQUEUE_CHUNK):
-                chunk = [
-                    r | {"status": "queued", "not_before": now, "created_at": now, "updated_at": now}
-                    for r in rows[i : i + _ENQUEUE_CHUNK]
-                ]
-                insert = insert_on_conflict(conn, job_runs).values(chunk)
-                stmt = insert.on_conflict_do_update(
-                    index_elements=_RUNNABLE_KEY,
-                    set_={
-                        **_RESET,
-                        "status": "queued",
-                        "worker_id": None,
-                        "attempts": 0,
-                        "rows_written": 0,
-                        "error_code": None,
-                        "error_message": None,
-                        "started_at": None,
-                        "finished_at": None,
-                        "priority": insert.excluded.priority,
-                        "max_attempts": insert.excluded.max_attempts,
-                        "not_before": insert.excluded.not_before,
-                        "updated_at": insert.excluded.updated_at,
-                    },
-                    where=job_runs.c.status == "succeeded",
-                ).returning(job_runs.c.id)
-                changed += len(conn.execute(stmt).all())
-        return changed
+                self._enqueue_chunk(conn, rows[i : i + _ENQUEUE_CHUNK], now, revive, tally)
+        return tally.result()
+
+    def _enqueue_chunk(
+        self, conn: Connection, rows: list[dict[str, Any]], now: float, revive: bool, tally: _Tally
+    ) -> None:
+        # The unique key's leading columns as two IN lists: both databases seek the unique
+        # index for each pair (a row-value IN list scans the table on SQLite); exact keys
+        # are picked in Python.
+        found = conn.execute(
+            sa.select(
+                *(job_runs.c[k] for k in _RUNNABLE_KEY),
+                job_runs.c.id,
+                job_runs.c.status,
+                job_runs.c.finished_at,
+                job_runs.c.revivals,
+            ).where(
+                job_runs.c.definition_id.in_(sorted({r["definition_id"] for r in rows})),
+                job_runs.c.start.in_(sorted({r["start"] for r in rows})),
+            )
+        ).all()
+        wanted = {_key(r) for r in rows}
+        existing = {k: f for f in found if (k := tuple(getattr(f, c) for c in _RUNNABLE_KEY)) in wanted}
+        fresh = [r for r in rows if _key(r) not in existing]
+        if fresh:
+            stamped = [
+                r | {"status": "queued", "not_before": now, "created_at": now, "updated_at": now}
+                for r in fresh
+            ]
+            insert = (
+                insert_on_conflict(conn, job_runs)
+                .values(stamped)
+                .on_conflict_do_nothing(index_elements=_RUNNABLE_KEY)
+                .returning(*(job_runs.c[k] for k in _RUNNABLE_KEY))
+            )
+            won = {tuple(r) for r in conn.execute(insert)}
+            for r in fresh:
+                # A row inserted concurrently (between our read and insert) is someone else's, pending.
+                tally.add(r["definition_id"], "inserted" if _key(r) in won else "already_pending")
+        # (outcome, status read, priority, max_attempts) -> [(id, definition)]: one UPDATE per group.
+        groups: dict[tuple[str, str, int, int], list[tuple[int, int]]] = {}
+        for r in rows:
+            f = existing.get(_key(r))
+            if f is None:
+                continue
+            outcome = self._outcome(f.status, f.finished_at, f.revivals, now, revive)
+            if outcome in ("already_pending", "held"):
+                tally.add(r["definition_id"], outcome)
+                continue
+            group = (outcome, str(f.status), int(r["priority"]), int(r["max_attempts"]))
+            groups.setdefault(group, []).append((int(f.id), int(r["definition_id"])))
+        for (outcome, status, priority, max_attempts), members in groups.items():
+            revivals: Any = job_runs.c.revivals + 1 if outcome == "revived_by_tick" else 0
+            stmt = (
+                sa.update(job_runs)
+                .where(job_runs.c.id.in_([m[0] for m in members]), job_runs.c.status == status)
+                .values(
+                    **_RESET,
+                    status="queued",
+                    worker_id=None,
+                    attempts=0,
+                    rows_written=0,
+                    error_code=None,
+                    error_message=None,
+                    started_at=None,
+                    finished_at=None,
+                    priority=priority,
+                    max_attempts=max_attempts,
+                    not_before=now,
+                    updated_at=now,
+                    revivals=revivals,
+                )
+                .returning(job_runs.c.id)
+            )
+            changed = {int(i) for (i,) in conn.execute(stmt)}
+            counted = "requeued" if outcome == "requeued" else "revived"
+            for slice_id, definition_id in members:
+                tally.add(definition_id, counted if slice_id in changed else "already_pending")
+
+    def _outcome(
+        self, status: str, finished_at: float | None, revivals: int, now: float, revive: bool
+    ) -> str:
+        """What enqueue does with an existing row: see :meth:`enqueue`."""
+        if status in ("queued", "running"):
+            return "already_pending"
+        if status == "succeeded":
+            return "requeued"
+        if revive:
+            return "revived"
+        if status == "failed":
+            rest = failed_cooldown(int(revivals), self.failed_cooldown_s, self.failed_cooldown_max_s)
+            if finished_at is None or float(finished_at) + rest <= now:
+                return "revived_by_tick"
+        return "held"
 
     # -- changes under a lease ------------------------------------------------------------------
 
@@ -576,7 +669,8 @@ class SqlQueue(QueueReports):
         """Cancel queued and running slices (all of them when both filters are None); returns how many.
 
         A cancelled running slice's worker finds its lease gone at its next
-        heartbeat or completion. Enqueue never revives a cancelled slice.
+        heartbeat or completion. Only an explicit request brings a cancelled
+        slice back: :meth:`enqueue` with ``revive`` (``ensure``) or :meth:`retry`.
         """
         stmt = sa.update(job_runs).where(job_runs.c.status.in_(("queued", "running")))
         if ids is not None:
@@ -587,14 +681,26 @@ class SqlQueue(QueueReports):
         with self.db.write() as conn:
             return int(conn.execute(stmt).rowcount)
 
-    def retry_failed(self, ids: Iterable[int] | None = None) -> int:
-        """Queue failed slices (all, or those in ``ids``) again with fresh attempts; returns how many."""
-        stmt = sa.update(job_runs).where(job_runs.c.status == "failed")
+    def retry(self, ids: Iterable[int] | None = None, *, status: str = "failed") -> int:
+        """Queue failed and/or cancelled slices again with fresh attempts; returns how many.
+
+        Args:
+            ids: only these slices (None: every slice in ``status``).
+            status: ``failed``, ``cancelled`` or ``all`` (both).
+
+        An operator's explicit request: the cool-down is ignored and the
+        slice's ``revivals`` count restarts at zero.
+        """
+        wanted = _RETRY_STATUSES.get(status)
+        if wanted is None:
+            raise InvalidInput("status", "failed, cancelled or all", status)
+        stmt = sa.update(job_runs).where(job_runs.c.status.in_(wanted))
         if ids is not None:
             stmt = stmt.where(job_runs.c.id.in_(sorted(set(ids))))
         stmt = stmt.values(
             status="queued",
             attempts=0,
+            revivals=0,
             not_before=self._now,
             error_code=None,
             error_message=None,
@@ -605,14 +711,18 @@ class SqlQueue(QueueReports):
         with self.db.write() as conn:
             return int(conn.execute(stmt).rowcount)
 
+    def retry_failed(self, ids: Iterable[int] | None = None) -> int:
+        """:meth:`retry` of failed slices only (kept for existing callers)."""
+        return self.retry(ids, status="failed")
+
     def archive_finished(self, older_than_s: float) -> int:
         """Delete succeeded slices finished more than ``older_than_s`` ago; returns how many.
 
         Coverage, not the queue, is the durable record of what was fetched, so
         old successes carry no information the planner needs; deleting them
         keeps the table (and PostgreSQL's indexes) small. Failed and cancelled
-        rows stay: they are the operator's to see, and a cancelled row stops
-        the planner from enqueueing that slice again. :meth:`throughput` only
+        rows stay: they are the operator's to see, a failed row's cool-down
+        and a cancelled row keep the scheduler from planning their range. :meth:`throughput` only
         sees what is not yet archived.
         """
         if older_than_s < 0:
@@ -622,6 +732,34 @@ class SqlQueue(QueueReports):
         )
         with self.db.write() as conn:
             return int(conn.execute(stmt).rowcount)
+
+
+_RETRY_STATUSES = {"failed": ("failed",), "cancelled": ("cancelled",), "all": ("failed", "cancelled")}
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in _RUNNABLE_KEY)
+
+
+class _Tally:
+    """Counts for :class:`EnqueueResult`, overall and per definition."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(("inserted", "requeued", "revived", "already_pending", "held"), 0)
+        self.queued: dict[int, int] = {}
+        self.pending: dict[int, int] = {}
+
+    def add(self, definition_id: int, outcome: str) -> None:
+        self.counts[outcome] += 1
+        if outcome in ("inserted", "requeued", "revived"):
+            self.queued[definition_id] = self.queued.get(definition_id, 0) + 1
+        elif outcome == "already_pending":
+            self.pending[definition_id] = self.pending.get(definition_id, 0) + 1
+
+    def result(self) -> EnqueueResult:
+        return EnqueueResult(
+            **self.counts, queued_by_definition=dict(self.queued), pending_by_definition=dict(self.pending)
+        )
 
 
 # Columns cleared whenever a slice leaves the running state.

@@ -1,4 +1,4 @@
-"""The queue's read-only reports: progress per definition, counts, errors, stuck slices, throughput.
+"""The queue's read-only reports: progress, counts, errors, stuck slices, throughput, open work.
 
 Kept apart from :mod:`barfill.store.queue` (which changes slices) so each
 file holds one responsibility; :class:`~barfill.store.queue.SqlQueue`
@@ -7,15 +7,19 @@ inherits these, so callers see one object.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from barfill.domain import intervals as iv
+from barfill.domain.backoff import failed_cooldown
+from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
 from barfill.store.db import Database
-from barfill.store.schema import JOB_STATUSES, job_runs
+from barfill.store.schema import JOB_STATUSES, job_definitions, job_runs
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,70 @@ class QueueReports:
         with self.db.read() as conn:
             slices, rows = conn.execute(query).one()
         return int(slices), int(rows)
+
+
+WorkKey = tuple[int, Timeframe]  # (symbol id, timeframe)
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """Slice ranges the planner must not plan again, per (symbol id, timeframe), any definition.
+
+    ``pending``: queued or running slices, one interval each (not merged),
+    sorted by start: someone is fetching them. ``held``: failed slices still
+    cooling down, and cancelled slices: the scheduler leaves them be (an
+    explicit ``ensure`` revives them instead).
+    """
+
+    pending: dict[WorkKey, list[Interval]]
+    held: dict[WorkKey, list[Interval]]
+
+    def blocked(self, key: WorkKey) -> list[Interval]:
+        """Pending and held ranges of ``key``, normalized: what the scheduler leaves out of a plan."""
+        return iv.normalize([*self.pending.get(key, ()), *self.held.get(key, ())])
+
+
+def open_work(
+    conn: Connection,
+    *,
+    now: float,
+    cooldown_s: float,
+    cooldown_max_s: float,
+    symbol_ids: Collection[int] | None = None,
+    timeframe: Timeframe | None = None,
+) -> OpenWork:
+    """One query: the queued, running, failed and cancelled slices' ranges, sorted into :class:`OpenWork`.
+
+    A failed slice is held while ``now`` (database clock, Unix seconds) is
+    before ``finished_at + min(cooldown_s * 2**revivals, cooldown_max_s)``;
+    after that it is neither pending nor held, so the scheduler plans its
+    range again and :meth:`~barfill.store.queue.SqlQueue.enqueue` revives it.
+    Call it before reading coverage in the same pass: a slice that completes
+    in between is then either pending or covered, never planned twice.
+    """
+    r = job_runs.c
+    query = sa.select(r.symbol_id, r.timeframe, r.start, r.end, r.status, r.finished_at, r.revivals).where(
+        r.status.in_(("queued", "running", "failed", "cancelled"))
+    )
+    if symbol_ids is not None or timeframe is not None:
+        # Through the definitions: job_runs is indexed on (definition_id, status).
+        d = job_definitions.c
+        defs = sa.select(d.id)
+        if symbol_ids is not None:
+            defs = defs.where(d.symbol_id.in_(sorted(set(symbol_ids))))
+        if timeframe is not None:
+            defs = defs.where(d.timeframe == Timeframe.parse(timeframe).value)
+        query = query.where(r.definition_id.in_(defs.scalar_subquery()))
+    pending: dict[WorkKey, list[Interval]] = {}
+    held: dict[WorkKey, list[Interval]] = {}
+    for row in conn.execute(query.order_by(r.symbol_id, r.timeframe, r.start, r.end)):
+        key = (int(row.symbol_id), Timeframe(row.timeframe))
+        span = Interval(int(row.start), int(row.end))
+        if row.status in ("queued", "running"):
+            pending.setdefault(key, []).append(span)
+        elif row.status == "cancelled" or (
+            row.finished_at is not None
+            and float(row.finished_at) + failed_cooldown(int(row.revivals), cooldown_s, cooldown_max_s) > now
+        ):
+            held.setdefault(key, []).append(span)
+    return OpenWork(pending, held)

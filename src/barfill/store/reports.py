@@ -44,7 +44,7 @@ def definitions_with_symbols(conn: Connection) -> list[dict[str, Any]]:
     q = (
         sa.select(d, symbols.c.ticker.label("symbol"))
         .join(symbols, symbols.c.id == d.c.symbol_id)
-        .order_by(symbols.c.ticker, d.c.timeframe)
+        .order_by(symbols.c.ticker, d.c.timeframe, d.c.requester)
     )
     return [dict(r._mapping) for r in conn.execute(q)]
 

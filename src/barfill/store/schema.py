@@ -101,7 +101,9 @@ job_definitions = Table(
     Column("provider", String(40)),  # pinned provider, or NULL for the router's choice
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
-    UniqueConstraint("symbol_id", "timeframe"),
+    # Who asked (a scheduler, a notebook...): each requester keeps its own window and pin.
+    Column("requester", String(64), nullable=False, server_default="default"),
+    UniqueConstraint("symbol_id", "timeframe", "requester"),
     CheckConstraint(
         'window_days > 0 OR ("start" IS NOT NULL AND "end" IS NOT NULL AND "start" < "end")',
         name="window",
@@ -139,6 +141,8 @@ job_runs = Table(
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
     UniqueConstraint("definition_id", "start", "end", "provider", "layer"),
+    # Times the tick brought this slice back from failed (its cool-down doubles each time).
+    Column("revivals", Integer, nullable=False, server_default="0"),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
     CheckConstraint('"start" < "end"', name="span"),
     # Runnable rows only: the claim scans this, never the finished history.
