@@ -114,8 +114,7 @@ def build_providers(
     """Providers that have what they need (keys, folders), plus notices for the user.
 
     ``clock`` is what adapters check reach and finality against: :func:`build`
-    passes the database clock, so every process agrees (and a simulated clock
-    injected into the database reaches the adapters too).
+    passes the database clock, so every process agrees.
     """
     providers: dict[str, Provider] = {}
     notices: list[str] = []

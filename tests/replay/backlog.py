@@ -14,10 +14,9 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import date
 
-from barfill.bootstrap import App, build, build_providers
+from barfill.bootstrap import App, build
 from barfill.config import load_settings
 from barfill.domain.timeframes import Timeframe
-from barfill.providers.http import LoopClient
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker
@@ -56,23 +55,22 @@ async def run_backlog(db_url: str) -> BacklogOutcome:
             derivations=[],
             lease_s=3_600.0,
         )
-        async with LoopClient(timeout_s=10.0) as http:
-            providers = build_providers(settings, http, CAL, clock=clock.now)[0]
-            app = build(settings, providers=providers, clock=clock)
-            try:
-                report = await asyncio.to_thread(ensure, app, list(SYMBOLS), "h1", days=730)
-                planned = sum(r.slices_queued for r in report.results)
-                windows = {r.symbol: (r.window_start, r.window_end) for r in report.results}
-                ticks = await _drain_with_ticks(app, clock)
-                problems: list[str] = []
-                with app.db.read() as conn:
-                    for symbol, (lo, hi) in windows.items():
-                        sid = symbol_id(conn, symbol)
-                        got = read_bars(conn, sid if sid is not None else -1, Timeframe.h1, lo, hi)
-                        want = market.final_bars(symbol, Timeframe.h1, lo, hi)
-                        problems += _compare(f"backlog {symbol} h1", want, got)
-            finally:
-                app.close()
+        app = build(settings, clock=clock)  # the real wiring; adapters read the (simulated) database clock
+        try:
+            report = await asyncio.to_thread(ensure, app, list(SYMBOLS), "h1", days=730)
+            planned = sum(r.slices_queued for r in report.results)
+            windows = {r.symbol: (r.window_start, r.window_end) for r in report.results}
+            ticks = await _drain_with_ticks(app, clock)
+            problems: list[str] = []
+            with app.db.read() as conn:
+                for symbol, (lo, hi) in windows.items():
+                    sid = symbol_id(conn, symbol)
+                    got = read_bars(conn, sid if sid is not None else -1, Timeframe.h1, lo, hi)
+                    want = market.final_bars(symbol, Timeframe.h1, lo, hi)
+                    problems += _compare(f"backlog {symbol} h1", want, got)
+        finally:
+            await app.aclose()
+            app.close()
     counts = log.final_counts()
     duplicates = [f"{s} {tf.value} {d}: {n} requests" for (s, tf, d), n in sorted(counts.items()) if n > 1]
     return BacklogOutcome(planned, log.calls["polygon"], ticks, duplicates, problems)

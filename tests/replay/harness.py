@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from barfill.bootstrap import App, build, build_providers
+from barfill.bootstrap import App, build
 from barfill.config import load_settings
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.ports import Provider
-from barfill.providers.http import LoopClient
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker, WorkerStats
@@ -210,20 +209,26 @@ async def replay(db_url: str, config: Config, scenario: Scenario, tmp: Path) -> 
     folder = FlatFolder(tmp / "flat", market, scenario.symbols, since=scenario.first - timedelta(days=40))
     with servers(config, market, log) as urls:
         settings = load_settings(**settings_for(db_url, config, urls, tmp / "flat"))
-        async with LoopClient(timeout_s=settings.http_timeout_s) as http:
-            providers: dict[str, Provider] = build_providers(settings, http, CAL, clock=clock.now)[0]
-            synthetic = RecordingSynthetic(market, log)
-            providers["synthetic"] = synthetic
-            if "flatfiles" in config.servers:
-                providers["flatfiles"] = RecordingFlatFiles(tmp / "flat", market, log)
-            app = build(settings, providers=providers, clock=clock)
-            r = Replay(config, scenario, app, market, log, synthetic, clock)
+        # The real wiring (HTTP client, adapters reading the database clock, which follows
+        # the SimClock); only the in-process sources are swapped for recording ones.
+        app = build(settings, clock=clock)
+        synthetic = RecordingSynthetic(market, log)
+        swap: dict[str, Provider] = {"synthetic": synthetic}
+        if "flatfiles" in config.servers:
+            swap["flatfiles"] = RecordingFlatFiles(tmp / "flat", market, log)
+        for name, provider in swap.items():
+            app.providers[name] = provider
+            app.router.providers[name] = provider
+        r = Replay(config, scenario, app, market, log, synthetic, clock)
+        try:
             for n, at in enumerate(scenario.steps()):
                 clock.advance_to(at)
                 folder.publish()
                 local = datetime.fromtimestamp(at, NY)
                 label = f"{config.name}/{scenario.name} {local:%a %m-%d %H:%M} NY"
                 await step(r, at, label, client=n == 0 or (local.hour, local.minute) in ENSURE_TIMES)
+        finally:
+            await app.aclose()  # the HTTP client, on the loop that made it
     return r
 
 
