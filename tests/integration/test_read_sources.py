@@ -270,7 +270,7 @@ def test_facade_reads_by_the_routers_order_and_one_basis(db: Database) -> None:
     bf = Barfill(db.url, providers={"polygon": polygon, "yahoo": yahoo})
     try:
         # Polygon (pinned) fetched Tuesday and Wednesday; then Yahoo (pinned) the rest of the week.
-        job = bf.ensure("AAPL", "h1", start="2024-03-12", end="2024-03-14", provider="polygon").job
+        job = bf.ensure("AAPL", "h1", start="2024-03-12", end="2024-03-13", provider="polygon").job
         bf.wait(job, poll_s=0.05)
         job = bf.ensure("AAPL", "h1", start="2024-03-11", end="2024-03-16", provider="yahoo").job
         bf.wait(job, poll_s=0.05)
