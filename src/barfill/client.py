@@ -252,4 +252,5 @@ def _frame(arrow_stream: bytes) -> pd.DataFrame:
     frame = table.to_pandas()
     frame["trade_count"] = frame["trade_count"].astype("Int64")
     index = pd.DatetimeIndex(pd.to_datetime(frame.pop("ts"), unit="s", utc=True), name="ts")
-    return frame.set_index(index)
+    out: pd.DataFrame = frame.set_index(index)
+    return out
