@@ -129,6 +129,10 @@ def _chart_latency(
                 target=target.get((tf, q), "ratio <= 2"),
             )
         )
+    for r in out:
+        print(
+            f"{r.name}: {r.value:,.1f} {r.unit} (raw SQL {r.baseline:,.1f}, ratio {r.ratio:.2f})", flush=True
+        )
     return out
 
 
