@@ -129,9 +129,9 @@ def _chart_latency(
                 target=target.get((tf, q), "ratio <= 2"),
             )
         )
-    for r in out:
+    for res in out:
         print(
-            f"{r.name}: {r.value:,.1f} {r.unit} (raw SQL {r.baseline:,.1f}, ratio {r.ratio:.2f})", flush=True
+            f"{res.name}: {res.value:,.1f} {res.unit} (raw SQL {res.baseline}, ratio {res.ratio})", flush=True
         )
     return out
 
