@@ -234,7 +234,13 @@ def _runs_between(gaps: Sequence[Interval], pending: Sequence[Interval]) -> list
 
 
 def order_for_batching(slices: Sequence[NewSlice]) -> list[NewSlice]:
-    """Enqueue order that lets a worker claim same-range slices of many symbols together."""
+    """Enqueue order: newest range first, same-range slices of many symbols together.
+
+    The queue claims by priority, then enqueue time, then id (insertion
+    order), so within one enqueue the slice holding a definition's most recent
+    bars is claimed first: a chart opened on an empty store shows its right
+    edge after one provider round-trip, and older history fills in behind it.
+    """
     return sorted(
-        slices, key=lambda s: (-s.priority, s.provider, s.layer, s.timeframe, s.start, s.end, s.symbol_id)
+        slices, key=lambda s: (-s.priority, s.provider, s.timeframe, -s.end, -s.start, s.layer, s.symbol_id)
     )

@@ -1,0 +1,1 @@
+"""barfill over HTTP: the FastAPI application (see :mod:`barfill.server.app`)."""
