@@ -162,12 +162,13 @@ def parse_timeframe(value: str) -> Timeframe:
     return Timeframe.parse(value)
 
 
-def _time(value: str | None, field: str) -> int | None:
+def _time(value: str | None, field: str, tz: str) -> int | None:
+    """Unix seconds, or a date (exchange-local; an end date is inclusive) or ISO time, via ``parse_time``."""
     if value is None:
         return None
     text = value.strip()
     number = text.lstrip("-").isdigit()
-    ts = int(text) if number and len(text) < 15 else parse_time(text, field)
+    ts = int(text) if number and len(text) < 15 else parse_time(text, field, tz=tz, end=field == "end")
     if not MIN_TIME <= ts <= MAX_TIME:
         raise InvalidInput(field, "a time between 1970 and 2100", value)
     return ts
@@ -260,7 +261,7 @@ def _bar_query(
         raise InvalidInput("layers", "some of historical, intraday, forecast", layers) from None
     if not wanted:
         raise InvalidInput("layers", "at least one of historical, intraday, forecast", layers)
-    lo, hi = _time(start, "start"), _time(end, "end")
+    lo, hi = _time(start, "start", app.calendar.tz), _time(end, "end", app.calendar.tz)
     ticker, sid = _symbol_id(app, symbol)
     span = app.settings.api_max_range_bars * tf.seconds
     with app.db.read() as conn:
