@@ -1,0 +1,1 @@
+"""barfill's HTTP server: the FastAPI app, its routes and their dependencies."""
