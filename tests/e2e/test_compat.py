@@ -9,11 +9,13 @@ compared bar for bar with what the store holds.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +44,7 @@ CORS = {
     "access-control-allow-origin": "*",
     "access-control-allow-headers": "authorization, x-client-info, apikey, content-type",
 }
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 CLIENT_HEADERS = {
     "Authorization": "Bearer anon-key",
     "apikey": "anon-key",
@@ -125,7 +128,10 @@ def test_ensure_coverage_worker_then_chart_data_v2_shows_the_stored_bars(db: Dat
         first = _ensure(client, "aapl", "h1", 10)
         assert first["symbol"] == "AAPL" and first["timeframe"] == "h1"
         assert first["status"] == "gaps_detected" and first["coverage_status"]["gaps_found"] >= 1
-        assert first["job_def_id"].isdigit()
+        with db.read() as conn:
+            (def_id,) = conn.execute(job_definitions.select().with_only_columns(job_definitions.c.id)).one()
+        # The original's ids were UUIDs: a UUID-shaped string ending in barfill's id, in decimal.
+        assert first["job_def_id"] == f"00000000-0000-4000-8000-{def_id:012d}"
         progress = first["backfill_progress"]
         assert progress["total_slices"] == progress["queued_slices"] > 0
         assert progress["completed_slices"] == progress["bars_written"] == progress["progress_percent"] == 0
@@ -154,7 +160,11 @@ def test_ensure_coverage_worker_then_chart_data_v2_shows_the_stored_bars(db: Dat
         np.testing.assert_array_equal([b["close"] for b in served], truth.close)
         assert body["metadata"]["total_bars"] == len(stored) == body["dataQuality"]["barCount"]
         assert body["metadata"]["requested_days"] == 60 and body["metadata"]["forecast_days"] == 10
-        assert body["symbol"] == "AAPL" and body["asset_type"] == "stock" and body["symbol_id"].isdigit()
+        assert (
+            body["symbol"] == "AAPL"
+            and body["asset_type"] == "stock"
+            and UUID_RE.fullmatch(body["symbol_id"])
+        )
         assert (
             layers["historical"]["provider"] == "synthetic"
             and layers["forecast"]["provider"] == "ml_forecast"
@@ -365,25 +375,39 @@ BAD_REQUESTS = [
     ("ensure-coverage", {"symbol": "AAPL", "timeframe": "h1", "priority": 5000}, 400, "priority"),
     ("ensure-coverage", {"symbol": "AAPL", "timeframe": "yearly"}, 400, "Invalid timeframe"),
     ("ensure-coverage", b"\xff\xfe", 400, "not valid JSON"),
+    ("chart-read", b"[" * 100_000, 400, "not valid JSON"),
+    ("chart-data-v2", b'{"symbol": "AAPL", "days": 1e999}', 400, "days"),
     ("orchestrator?action=explode", {}, 400, "Invalid action"),
     ("fetch-bars", {"job_run_id": "x"}, 404, "Function not found"),
 ]
 
 
+@pytest.fixture(scope="module")
+def known_aapl(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One SQLite store that knows AAPL (and not ZZZZ), shared by the bad-input cases: they change nothing."""
+    path = tmp_path_factory.mktemp("compat") / "barfill.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    db = Database(f"sqlite:///{path}")
+    try:
+        with _client(db) as (_, client, _synthetic):
+            _ensure(client, "AAPL", "d1", 3)
+            yield client
+    finally:
+        db.dispose()
+
+
 @pytest.mark.parametrize(("function", "payload", "status", "message"), BAD_REQUESTS)
 def test_bad_input_is_a_clear_4xx_with_the_original_error_shape(
-    sqlite_db: Database, function: str, payload: Any, status: int, message: str
+    known_aapl: TestClient, function: str, payload: Any, status: int, message: str
 ) -> None:
-    with _client(sqlite_db) as (_, client, _synthetic):
-        _ensure(client, "AAPL", "d1", 3)  # AAPL is known; ZZZZ is not
-        if isinstance(payload, bytes):
-            r = client.post(f"{BASE}/{function}", content=payload)
-        else:
-            r = client.post(f"{BASE}/{function}", json=payload)
-        assert r.status_code == status, r.text
-        body = r.json()
-        assert isinstance(body["error"], str) and message in body["error"], body
-        _cors(r)
+    if isinstance(payload, bytes):
+        r = known_aapl.post(f"{BASE}/{function}", content=payload)
+    else:
+        r = known_aapl.post(f"{BASE}/{function}", json=payload)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert isinstance(body["error"], str) and message in body["error"], body
+    _cors(r)
 
 
 def test_errors_on_postgresql_too(postgres_db: Database) -> None:
@@ -431,6 +455,7 @@ def test_orchestrator_tick_status_and_retry_failed(db: Database) -> None:
         assert status["running"] == 0 and status["recent_jobs"] == []
         row = status["queued_jobs"][0]
         assert set(row) == m.SERVER_KEYS_JOB_RUN
+        assert UUID_RE.fullmatch(row["id"]) and UUID_RE.fullmatch(row["job_def_id"])
         assert row["status"] == "queued" and row["job_type"] == "fetch_intraday" and row["symbol"] == "AAPL"
 
         _drain(app)  # every fetch fails; one attempt each

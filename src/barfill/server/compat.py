@@ -114,7 +114,7 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise CompatError(400, "Request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise CompatError(400, "Request body must be a JSON object")
@@ -164,7 +164,7 @@ def _ensure_coverage(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
         assert found is not None, "ensure stored the symbol"
         last_success = reads.last_coverage_update(conn, found[0], tf)
     body: dict[str, Any] = {
-        "job_def_id": str(result.definition_id),
+        "job_def_id": shapes.uuid_of(result.definition_id),
         "symbol": ticker,
         "timeframe": tf.value,
         "status": "coverage_complete" if result.has_coverage else "gaps_detected",
@@ -309,7 +309,7 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
     refresh = _refresh(app, ticker, sid, [tf]) if stale else _not_attempted(ticker, tf)
     body = {
         "symbol": ticker,
-        "symbol_id": str(sid),
+        "symbol_id": shapes.uuid_of(sid),
         "asset_type": asset_type,
         "timeframe": tf.value,
         "layers": {

@@ -59,6 +59,16 @@ class CompatError(Exception):
         return {"error": self.message, **self.extra}
 
 
+def uuid_of(n: int) -> str:
+    """A barfill integer id as a UUID-shaped string whose last group is the id in decimal.
+
+    The original's ids were UUIDs; a client model typed ``UUID`` as well as one
+    typed ``String`` decodes this, and a person still reads the id (``...-000000000042``
+    is 42).
+    """
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
 def bar_cap(timeframe: Timeframe) -> int:
     """How many bars the chart routes return at most for ``timeframe`` (950 for every one today)."""
     return min(_MAX_BARS_BY_TIMEFRAME.get(timeframe.value, _SOFT_CAP), _POSTGREST_CAP, _SOFT_CAP)
@@ -258,8 +268,8 @@ def job_run(row: Mapping[str, Any]) -> dict[str, Any]:
     tf = Timeframe(row["timeframe"])
     status = _STATUS.get(str(row["status"]), str(row["status"]))
     return {
-        "id": str(row["id"]),
-        "job_def_id": str(row["definition_id"]),
+        "id": uuid_of(int(row["id"])),
+        "job_def_id": uuid_of(int(row["definition_id"])),
         "symbol": row["symbol"],
         "timeframe": tf.value,
         "job_type": "fetch_intraday" if tf.intraday else "fetch_historical",
