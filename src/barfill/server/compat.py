@@ -462,4 +462,6 @@ async def preflight(function: str) -> PlainTextResponse:
 
 @router.api_route("/{function:path}", methods=_METHODS)
 async def unknown_function(function: str) -> JSONResponse:
-    raise CompatError(404, f"Function not found: {function}")
+    """404 for anything else, e.g. ``fetch-bars``: barfill's workers fetch queued slices themselves."""
+    hint = " (barfill's workers fetch queued slices themselves)" if function.startswith("fetch-bars") else ""
+    raise CompatError(404, f"Function not found: {function}{hint}")
