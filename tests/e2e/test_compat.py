@@ -175,6 +175,31 @@ def test_ensure_coverage_worker_then_chart_data_v2_shows_the_stored_bars(db: Dat
         depth = (int(stored.ts[-1]) - int(stored.ts[0])) // 86_400
         assert body["dataQuality"]["historicalDepthDays"] == depth
 
+        # "Complete" means the whole requested window: a longer one has gaps again, though today is covered.
+        longer = _ensure(client, "AAPL", "h1", 30)
+        assert longer["status"] == "gaps_detected" and longer["coverage_status"]["gaps_found"] >= 1
+        assert longer["coverage_status"]["to_ts"] == done["coverage_status"]["to_ts"]
+        assert longer["backfill_progress"]["queued_slices"] > 0
+
+
+def test_a_known_symbol_without_bars_answers_empty_layers(db: Database) -> None:
+    with _client(db) as (_, client, _synthetic):
+        _ensure(client, "TSLA", "h1", 5)  # known now; nothing fetched yet
+        body = client.post(f"{BASE}/chart-data-v2", json={"symbol": "TSLA", "timeframe": "h1"}).json()
+        _check_v2(body)
+        assert body["metadata"]["total_bars"] == 0 and body["dataQuality"]["isStale"] is True
+        for name in ("historical", "intraday"):
+            assert body["layers"][name] == {
+                "count": 0,
+                "provider": "none",
+                "data": [],
+                "oldestBar": None,
+                "newestBar": None,
+            }
+        read = client.get(f"{BASE}/chart-read", params={"symbol": "TSLA", "timeframe": "1h"}).json()
+        _decodes(read, m.CHART_RESPONSE)
+        assert read["bars"] == [] and read["dataQuality"]["barCount"] == 0
+
 
 def test_chart_data_v2_serves_the_newest_950_bars_ascending(db: Database) -> None:
     with _client(db) as (app, client, _):
