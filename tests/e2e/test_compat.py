@@ -304,7 +304,7 @@ def test_chart_read_pages_and_refreshes_with_the_planner(db: Database) -> None:
         # Refresh on read: every chart timeframe gets a definition and its gaps queued.
         refresh = body["refresh"]
         assert set(refresh) == m.SERVER_KEYS_REFRESH and refresh["attempted"] is True
-        assert refresh["error"] is None and refresh["symbol"] == "AAPL"
+        assert refresh["error"] is None and refresh["symbol"] == "AAPL" and refresh["timeframe"] == "h1"
         assert set(refresh["enqueuedTimeframes"]) == {"m15", "h4", "d1", "w1"}
         assert refresh["insertedSlices"] > 0
         with db.read() as conn:

@@ -191,7 +191,9 @@ def _ensure_coverage(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
 # -- refresh on read ------------------------------------------------------------------------------
 
 
-def _refresh(app: App, ticker: str, symbol_id: int, timeframes: Sequence[Timeframe]) -> dict[str, Any]:
+def _refresh(
+    app: App, ticker: str, symbol_id: int, requested: Timeframe, timeframes: Sequence[Timeframe]
+) -> dict[str, Any]:
     """Queue what is missing for each timeframe with barfill's planner; never waits for a provider.
 
     A timeframe that already has a definition is ensured with its own stored
@@ -228,7 +230,7 @@ def _refresh(app: App, ticker: str, symbol_id: int, timeframes: Sequence[Timefra
             inserted += result.slices_queued
     return {
         "attempted": True,
-        "timeframe": timeframes[0].value if len(timeframes) == 1 else "all",
+        "timeframe": requested.value,
         "symbol": ticker,
         "enqueuedTimeframes": enqueued,
         "insertedSlices": inserted,
@@ -306,7 +308,7 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
             )
             forecast = [shapes.bar(ahead, i, final=False, is_forecast=True) for i in range(len(ahead))]
     stale = not bars.ts or now - bars.ts[-1] > _STALE_AFTER_S[tf]
-    refresh = _refresh(app, ticker, sid, [tf]) if stale else _not_attempted(ticker, tf)
+    refresh = _refresh(app, ticker, sid, tf, [tf]) if stale else _not_attempted(ticker, tf)
     body = {
         "symbol": ticker,
         "symbol_id": shapes.uuid_of(sid),
@@ -385,7 +387,7 @@ def _chart_read(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
     with app.db.read() as conn:
         bars = reads.newest_bars(conn, sid, tf, cap, after=int(now) - days * shapes.DAY_S)
         final = reads.final_ts(conn, sid, tf, bars.ts[0], bars.ts[-1] + 1) if bars.ts else set()
-    refresh = _refresh(app, ticker, sid, _REFRESH_TIMEFRAMES)
+    refresh = _refresh(app, ticker, sid, tf, _REFRESH_TIMEFRAMES)
     return {
         **head,
         "bars": [shapes.read_bar(shapes.bar(bars, i, final=t in final)) for i, t in enumerate(bars.ts)],
