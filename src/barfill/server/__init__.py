@@ -1,1 +1,1 @@
-"""barfill's HTTP server: the FastAPI app, its routes and their dependencies."""
+"""barfill over HTTP: the FastAPI application (see :mod:`barfill.server.app`)."""
