@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from barfill.bootstrap import App
@@ -31,12 +29,14 @@ from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.server.app import create_app
 from barfill.service.worker import Worker
+from barfill.store.api_keys import create_key
 from barfill.store.bars import read_bars, upsert_bars
 from barfill.store.db import Database
 from barfill.store.schema import job_definitions
 from barfill.store.symbols import symbol_id
 from tests.e2e import swift_models as m
 from tests.e2e.helpers import make_app
+from tests.e2e.http_server import LiveServer
 
 CAL = get_calendar("XNYS")
 BASE = "/functions/v1"
@@ -502,30 +502,11 @@ def test_orchestrator_tick_status_and_retry_failed(db: Database) -> None:
         assert ticked["results"]["scanned"] == 2 and ticked["results"]["errors"] == []
 
 
-@contextmanager
-def _uvicorn(app: App) -> Iterator[str]:
-    config = uvicorn.Config(create_app(app), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_through_a_real_uvicorn_server(db: Database) -> None:
     synthetic = SyntheticProvider(calendar=CAL)
     app = make_app(db, {"synthetic": synthetic})
     try:
-        with _uvicorn(app) as base, httpx.Client(base_url=base + BASE, headers=CLIENT_HEADERS) as http:
+        with LiveServer(app) as live, httpx.Client(base_url=live.url + BASE, headers=CLIENT_HEADERS) as http:
             ensure = {"symbol": "NVDA", "timeframe": "m15", "window_days": 7}
             first = http.post("/ensure-coverage", json=ensure)
             assert first.status_code == 200
@@ -551,3 +532,44 @@ def test_through_a_real_uvicorn_server(db: Database) -> None:
             assert (missing.status_code, missing.json()) == (404, {"error": "Symbol QQQQ not found"})
     finally:
         app.close()
+
+
+# (function, body, scope it needs); the status of each call decides nothing else here.
+SCOPED = [
+    ("chart-data-v2", {"symbol": "AAPL", "timeframe": "d1"}, "read"),
+    ("chart", {"symbol": "AAPL", "timeframe": "d1"}, "read"),
+    ("chart-read", {"symbol": "AAPL", "timeframe": "d1", "before": 1_767_225_600}, "read"),
+    ("orchestrator?action=status", {}, "read"),
+    ("ensure-coverage", {"symbol": "AAPL", "timeframe": "d1", "window_days": 3}, "write"),
+    ("orchestrator?action=retry_failed", {}, "write"),
+    ("orchestrator?action=tick", {}, "admin"),
+    ("orchestrator", {}, "admin"),
+]
+RANK = {"read": 0, "write": 1, "admin": 2}
+
+
+def test_api_keys_once_configured_the_bearer_must_hold_the_scope(db: Database) -> None:
+    with db.write() as conn:
+        keys = {scope: create_key(conn, f"k-{scope}", [scope])[1] for scope in RANK}
+    with _client(db) as (_, client, _synthetic):
+        admin = {"Authorization": f"Bearer {keys['admin']}"}
+        r = client.post(f"{BASE}/ensure-coverage", json={"symbol": "AAPL", "timeframe": "d1"}, headers=admin)
+        assert r.status_code == 200, r.text
+        for function, body, needed in SCOPED:
+            # No bearer (an empty header is none), or the anon key the client was built with.
+            for headers in ({"Authorization": ""}, {}):
+                r = client.post(f"{BASE}/{function}", json=body, headers=headers)
+                assert r.status_code == 401, (function, headers, r.text)
+                assert isinstance(r.json()["error"], str)
+                _cors(r)
+            for scope, key in keys.items():
+                r = client.post(f"{BASE}/{function}", json=body, headers={"Authorization": f"Bearer {key}"})
+                if RANK[scope] >= RANK[needed]:
+                    assert r.status_code == 200, (function, scope, r.text)
+                else:
+                    assert r.status_code == 403, (function, scope, r.text)
+                    assert needed in r.json()["error"]
+                _cors(r)
+        # A preflight carries no credentials: it is answered without a key.
+        r = client.options(f"{BASE}/chart-data-v2", headers={"Authorization": ""})
+        assert (r.status_code, r.text) == (200, "ok")
