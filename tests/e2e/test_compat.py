@@ -573,3 +573,19 @@ def test_api_keys_once_configured_the_bearer_must_hold_the_scope(db: Database) -
         # A preflight carries no credentials: it is answered without a key.
         r = client.options(f"{BASE}/chart-data-v2", headers={"Authorization": ""})
         assert (r.status_code, r.text) == (200, "ok")
+
+
+def test_openapi_lists_the_functions_the_client_calls(sqlite_db: Database) -> None:
+    app = make_app(sqlite_db, {"synthetic": SyntheticProvider(calendar=CAL)})
+    try:
+        paths = create_app(app).openapi()["paths"]  # warnings are errors: no duplicate operation ids
+    finally:
+        app.close()
+    compat = {p: sorted(ops) for p, ops in paths.items() if p.startswith(BASE)}
+    assert compat == {
+        f"{BASE}/ensure-coverage": ["post"],
+        f"{BASE}/chart-data-v2": ["post"],
+        f"{BASE}/chart": ["get", "post"],
+        f"{BASE}/chart-read": ["get", "post"],
+        f"{BASE}/orchestrator": ["get", "post"],
+    }

@@ -43,7 +43,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
 from barfill.server import compat_shapes as shapes
 from barfill.server.compat_shapes import CompatError, iso
-from barfill.server.deps import get_app, require
+from barfill.server.deps import get_app, get_auth, require
 from barfill.service.ensure import MAX_WINDOW_DAYS, ensure
 from barfill.service.orchestrator import tick
 from barfill.store import compat_reads as reads
@@ -107,6 +107,45 @@ router = APIRouter(prefix="/functions/v1", route_class=_CompatRoute)
 AppDep = Annotated[App, Depends(get_app)]
 
 
+def _scope(scope: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """``require(scope)``, except that with no keys on a loopback-only server any bearer passes.
+
+    The original client always sends its anon key (``Authorization: Bearer``
+    and ``apikey``); the contract says a compatible server accepts any bearer.
+    Once keys exist, that key must be a barfill key holding ``scope``.
+    """
+    checked = require(scope)
+
+    async def dependency(request: Request) -> None:
+        auth = get_auth(request)
+        if auth.loopback and not await run_in_threadpool(auth.keys_exist):
+            return
+        await checked(request)
+
+    return dependency
+
+
+Endpoint = Callable[..., Coroutine[Any, Any, Response]]
+
+
+def _function(path: str, scope: str, shown: Sequence[str] = ("POST",)) -> Callable[[Endpoint], Endpoint]:
+    """Serve ``path`` for every method but OPTIONS, as the original functions did.
+
+    The methods the client uses are in the OpenAPI document; the others are
+    served the same way but left out of it.
+    """
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        deps = [Depends(_scope(scope))]
+        for method in shown:  # one route per method: each gets its own OpenAPI operation id
+            router.add_api_route(path, endpoint, methods=[method], dependencies=deps)
+        hidden = [m for m in _METHODS if m not in shown]
+        router.add_api_route(path, endpoint, methods=hidden, dependencies=deps, include_in_schema=False)
+        return endpoint
+
+    return register
+
+
 async def _body(request: Request) -> dict[str, Any]:
     """The JSON object in the body; ``{}`` when there is none (a GET)."""
     raw = await request.body()
@@ -142,7 +181,7 @@ def _known_symbol(app: App, raw: str | None) -> tuple[str, int, str]:
 # -- ensure-coverage ------------------------------------------------------------------------------
 
 
-@router.api_route("/ensure-coverage", methods=_METHODS, dependencies=[Depends(require("write"))])
+@_function("/ensure-coverage", "write")
 async def ensure_coverage(request: Request, app: AppDep) -> JSONResponse:
     """Record the desired window, queue its gaps, answer at once with coverage and progress."""
     data = await _body(request)
@@ -254,7 +293,7 @@ def _not_attempted(ticker: str, tf: Timeframe) -> dict[str, Any]:
 # -- chart-data-v2 and chart ------------------------------------------------------------------------
 
 
-@router.api_route("/chart-data-v2", methods=_METHODS, dependencies=[Depends(require("read"))])
+@_function("/chart-data-v2", "read")
 async def chart_data_v2(request: Request, app: AppDep) -> JSONResponse:
     """The v6 superset of chart-data-v2. The query string is ignored, as the original did."""
     data = await _body(request)
@@ -262,7 +301,7 @@ async def chart_data_v2(request: Request, app: AppDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.api_route("/chart", methods=_METHODS, dependencies=[Depends(require("read"))])
+@_function("/chart", "read", shown=("GET", "POST"))
 async def chart(request: Request, app: AppDep) -> JSONResponse:
     """The later unified function: one answer that decodes as both client models.
 
@@ -346,7 +385,7 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
 # -- chart-read -------------------------------------------------------------------------------------
 
 
-@router.api_route("/chart-read", methods=_METHODS, dependencies=[Depends(require("read"))])
+@_function("/chart-read", "read", shown=("GET", "POST"))
 async def chart_read(request: Request, app: AppDep) -> JSONResponse:
     """Stored bars in ``ChartResponse`` shape; with ``before``, one page of older bars.
 
@@ -406,14 +445,14 @@ _ACTION_SCOPES = {"tick": "admin", "status": "read", "retry_failed": "write"}
 _RETRY_BATCH = 10
 
 
-@router.api_route("/orchestrator", methods=_METHODS, dependencies=[Depends(require("read"))])
+@_function("/orchestrator", "read", shown=("GET", "POST"))
 async def orchestrator(request: Request, app: AppDep) -> JSONResponse:
     """``?action=tick`` (admin, the default), ``status`` (read) or ``retry_failed`` (write)."""
     action = request.query_params.get("action") or "tick"
     scope = _ACTION_SCOPES.get(action)
     if scope is None:
         raise CompatError(400, "Invalid action")
-    await require(scope)(request)
+    await _scope(scope)(request)
     work = {"tick": _tick, "status": _status, "retry_failed": _retry_failed}[action]
     return JSONResponse(await run_in_threadpool(work, app))
 
@@ -456,13 +495,13 @@ def _retry_failed(app: App) -> dict[str, Any]:
 # -- CORS preflight and unknown functions -----------------------------------------------------------
 
 
-@router.options("/{function:path}")
+@router.options("/{function:path}", include_in_schema=False)
 async def preflight(function: str) -> PlainTextResponse:
     """``OPTIONS`` on any function: 200 ``ok`` with the CORS headers, as the original answered."""
     return PlainTextResponse("ok")
 
 
-@router.api_route("/{function:path}", methods=_METHODS)
+@router.api_route("/{function:path}", methods=_METHODS, include_in_schema=False)
 async def unknown_function(function: str) -> JSONResponse:
     """404 for anything else, e.g. ``fetch-bars``: barfill's workers fetch queued slices themselves."""
     hint = " (barfill's workers fetch queued slices themselves)" if function.startswith("fetch-bars") else ""
