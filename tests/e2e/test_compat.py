@@ -512,6 +512,8 @@ def test_through_a_real_uvicorn_server(db: Database) -> None:
             assert first.status_code == 200
             _decodes(first.json(), m.ENSURE_COVERAGE_RESPONSE)
             assert first.json()["status"] == "gaps_detected"
+            ticked = http.post("/orchestrator?action=tick", json={})  # what pg_cron did every minute
+            assert ticked.status_code == 200 and ticked.json()["results"]["scanned"] == 1
             _drain(app)
             done = http.post("/ensure-coverage", json=ensure).json()
             assert (
