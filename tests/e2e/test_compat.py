@@ -591,3 +591,24 @@ def test_openapi_lists_the_functions_the_client_calls(sqlite_db: Database) -> No
         f"{BASE}/chart-read": ["get", "post"],
         f"{BASE}/orchestrator": ["get", "post"],
     }
+
+
+def test_an_unreachable_database_is_a_503_that_names_no_secret() -> None:
+    from barfill.bootstrap import build
+    from barfill.config import load_settings
+
+    settings = load_settings(database_url="postgresql://postgres:hunter2@127.0.0.1:1/nowhere")
+    app = build(settings, providers={"synthetic": SyntheticProvider(calendar=CAL)})
+    try:
+        client = TestClient(create_app(app), headers=CLIENT_HEADERS)  # no lifespan: nothing connects early
+        for function, body in (
+            ("chart-data-v2", {"symbol": "AAPL"}),
+            ("ensure-coverage", {"symbol": "A", "timeframe": "h1"}),
+        ):
+            r = client.post(f"{BASE}/{function}", json=body)
+            assert r.status_code == 503, r.text
+            assert r.json() == {"error": "service unavailable, try again"}
+            assert "hunter2" not in r.text
+            _cors(r)
+    finally:
+        app.close()

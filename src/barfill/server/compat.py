@@ -95,8 +95,9 @@ class _CompatRoute(APIRoute):
                 response = JSONResponse({"error": f"invalid request: {fields}"}, status_code=400)
             except BarfillError as e:
                 # Not the caller's fault (the database is down...): the client shows "unavailable".
+                # The details (which may name the database) go to the log, not to the caller.
                 log.warning("compat %s failed: %s", request.url.path, e)
-                response = JSONResponse({"error": str(e)}, status_code=503)
+                response = JSONResponse({"error": "service unavailable, try again"}, status_code=503)
             response.headers.update(shapes.CORS_HEADERS)
             return response
 
