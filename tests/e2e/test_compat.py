@@ -201,6 +201,23 @@ def test_a_known_symbol_without_bars_answers_empty_layers(db: Database) -> None:
         assert read["bars"] == [] and read["dataQuality"]["barCount"] == 0
 
 
+def test_a_stale_chart_queues_its_refresh_and_fills_in(db: Database) -> None:
+    with _client(db) as (app, client, _synthetic):
+        _ensure(client, "TSLA", "h1", 5)  # TSLA is known; it has no d1 definition
+        empty = client.post(f"{BASE}/chart-data-v2", json={"symbol": "TSLA", "timeframe": "d1"}).json()
+        assert empty["layers"]["historical"]["count"] == 0
+        with db.read() as conn:
+            d1 = conn.execute(job_definitions.select().where(job_definitions.c.timeframe == "d1")).one()
+        assert (d1.window_days, d1.priority) == (730, 200)
+        assert app.queue.progress([d1.id])[d1.id].queued > 0
+        _drain(app)
+        body = client.post(f"{BASE}/chart-data-v2", json={"symbol": "TSLA", "timeframe": "d1"}).json()
+        _check_v2(body)
+        daily = _stored(db, "TSLA", Timeframe.d1)
+        assert len(daily) > 400  # about two years of sessions
+        _same_bars(body["layers"]["historical"]["data"], daily)
+
+
 def test_chart_data_v2_serves_the_newest_950_bars_ascending(db: Database) -> None:
     with _client(db) as (app, client, _):
         assert _ensure(client, "MSFT", "15m", 60)["timeframe"] == "m15"
