@@ -28,6 +28,7 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.server.app import create_app
+from barfill.service.admin import set_enabled
 from barfill.service.worker import Worker
 from barfill.store.api_keys import create_key
 from barfill.store.bars import read_bars, upsert_bars
@@ -216,6 +217,19 @@ def test_a_stale_chart_queues_its_refresh_and_fills_in(db: Database) -> None:
         daily = _stored(db, "TSLA", Timeframe.d1)
         assert len(daily) > 400  # about two years of sessions
         _same_bars(body["layers"]["historical"]["data"], daily)
+
+        # Reading never re-enables what an operator disabled.
+        assert set_enabled(app, [d1.id], False) == 1
+        read = client.post(f"{BASE}/chart-read", json={"symbol": "TSLA", "timeframe": "d1"}).json()
+        assert read["refresh"]["diagnostics"]["d1"] == {"skipped": "definition disabled"}
+        assert "d1" not in read["refresh"]["enqueuedTimeframes"]
+        with db.read() as conn:
+            enabled = conn.execute(
+                job_definitions.select()
+                .with_only_columns(job_definitions.c.enabled)
+                .where(job_definitions.c.id == d1.id)
+            ).scalar_one()
+        assert enabled is False
 
 
 def test_chart_data_v2_serves_the_newest_950_bars_ascending(db: Database) -> None:

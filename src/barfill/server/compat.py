@@ -238,8 +238,9 @@ def _refresh(
 
     A timeframe that already has a definition is ensured with its own stored
     window, priority and provider (so reading never narrows what a user
-    asked for); a new one gets the original's chart-read window (7 days
-    intraday, 730 days daily/weekly) at priority 200.
+    asked for) and a disabled one is left alone (reading never re-enables
+    it); a new one gets the original's chart-read window (7 days intraday,
+    730 days daily/weekly) at priority 200.
     """
     enqueued: list[str] = []
     inserted = 0
@@ -248,6 +249,9 @@ def _refresh(
     for tf in timeframes:
         with app.db.read() as conn:
             stored = reads.definition_settings(conn, symbol_id, tf)
+        if stored is not None and not stored["enabled"]:
+            diagnostics[tf.value] = {"skipped": "definition disabled"}
+            continue
         if stored is None:
             kwargs: dict[str, Any] = {
                 "days": 7 if tf.intraday else 730,

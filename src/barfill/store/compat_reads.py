@@ -140,11 +140,11 @@ def symbol_row(conn: Connection, ticker: str) -> tuple[int, str] | None:
 
 
 def definition_settings(conn: Connection, symbol_id: int, timeframe: Timeframe) -> dict[str, Any] | None:
-    """The stored window, priority and provider of (symbol, timeframe)'s definition, or None."""
+    """The stored window, priority, provider and enabled flag of (symbol, timeframe)'s definition, or None."""
     d = job_definitions
     row = (
         conn.execute(
-            sa.select(d.c.window_days, d.c.start, d.c.end, d.c.priority, d.c.provider)
+            sa.select(d.c.window_days, d.c.start, d.c.end, d.c.priority, d.c.provider, d.c.enabled)
             .where(d.c.symbol_id == symbol_id, d.c.timeframe == timeframe.value)
             .order_by(d.c.id)
             .limit(1)
