@@ -41,18 +41,16 @@ from barfill.domain.bars import Layer
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
+from barfill.server import compat_queue as queue_side
 from barfill.server import compat_shapes as shapes
 from barfill.server.compat_shapes import CompatError, iso
 from barfill.server.deps import get_app, get_auth, require
 from barfill.service.ensure import MAX_WINDOW_DAYS, ensure
-from barfill.service.orchestrator import tick
 from barfill.store import compat_reads as reads
 
 log = logging.getLogger("barfill.compat")
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-_REFRESH_TIMEFRAMES = (Timeframe.m15, Timeframe.h1, Timeframe.h4, Timeframe.d1, Timeframe.w1)
-_REFRESH_PRIORITY = 200
 # chart-data-v2 refreshed a timeframe whose newest bar was older than this (v5-v6 limits).
 _STALE_AFTER_S = {
     Timeframe.m1: 5 * 60,
@@ -228,73 +226,6 @@ def _ensure_coverage(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-# -- refresh on read ------------------------------------------------------------------------------
-
-
-def _refresh(
-    app: App, ticker: str, symbol_id: int, requested: Timeframe, timeframes: Sequence[Timeframe]
-) -> dict[str, Any]:
-    """Queue what is missing for each timeframe with barfill's planner; never waits for a provider.
-
-    A timeframe that already has a definition is ensured with its own stored
-    window, priority and provider (so reading never narrows what a user
-    asked for) and a disabled one is left alone (reading never re-enables
-    it); a new one gets the original's chart-read window (7 days intraday,
-    730 days daily/weekly) at priority 200.
-    """
-    enqueued: list[str] = []
-    inserted = 0
-    diagnostics: dict[str, Any] = {"planner": "barfill"}
-    errors: list[str] = []
-    for tf in timeframes:
-        with app.db.read() as conn:
-            stored = reads.definition_settings(conn, symbol_id, tf)
-        if stored is not None and not stored["enabled"]:
-            diagnostics[tf.value] = {"skipped": "definition disabled"}
-            continue
-        if stored is None:
-            kwargs: dict[str, Any] = {
-                "days": 7 if tf.intraday else 730,
-                "priority": _REFRESH_PRIORITY,
-            }
-        elif stored["window_days"] is not None:
-            kwargs = {"days": stored["window_days"], "priority": stored["priority"]}
-        else:
-            kwargs = {"start": stored["start"], "end": stored["end"], "priority": stored["priority"]}
-        if stored is not None and stored["provider"] is not None:
-            kwargs["provider"] = stored["provider"]
-        try:
-            result = ensure(app, [ticker], tf, **kwargs).results[0]
-        except BarfillError as e:
-            errors.append(f"{tf.value}: {e}")
-            continue
-        diagnostics[tf.value] = {"gaps": result.gaps, "bars_missing": result.bars_missing}
-        if result.slices_queued:
-            enqueued.append(tf.value)
-            inserted += result.slices_queued
-    return {
-        "attempted": True,
-        "timeframe": requested.value,
-        "symbol": ticker,
-        "enqueuedTimeframes": enqueued,
-        "insertedSlices": inserted,
-        "error": "; ".join(errors) or None,
-        "diagnostics": diagnostics,
-    }
-
-
-def _not_attempted(ticker: str, tf: Timeframe) -> dict[str, Any]:
-    return {
-        "attempted": False,
-        "timeframe": tf.value,
-        "symbol": ticker,
-        "enqueuedTimeframes": [],
-        "insertedSlices": 0,
-        "error": None,
-        "diagnostics": {"planner": "barfill", "reason": "fresh"},
-    }
-
-
 # -- chart-data-v2 and chart ------------------------------------------------------------------------
 
 
@@ -352,7 +283,9 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
             )
             forecast = [shapes.bar(ahead, i, final=False, is_forecast=True) for i in range(len(ahead))]
     stale = not bars.ts or now - bars.ts[-1] > _STALE_AFTER_S[tf]
-    refresh = _refresh(app, ticker, sid, tf, [tf]) if stale else _not_attempted(ticker, tf)
+    refresh = (
+        queue_side.refresh(app, ticker, sid, tf, [tf]) if stale else queue_side.not_attempted(ticker, tf)
+    )
     body = {
         "symbol": ticker,
         "symbol_id": shapes.uuid_of(sid),
@@ -431,7 +364,7 @@ def _chart_read(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
     with app.db.read() as conn:
         bars = reads.newest_bars(conn, sid, tf, cap, after=int(now) - days * shapes.DAY_S)
         final = reads.final_ts(conn, sid, tf, bars.ts[0], bars.ts[-1] + 1) if bars.ts else set()
-    refresh = _refresh(app, ticker, sid, tf, _REFRESH_TIMEFRAMES)
+    refresh = queue_side.refresh(app, ticker, sid, tf, queue_side.REFRESH_TIMEFRAMES)
     return {
         **head,
         "bars": [shapes.read_bar(shapes.bar(bars, i, final=t in final)) for i, t in enumerate(bars.ts)],
@@ -447,7 +380,6 @@ def _chart_read(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
 # -- orchestrator ---------------------------------------------------------------------------------
 
 _ACTION_SCOPES = {"tick": "admin", "status": "read", "retry_failed": "write"}
-_RETRY_BATCH = 10
 
 
 @_function("/orchestrator", "read", shown=("GET", "POST"))
@@ -458,43 +390,10 @@ async def orchestrator(request: Request, app: AppDep) -> JSONResponse:
     if scope is None:
         raise CompatError(400, "Invalid action")
     await _scope(scope)(request)
-    work = {"tick": _tick, "status": _status, "retry_failed": _retry_failed}[action]
+    work = {"tick": queue_side.tick, "status": queue_side.status, "retry_failed": queue_side.retry_failed}[
+        action
+    ]
     return JSONResponse(await run_in_threadpool(work, app))
-
-
-def _tick(app: App) -> dict[str, Any]:
-    result = tick(app)
-    results: dict[str, Any] = {
-        "scanned": result.scanned,
-        "slices_created": result.slices_created,
-        "jobs_dispatched": 0,  # workers claim slices themselves
-        "errors": list(result.errors),
-    }
-    if result.scanned == 0:
-        return {"message": "No jobs to process", "results": results}
-    results |= {"requeued": result.requeued, "expired": result.expired, "archived": result.archived}
-    return {"message": "Tick complete", "duration": round(result.duration_ms), "results": results}
-
-
-def _status(app: App) -> dict[str, Any]:
-    with app.db.read() as conn:
-        queued = reads.list_runs(conn, ["queued"], "oldest_created", 10)
-        running = reads.list_runs(conn, ["running"], "started", None)
-        recent = reads.list_runs(conn, ["succeeded", "failed"], "newest_finished", 20)
-    return {
-        "queued": len(queued),
-        "running": len(running),
-        "queued_jobs": [shapes.job_run(r) for r in queued],
-        "running_jobs": [shapes.job_run(r) for r in running],
-        "recent_jobs": [shapes.job_run(r) for r in recent],
-    }
-
-
-def _retry_failed(app: App) -> dict[str, Any]:
-    with app.db.read() as conn:
-        ids = reads.oldest_failed_ids(conn, _RETRY_BATCH)
-    retried = app.queue.retry_failed(ids) if ids else 0
-    return {"message": f"Retried {retried} failed jobs"}
 
 
 # -- CORS preflight and unknown functions -----------------------------------------------------------
