@@ -59,6 +59,42 @@ def _read(
     return ChartBars(ts=ts, provider=[str(p) for p in frame["provider"].tolist()], **cols)
 
 
+def _distinct_ts(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe,
+    layers: Sequence[Layer],
+    lo: int,
+    hi: int,
+    n: int,
+    *,
+    newest: bool,
+) -> list[int]:
+    """Up to ``n`` distinct stored ``ts`` in ``[lo, hi)``, the newest (or oldest) first.
+
+    An index scan on the primary key; it tells the range to read, and an
+    empty answer spares the read altogether.
+    """
+    order = bars.c.ts.desc() if newest else bars.c.ts
+    rows = conn.execute(
+        sa.select(bars.c.ts)
+        .where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == timeframe.value,
+            bars.c.layer.in_([Layer(x).value for x in layers]),
+            bars.c.ts >= lo,
+            bars.c.ts < hi,
+        )
+        .distinct()
+        .order_by(order)
+        .limit(n)
+    )
+    return [int(t) for (t,) in rows]
+
+
+_EMPTY = ChartBars([], [], [], [], [], [], [])
+
+
 def newest_bars(
     conn: Connection,
     symbol_id: int,
@@ -69,50 +105,23 @@ def newest_bars(
     before: int | None = None,
     layers: Sequence[Layer] = DEFAULT_LAYERS,
 ) -> ChartBars:
-    """The newest ``n`` bars with ``after <= ts < before``, one per ``ts``, ascending.
-
-    Two statements: the ``ts`` of the ``n``-th newest stored bar (an index
-    scan on the primary key), then an ordinary range read from there.
-    """
+    """The newest ``n`` bars with ``after <= ts < before``, one per ``ts``, ascending."""
     lo = 0 if after is None else after
     hi = END_OF_TIME if before is None else before
     if n <= 0 or hi <= lo:
-        return _read(conn, symbol_id, timeframe, 0, 1, layers)
-    nth = conn.execute(
-        sa.select(bars.c.ts)
-        .where(
-            bars.c.symbol_id == symbol_id,
-            bars.c.timeframe == timeframe.value,
-            bars.c.layer.in_([Layer(x).value for x in layers]),
-            bars.c.ts >= lo,
-            bars.c.ts < hi,
-        )
-        .distinct()
-        .order_by(bars.c.ts.desc())
-        .limit(1)
-        .offset(n - 1)
-    ).scalar_one_or_none()
-    return _read(conn, symbol_id, timeframe, lo if nth is None else int(nth), hi, layers)
+        return _EMPTY
+    found = _distinct_ts(conn, symbol_id, timeframe, layers, lo, hi, n, newest=True)
+    return _read(conn, symbol_id, timeframe, found[-1], hi, layers) if found else _EMPTY
 
 
 def oldest_bars(
     conn: Connection, symbol_id: int, timeframe: Timeframe, n: int, *, after: int, layers: Sequence[Layer]
 ) -> ChartBars:
     """The first ``n`` bars with ``ts >= after``, ascending (forecast points ahead of now)."""
-    nth = conn.execute(
-        sa.select(bars.c.ts)
-        .where(
-            bars.c.symbol_id == symbol_id,
-            bars.c.timeframe == timeframe.value,
-            bars.c.layer.in_([Layer(x).value for x in layers]),
-            bars.c.ts >= after,
-        )
-        .distinct()
-        .order_by(bars.c.ts)
-        .limit(1)
-        .offset(max(n - 1, 0))
-    ).scalar_one_or_none()
-    return _read(conn, symbol_id, timeframe, after, END_OF_TIME if nth is None else int(nth) + 1, layers)
+    if n <= 0:
+        return _EMPTY
+    found = _distinct_ts(conn, symbol_id, timeframe, layers, after, END_OF_TIME, n, newest=False)
+    return _read(conn, symbol_id, timeframe, after, found[-1] + 1, layers) if found else _EMPTY
 
 
 def final_ts(conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int) -> set[int]:
