@@ -122,3 +122,17 @@ def test_ids_are_uuid_shaped_and_keep_the_decimal_id() -> None:
 
 def test_bar_cap_is_950_for_every_timeframe() -> None:
     assert {shapes.bar_cap(tf) for tf in Timeframe} == {950}
+
+
+def test_a_chart_is_stale_by_age_unless_it_reaches_the_last_close_of_a_closed_market() -> None:
+    close = NOW - 3 * HOUR
+    h1 = Timeframe.h1
+
+    def stale(newest: int | None, *, market_open: bool) -> bool:
+        return shapes.is_stale(newest, h1, now=NOW, market_open=market_open, last_close=close)
+
+    assert stale(None, market_open=False) is True
+    assert stale(NOW - 2 * HOUR, market_open=True) is False  # within h1's 2 h
+    assert stale(NOW - 2 * HOUR - 1, market_open=True) is True
+    assert stale(close - HOUR, market_open=False) is False  # the bar closing at the close is stored
+    assert stale(close - 2 * HOUR, market_open=False) is True  # the last bar before the close is missing

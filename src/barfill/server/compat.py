@@ -51,17 +51,6 @@ from barfill.store import compat_reads as reads
 log = logging.getLogger("barfill.compat")
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-# chart-data-v2 refreshed a timeframe whose newest bar was older than this (v5-v6 limits).
-_STALE_AFTER_S = {
-    Timeframe.m1: 5 * 60,
-    Timeframe.m5: 10 * 60,
-    Timeframe.m15: 25 * 60,
-    Timeframe.m30: 50 * 60,
-    Timeframe.h1: 2 * 3600,
-    Timeframe.h4: 5 * 3600,
-    Timeframe.d1: 72 * 3600,
-    Timeframe.w1: 10 * 86_400,
-}
 _ASSET_TYPES = {"us_equity": "stock"}
 
 
@@ -282,7 +271,14 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
                 conn, sid, tf, shapes.FORECAST_LIMIT, after=int(now) + 1, layers=[Layer.forecast]
             )
             forecast = [shapes.bar(ahead, i, final=False, is_forecast=True) for i in range(len(ahead))]
-    stale = not bars.ts or now - bars.ts[-1] > _STALE_AFTER_S[tf]
+    cal, t = app.calendar, int(now)
+    stale = shapes.is_stale(
+        bars.ts[-1] if bars.ts else None,
+        tf,
+        now=now,
+        market_open=cal.session_at(t) is not None,
+        last_close=cal.last_close_at_or_before(t),
+    )
     refresh = (
         queue_side.refresh(app, ticker, sid, tf, [tf]) if stale else queue_side.not_attempted(ticker, tf)
     )

@@ -74,6 +74,35 @@ def bar_cap(timeframe: Timeframe) -> int:
     return min(_MAX_BARS_BY_TIMEFRAME.get(timeframe.value, _SOFT_CAP), _POSTGREST_CAP, _SOFT_CAP)
 
 
+# chart-data-v2 (v5-v6) refreshed a timeframe whose newest bar was older than this.
+_STALE_AFTER_S = {
+    Timeframe.m1: 5 * 60,
+    Timeframe.m5: 10 * 60,
+    Timeframe.m15: 25 * 60,
+    Timeframe.m30: 50 * 60,
+    Timeframe.h1: 2 * 3600,
+    Timeframe.h4: 5 * 3600,
+    Timeframe.d1: 72 * 3600,
+    Timeframe.w1: 10 * 86_400,
+}
+
+
+def is_stale(
+    newest: int | None, timeframe: Timeframe, *, now: float, market_open: bool, last_close: int
+) -> bool:
+    """Whether a chart read should queue a refresh (the original's age limits, made calendar-aware).
+
+    Stale when nothing is stored, or the newest bar (open time ``newest``) is
+    older than the timeframe's limit, except while the market is closed and
+    the stored bars already reach its last close: nothing newer can exist then.
+    """
+    if newest is None:
+        return True
+    if now - newest <= _STALE_AFTER_S[timeframe]:
+        return False
+    return market_open or newest + timeframe.seconds < last_close
+
+
 def iso(ts: float | None) -> str | None:
     """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds), as the original formatted ``ts``."""
     if ts is None:
