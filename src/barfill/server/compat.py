@@ -222,7 +222,7 @@ def _ensure_coverage(app: App, data: Mapping[str, Any]) -> dict[str, Any]:
 async def chart_data_v2(request: Request, app: AppDep) -> JSONResponse:
     """The v6 superset of chart-data-v2. The query string is ignored, as the original did."""
     data = await _body(request)
-    body, _ = await run_in_threadpool(_chart_v2, app, data)
+    body = await run_in_threadpool(_chart_v2, app, data, unified=False)
     return JSONResponse(body)
 
 
@@ -236,11 +236,11 @@ async def chart(request: Request, app: AppDep) -> JSONResponse:
     ``supertrend_ai`` and ``refresh``.
     """
     data = _with_query(request, await _body(request))
-    body, extra = await run_in_threadpool(_chart_v2, app, data)
-    return JSONResponse({**body, **extra})
+    return JSONResponse(await run_in_threadpool(_chart_v2, app, data, unified=True))
 
 
-def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _chart_v2(app: App, data: Mapping[str, Any], *, unified: bool) -> dict[str, Any]:
+    """chart-data-v2's v6 answer; ``unified`` adds chart-read's keys (the ``chart`` function)."""
     raw = shapes.symbol_field(data)
     if raw is None:
         raise CompatError(400, "Symbol is required")
@@ -306,14 +306,15 @@ def _chart_v2(app: App, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
         "indicators": None,
         "superTrendAI": None,
     }
+    if not unified:
+        return body
     own = historical if tf is Timeframe.d1 else historical + intraday  # d1's intraday holds h1 bars
-    extra = {
+    return body | {
         "assetType": asset_type,
         "bars": [shapes.read_bar(b) for b in own],
         "supertrend_ai": None,
         "refresh": refresh,
     }
-    return body, extra
 
 
 # -- chart-read -------------------------------------------------------------------------------------
