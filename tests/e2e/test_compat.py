@@ -538,7 +538,8 @@ def test_through_a_real_uvicorn_server(db: Database) -> None:
     app = make_app(db, {"synthetic": synthetic})
     try:
         with LiveServer(app) as live, httpx.Client(base_url=live.url + BASE, headers=CLIENT_HEADERS) as http:
-            ensure = {"symbol": "NVDA", "timeframe": "m15", "window_days": 7}
+            # d1: its only bar boundary is the close, so a bar cannot complete between the two ensures.
+            ensure = {"symbol": "NVDA", "timeframe": "1d", "window_days": 30}
             first = http.post("/ensure-coverage", json=ensure)
             assert first.status_code == 200
             _decodes(first.json(), m.ENSURE_COVERAGE_RESPONSE)
@@ -550,13 +551,13 @@ def test_through_a_real_uvicorn_server(db: Database) -> None:
             assert (
                 done["status"] == "coverage_complete" and done["backfill_progress"]["progress_percent"] == 100
             )
-            r = http.post("/chart-data-v2?t=1", json={"symbol": "NVDA", "timeframe": "m15", "days": 7})
+            r = http.post("/chart-data-v2?t=1", json={"symbol": "NVDA", "timeframe": "d1", "days": 30})
             assert r.status_code == 200 and r.headers["content-type"] == "application/json"
             _cors(r)
             body = r.json()
             _check_v2(body)
             served = body["layers"]["historical"]["data"] + body["layers"]["intraday"]["data"]
-            _same_bars(served, _stored(db, "NVDA", Timeframe.m15))
+            _same_bars(served, _stored(db, "NVDA", Timeframe.d1))
             assert len(served) > 0
             options = http.options("/chart-data-v2")
             assert (options.status_code, options.text) == (200, "ok")
