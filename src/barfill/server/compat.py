@@ -116,17 +116,36 @@ def _scope(scope: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
 Endpoint = Callable[..., Coroutine[Any, Any, Response]]
 
 
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    **{
+        code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+        for code, text in (
+            (400, "Bad input (named in the message)"),
+            (401, "Missing or invalid API key (once keys exist)"),
+            (403, "The API key lacks the scope"),
+            (404, "Unknown symbol"),
+            (413, "Request body too large"),
+            (429, "Rate limit exceeded"),
+            (503, "Database unavailable"),
+        )
+    },
+}
+
+
 def _function(path: str, scope: str, shown: Sequence[str] = ("POST",)) -> Callable[[Endpoint], Endpoint]:
     """Serve ``path`` for every method but OPTIONS, as the original functions did.
 
-    The methods the client uses are in the OpenAPI document; the others are
-    served the same way but left out of it.
+    The methods the client uses are in the OpenAPI document, with the status
+    codes they answer (the body is read as the original read it, so it is not
+    declared); the others are served the same way but left out of it.
     """
 
     def register(endpoint: Endpoint) -> Endpoint:
         deps = [Depends(_scope(scope))]
         for method in shown:  # one route per method: each gets its own OpenAPI operation id
-            router.add_api_route(path, endpoint, methods=[method], dependencies=deps)
+            router.add_api_route(path, endpoint, methods=[method], dependencies=deps, responses=_RESPONSES)
         hidden = [m for m in _METHODS if m not in shown]
         router.add_api_route(path, endpoint, methods=hidden, dependencies=deps, include_in_schema=False)
         return endpoint
