@@ -246,22 +246,31 @@ def scheduler(
 
 @cli.command()
 def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
     concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run a worker here.")] = True,
+    scheduler: Annotated[
+        bool, typer.Option("--scheduler/--no-scheduler", help="Run the scheduler here.")
+    ] = True,
 ) -> None:
-    """Scheduler and workers in one process."""
+    """HTTP (API and web page at /) with the scheduler and a worker, in one process."""
+    from barfill.server.run import serve_until_signalled
+
     with _opened() as app:
-
-        async def go() -> None:
-            stop = asyncio.Event()
-            on_signals(stop)
-            err.print("serving: scheduler + worker (Ctrl-C to stop)")
-            await asyncio.gather(
-                run_scheduler(app, stop, interval_s=interval),
-                Worker(app, concurrency=concurrency).run(stop),
+        asyncio.run(
+            serve_until_signalled(
+                app,
+                host=host,
+                port=port,
+                announce=lambda base: err.print(f"serving {base}/ (Ctrl-C to stop)"),
+                workers=workers,
+                scheduler=scheduler,
+                concurrency=concurrency,
+                interval_s=interval,
             )
-
-        asyncio.run(go())
+        )
 
 
 # -- inspection ----------------------------------------------------------------
@@ -482,11 +491,16 @@ def demo(
     keep: Annotated[
         bool, typer.Option(help="Keep an existing demo database instead of starting fresh.")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="After hydrating, serve the web page until Ctrl-C.")
+    ] = True,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on.")] = 8000,
 ) -> None:
-    """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data."""
+    """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data; then the page."""
     from barfill.service.demo import run_demo
 
-    run_demo(out, database_url=database_url, keep=keep)
+    run_demo(out, database_url=database_url, keep=keep, serve=serve, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,113 @@
+"""The web page: ``/`` (index), ``/chart``, ``/dashboard``, their static files, and the JSON only they need.
+
+The chart itself talks to ``/v1`` (ensure, bars, events, symbols). The
+dashboard's aggregate views (per-minute throughput, coverage map, provider
+panel, failures with the ids to retry) live here under ``/web/api`` because
+nothing but the page needs them. The HTML and scripts are plain files under
+``barfill/web/static``; the chart library is copied there from npm by
+``make web`` (``static/vendor``, git-ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from barfill.bootstrap import App
+from barfill.errors import InvalidInput
+from barfill.server.deps import get_app, require
+from barfill.service import admin, dashboard
+
+STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+VENDOR_CHARTS = STATIC / "vendor" / "lightweight-charts.mjs"
+
+router = APIRouter(tags=["web"])
+AppDep = Annotated[App, Depends(get_app)]
+
+
+def mount(api: FastAPI) -> None:
+    """Add the page routes and ``/web/static`` to a FastAPI app."""
+    api.include_router(router)
+    api.mount("/web/static", StaticFiles(directory=STATIC), name="web-static")
+
+
+def _page(name: str) -> FileResponse:
+    # The HTML never holds data or secrets; every fetch it makes is authorized on its own.
+    return FileResponse(STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/", include_in_schema=False)
+def index() -> HTMLResponse:
+    """A small index: where the chart and the dashboard are."""
+    missing = (
+        ""
+        if VENDOR_CHARTS.is_file()
+        else ("<p class='error'>The chart library is not installed: run <code>make web</code>.</p>")
+    )
+    return HTMLResponse(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>barfill</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='stylesheet' href='/web/static/style.css'></head><body class='index'>"
+        "<main><h1>barfill</h1>"
+        f"{missing}"
+        "<ul><li><a href='/chart?symbol=AAPL&amp;timeframe=h1'>Chart</a> — candles that fill in as data lands</li>"
+        "<li><a href='/dashboard'>Dashboard</a> — queue, throughput, failures, providers, coverage</li>"
+        "<li><a href='/docs'>API</a> — OpenAPI</li></ul></main></body></html>"
+    )
+
+
+@router.get("/chart", include_in_schema=False)
+def chart_page() -> FileResponse:
+    return _page("chart.html")
+
+
+@router.get("/dashboard", include_in_schema=False)
+def dashboard_page() -> FileResponse:
+    return _page("dashboard.html")
+
+
+@router.get("/web/api/overview", dependencies=[Depends(require("read"))])
+def overview(app: AppDep) -> dict[str, Any]:
+    """Queue counts, throughput per minute over the last hour, definitions, failures, providers."""
+    return dashboard.overview(app)
+
+
+@router.get("/web/api/coverage-map", dependencies=[Depends(require("read"))])
+def coverage_map(
+    app: AppDep,
+    timeframe: Annotated[str, Query(max_length=8)] = "h1",
+    days: Annotated[int, Query(ge=1, le=dashboard.MAX_MAP_DAYS)] = 30,
+) -> dict[str, Any]:
+    """Symbols × days, each cell covered / provisional / gap / unfillable / closed / outside."""
+    try:
+        return dashboard.coverage_map(app, timeframe, days)
+    except InvalidInput as e:
+        raise HTTPException(422, detail=str(e)) from None
+
+
+class RetryBody(BaseModel):
+    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=10_000)
+
+
+@router.post("/web/api/retry", dependencies=[Depends(require("write"))])
+def retry(app: AppDep, body: RetryBody) -> dict[str, int]:
+    """Re-queue the given failed slices (the dashboard's "retry" button on one error group)."""
+    return {"requeued": app.queue.retry_failed(body.ids)}
+
+
+class EnableBody(BaseModel):
+    enabled: bool
+
+
+@router.post("/web/api/definitions/{definition_id}", dependencies=[Depends(require("admin"))])
+def set_enabled(app: AppDep, definition_id: int, body: EnableBody) -> dict[str, int | bool]:
+    """Enable or disable one definition."""
+    n = admin.set_enabled(app, [definition_id], body.enabled)
+    if n == 0:
+        raise HTTPException(404, detail=f"definition {definition_id} not found")
+    return {"id": definition_id, "enabled": body.enabled}

@@ -1,0 +1,126 @@
+"""Pieces of the browser tests: a gated synthetic provider, a live server in a thread, Chromium.
+
+The provider holds every fetch until the test releases it, so what the page
+shows at each step is decided by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from barfill.bootstrap import App
+from barfill.domain.bars import BarBatch
+from barfill.domain.timeframes import Timeframe
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.server.run import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class GatedProvider(SyntheticProvider):
+    """The synthetic provider, but each fetch waits until the test lets it through.
+
+    :meth:`release_newest` lets the pending fetch with the latest ``end`` go
+    first, as a server claiming newest-first does, so the page must show the
+    right edge before the history.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, int]] = []  # (end, start) of fetches waiting
+        self._allowed: set[tuple[int, int]] = set()
+        self.open_all = False
+
+    async def fetch(
+        self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
+    ) -> dict[str, BarBatch]:
+        key = (int(end), int(start))
+        with self._lock:
+            self._pending.append(key)
+        while True:
+            with self._lock:
+                if self.open_all or key in self._allowed:
+                    self._allowed.discard(key)
+                    self._pending.remove(key)
+                    break
+            await asyncio.sleep(0.02)
+        return await super().fetch(symbols, timeframe, start, end)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def release_newest(self, n: int = 1) -> int:
+        """Let the ``n`` pending fetches with the latest ends through; returns how many were let."""
+        with self._lock:
+            chosen = sorted(set(self._pending) - self._allowed, reverse=True)[:n]
+            self._allowed.update(chosen)
+            return len(chosen)
+
+    def release_all(self) -> None:
+        with self._lock:
+            self.open_all = True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    base: str
+    app: App
+    loop: asyncio.AbstractEventLoop
+    stop: asyncio.Event
+    errors: list[BaseException] = field(default_factory=list)
+
+
+@contextmanager
+def live_server(app: App, *, concurrency: int = 16) -> Iterator[LiveServer]:
+    """uvicorn + scheduler + worker on 127.0.0.1 (a free port), in a thread with its own loop."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+    server = LiveServer(f"http://127.0.0.1:{port}", app, loop, stop)
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            serve(app, stop, host="127.0.0.1", port=port, concurrency=concurrency, on_ready=started)
+        )
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        ready.set()
+        await task
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as e:  # surfaced by the fixture
+            server.errors.append(e)
+            ready.set()
+        finally:
+            loop.run_until_complete(app.aclose())
+            loop.close()
+
+    thread = threading.Thread(target=run, name="barfill-test-server", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the test server did not start"
+    assert not server.errors, server.errors
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        assert not thread.is_alive(), "the test server did not stop"

@@ -1,0 +1,253 @@
+"""The web page in a real browser (Debian's Chromium, headless) against a live server.
+
+The synthetic provider is gated (see :class:`GatedProvider`): each fetch
+waits until the test releases it, so every state the page passes through is
+reached on purpose. Nothing here measures time; every wait is on a condition
+with a generous timeout. Screenshots go to the test's tmp folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from barfill.domain.calendar import get_calendar
+from barfill.service.ensure import ensure
+from barfill.store.db import Database
+from tests.e2e.browser_support import CHROMIUM, GatedProvider, LiveServer, live_server
+from tests.e2e.helpers import make_app
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():  # never skipped: `make test` installs it first
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def gated() -> GatedProvider:
+    # Small pages: a 30-day h1 window becomes several slices that land one by one.
+    return GatedProvider(calendar=get_calendar(), page_limit=21)
+
+
+@pytest.fixture
+def server(db: Database, gated: GatedProvider) -> Iterator[LiveServer]:
+    app = make_app(db, {"synthetic": gated}, tick_interval_s=3600.0, worker_poll_s=0.05)
+    try:
+        with live_server(app) as srv:
+            try:
+                yield srv
+            finally:
+                gated.release_all()  # never leave a fetch hanging at shutdown
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def chart_state(page: Page) -> dict[str, Any]:
+    return page.eval_on_selector(
+        "#chart",
+        "el => ({bars: +el.dataset.bars, first: +el.dataset.first || 0, last: +el.dataset.last || 0,"
+        " source: el.dataset.source, renders: +el.dataset.renders})",
+    )
+
+
+def banner(page: Page) -> dict[str, Any]:
+    return page.eval_on_selector(
+        "#banner", "el => ({shown: !el.hidden, text: el.textContent.trim(), pct: +(el.dataset.percent || 0)})"
+    )
+
+
+def wait_until(page: Page, condition: Callable[[], bool], *, tries: int = 1200) -> None:
+    """Poll a server-side condition while letting the page run (a condition, never a duration)."""
+    for _ in range(tries):
+        if condition():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("condition not reached")
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_chart_fills_in_right_edge_first_then_paints_from_cache(
+    server: LiveServer, gated: GatedProvider, page: Page, tmp_path: Path
+) -> None:
+    url = f"{server.base}/chart?symbol=NEWCO&timeframe=h1&days=30"
+    page.goto(url)
+    # Nothing stored yet: the banner appears at 0 % and the chart says so in words.
+    page.wait_for_selector("#banner:not([hidden])", timeout=WAIT_MS)
+    page.wait_for_function("() => document.querySelector('#empty').hidden === false", timeout=WAIT_MS)
+    assert "Hydrating h1…" in banner(page)["text"]
+    assert chart_state(page)["bars"] == 0
+    # Wait until the worker has claimed slices and their fetches wait at the gate.
+    wait_until(page, lambda: gated.waiting() >= 3)
+    total = gated.waiting()
+    assert total >= 3, "the 30-day window should need several slices"
+    shot(page, tmp_path, "01-empty-hydrating")
+
+    # The newest slice lands: candles appear at the right edge, the percentage rises.
+    assert gated.release_newest(1) == 1
+    page.wait_for_function("() => +document.querySelector('#chart').dataset.bars > 0", timeout=WAIT_MS)
+    page.wait_for_function("() => +document.querySelector('#banner').dataset.percent > 0", timeout=WAIT_MS)
+    first_paint = chart_state(page)
+    first_pct = banner(page)["pct"]
+    assert banner(page)["shown"]
+    assert 0 < first_pct < 100
+    shot(page, tmp_path, "02-right-edge")
+
+    # One more: more bars, older ones, the right edge unchanged, a higher percentage.
+    assert gated.release_newest(1) == 1
+    page.wait_for_function(
+        f"() => +document.querySelector('#chart').dataset.bars > {first_paint['bars']}", timeout=WAIT_MS
+    )
+    page.wait_for_function(
+        f"() => +document.querySelector('#banner').dataset.percent > {first_pct}", timeout=WAIT_MS
+    )
+    second = chart_state(page)
+    assert second["first"] < first_paint["first"]
+    assert second["last"] == first_paint["last"]
+    assert second["source"] == "live"
+
+    # The rest: the banner leaves at 100 %, every bar of the window is drawn.
+    gated.release_all()
+    page.wait_for_selector("#banner", state="hidden", timeout=WAIT_MS)
+    done = chart_state(page)
+    assert done["bars"] > second["bars"]
+    assert done["last"] == first_paint["last"]
+    assert page.is_hidden("#error")
+    shot(page, tmp_path, "03-filled")
+    # The readout shows OHLCV of the newest bar.
+    readout = page.text_content("#readout") or ""
+    assert "NEWCO · h1" in readout and " O " in readout and " V " in readout
+
+    # Reload with /v1/bars held back: the candles come from the browser's cache first.
+    held: list[Route] = []
+    page.route("**/v1/bars/**", lambda route: held.append(route))
+    page.reload()
+    page.wait_for_function(
+        "() => document.querySelector('#chart').dataset.source === 'cache'", timeout=WAIT_MS
+    )
+    cached = chart_state(page)
+    assert cached["bars"] == done["bars"]
+    assert cached["last"] == done["last"]
+    wait_until(page, lambda: bool(held))
+    assert held, "the page should have asked for bars"
+    assert chart_state(page)["source"] == "cache"  # drawn while the network answer is still held
+    shot(page, tmp_path, "04-from-cache")
+    for route in held:
+        route.continue_()
+    page.unroute("**/v1/bars/**")
+    page.wait_for_function(
+        "() => document.querySelector('#chart').dataset.source === 'network'", timeout=WAIT_MS
+    )
+    assert chart_state(page)["bars"] == done["bars"]
+    assert page.is_hidden("#banner")  # covered: nothing to hydrate
+
+
+def test_dashboard_shows_the_job_and_the_map_turns_covered(
+    server: LiveServer, gated: GatedProvider, page: Page, tmp_path: Path
+) -> None:
+    ensure(server.app, ["DASH"], "h1", days=30)
+    page.goto(f"{server.base}/dashboard?timeframe=h1&days=30")
+    row = "#jobs tr[data-symbol='DASH']"
+    page.wait_for_selector(f"{row}[data-active='true']", timeout=WAIT_MS)
+    page.wait_for_selector("#covmap tr[data-symbol='DASH'] [data-state='gap']", timeout=WAIT_MS)
+    open_slices = page.eval_on_selector_all(
+        "#counts [data-status='queued'] b, #counts [data-status='running'] b",
+        "els => els.reduce((n, e) => n + Number(e.textContent.replace(/,/g, '')), 0)",
+    )
+    assert open_slices > 0
+    assert page.locator("#providers tr[data-provider='synthetic']").count() == 1
+    shot(page, tmp_path, "05-dashboard-gaps")
+
+    gated.release_all()
+    page.wait_for_selector(f"{row}[data-active='false']", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => { const r = document.querySelector(\"#covmap tr[data-symbol='DASH']\");"
+        " return r && !r.querySelector(\"[data-state='gap']\") && r.querySelector(\"[data-state='covered']\"); }",
+        timeout=WAIT_MS,
+    )
+    states = page.eval_on_selector_all(
+        "#covmap tr[data-symbol='DASH'] [data-state]", "els => els.map(e => e.dataset.state)"
+    )
+    assert set(states) <= {"covered", "closed", "outside"}
+    assert "closed" in states  # 30 days hold weekends
+    assert page.locator(f"{row} progress").get_attribute("value") == "100"
+    page.wait_for_function(
+        "() => document.querySelector('#rate-now').textContent.includes('last hour')", timeout=WAIT_MS
+    )
+    shot(page, tmp_path, "06-dashboard-covered")
+
+
+def test_pickers_work_from_the_keyboard(server: LiveServer, gated: GatedProvider, page: Page) -> None:
+    gated.release_all()
+    for ticker in ("AAPL", "AAL", "MSFT"):
+        ensure(server.app, [ticker], "d1", days=5)
+    page.goto(f"{server.base}/chart?symbol=MSFT&timeframe=d1&days=30")
+    # Timeframes: the checked one takes the focus, arrows move it, Enter chooses.
+    checked = page.locator("#timeframes [aria-checked='true']")
+    assert checked.inner_text() == "d1"
+    checked.focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.dataset.value") == "w1"
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("document.activeElement.dataset.value") == "h4"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "timeframe=h4" in page.url and "symbol=MSFT" in page.url
+
+    # Symbol search: type, arrow down to a stored symbol, Enter.
+    page.focus("#symbol")
+    page.keyboard.type("AA")
+    page.wait_for_selector("#symbol-list:not([hidden]) [role='option']", timeout=WAIT_MS)
+    options = page.locator("#symbol-list [role='option']").all_inner_texts()
+    assert options == ["AAL", "AAPL"]
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.get_attribute("#symbol", "aria-activedescendant") == "symbol-list-opt-1"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "symbol=AAPL" in page.url and "timeframe=h4" in page.url
+
+
+def test_bad_symbol_is_explained_in_words(server: LiveServer, page: Page, tmp_path: Path) -> None:
+    page.goto(f"{server.base}/chart?symbol=NOT%20A%20TICKER&timeframe=h1")
+    page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+    text = page.text_content("#error") or ""
+    assert "Cannot chart NOT A TICKER h1" in text
+    assert page.is_visible("#empty")  # never a blank chart: it says there are no bars
+    assert "No h1 bars of NOT A TICKER" in (page.text_content("#empty") or "")
+    shot(page, tmp_path, "07-bad-symbol")
+
+
+def test_index_links_to_both_pages(server: LiveServer, page: Page) -> None:
+    page.goto(server.base + "/")
+    hrefs = page.eval_on_selector_all("a", "els => els.map(a => a.getAttribute('href'))")
+    assert "/dashboard" in hrefs
+    assert any(h.startswith("/chart?") for h in hrefs)
+    assert page.locator(".error").count() == 0  # the chart library is installed
