@@ -65,17 +65,19 @@ def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
 
 
 def chart_state(page: Page) -> dict[str, Any]:
-    return page.eval_on_selector(
+    state: dict[str, Any] = page.eval_on_selector(
         "#chart",
         "el => ({bars: +el.dataset.bars, first: +el.dataset.first || 0, last: +el.dataset.last || 0,"
         " source: el.dataset.source, renders: +el.dataset.renders})",
     )
+    return state
 
 
 def banner(page: Page) -> dict[str, Any]:
-    return page.eval_on_selector(
+    state: dict[str, Any] = page.eval_on_selector(
         "#banner", "el => ({shown: !el.hidden, text: el.textContent.trim(), pct: +(el.dataset.percent || 0)})"
     )
+    return state
 
 
 def wait_until(page: Page, condition: Callable[[], bool], *, tries: int = 1200) -> None:
@@ -188,7 +190,8 @@ def test_dashboard_shows_the_job_and_the_map_turns_covered(
     page.wait_for_selector(f"{row}[data-active='false']", timeout=WAIT_MS)
     page.wait_for_function(
         "() => { const r = document.querySelector(\"#covmap tr[data-symbol='DASH']\");"
-        " return r && !r.querySelector(\"[data-state='gap']\") && r.querySelector(\"[data-state='covered']\"); }",
+        " return r && !r.querySelector(\"[data-state='gap']\")"
+        " && r.querySelector(\"[data-state='covered']\"); }",
         timeout=WAIT_MS,
     )
     states = page.eval_on_selector_all(
@@ -224,7 +227,11 @@ def test_pickers_work_from_the_keyboard(server: LiveServer, gated: GatedProvider
     # Symbol search: type, arrow down to a stored symbol, Enter.
     page.focus("#symbol")
     page.keyboard.type("AA")
-    page.wait_for_selector("#symbol-list:not([hidden]) [role='option']", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#symbol-list [role=option]')]"
+        ".map(o => o.textContent).join(' ') === 'AAL AAPL'",
+        timeout=WAIT_MS,
+    )
     options = page.locator("#symbol-list [role='option']").all_inner_texts()
     assert options == ["AAL", "AAPL"]
     page.keyboard.press("ArrowDown")

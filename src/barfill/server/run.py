@@ -7,7 +7,8 @@ Stand-in for the ``http`` branch's serving code, so ``barfill serve`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,14 @@ from barfill.live import on_signals
 from barfill.server.app import create_app
 from barfill.service.orchestrator import run_scheduler
 from barfill.service.worker import Worker
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``stop`` (set by :func:`on_signals`) ends everything."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def serve(
@@ -36,9 +45,8 @@ async def serve(
     config = uvicorn.Config(
         create_app(app), host=host, port=port, log_level="warning", lifespan="on", access_log=False
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ``stop`` owns signals
-    tasks = [asyncio.create_task(server.serve())]
+    server = _Server(config)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(server.serve())]
     if scheduler:
         tasks.append(asyncio.create_task(run_scheduler(app, stop, interval_s=interval_s)))
     if workers:

@@ -55,7 +55,8 @@ def index() -> HTMLResponse:
         "<link rel='stylesheet' href='/web/static/style.css'></head><body class='index'>"
         "<main><h1>barfill</h1>"
         f"{missing}"
-        "<ul><li><a href='/chart?symbol=AAPL&amp;timeframe=h1'>Chart</a> — candles that fill in as data lands</li>"
+        "<ul><li><a href='/chart?symbol=AAPL&amp;timeframe=h1'>Chart</a>"
+        " — candles that fill in as data lands</li>"
         "<li><a href='/dashboard'>Dashboard</a> — queue, throughput, failures, providers, coverage</li>"
         "<li><a href='/docs'>API</a> — OpenAPI</li></ul></main></body></html>"
     )

@@ -1,4 +1,4 @@
-"""What the web dashboard shows: queue, throughput, definitions with progress, failures, providers, coverage map.
+"""What the web dashboard shows: queue, throughput, jobs, failures, providers, coverage map.
 
 Everything is read on the database clock, so every API process of one
 database shows the same picture.

@@ -98,6 +98,58 @@ def run_demo(
         app.close()
 
 
+def _run(app: App, synthetic: SyntheticProvider, console: Console) -> DemoSummary:
+    shown = app.db.engine.url.render_as_string(hide_password=True)
+    console.print(f"[bold]barfill demo[/bold] — {shown}, synthetic provider (offline, no keys)")
+    migrate.upgrade(app.db)
+    t0 = time.perf_counter()
+    answers = [ensure(app, DEMO_SYMBOLS, tf, days=days) for tf, days in DEMO_PLAN]
+    for (tf, days), rep in zip(DEMO_PLAN, answers, strict=True):
+        missing = sum(r.bars_missing for r in rep.results)
+        queued = sum(r.slices_queued for r in rep.results)
+        console.print(
+            f"ensure {len(DEMO_SYMBOLS)} symbols {tf} {days}d: answered at once — "
+            f"{missing:,} bars missing, {queued} slice(s) queued"
+        )
+    job = JobRef(
+        tuple(i for rep in answers for i in rep.job.definition_ids), min(rep.job.since for rep in answers)
+    )
+    worker = Worker(app, concurrency=4)
+    progress, _ = asyncio.run(watch(app, job, console, worker=worker))
+    seconds = time.perf_counter() - t0
+    again = tick(app)
+    ideal = ideal_requests(app, answers)
+    with app.db.read() as conn:
+        counts = reports.bar_counts(conn)
+    _print_counts(console, counts)
+    total = sum(n for *_, n in counts)
+    console.print(
+        f"requests issued: {synthetic.requests} (ideal {ideal}, "
+        f"ratio {synthetic.requests / max(ideal, 1):.2f}); "
+        f"bars stored: {total:,}; failed slices: {progress.failed_slices}; time: {seconds:.1f} s"
+    )
+    console.print(
+        f"second tick: {again.scanned} definitions scanned, {again.slices_created} new slice(s) "
+        f"in {again.duration_ms:.0f} ms — coverage is complete"
+        if again.slices_created == 0
+        else f"second tick queued {again.slices_created} slice(s): coverage incomplete"
+    )
+    return DemoSummary(
+        seconds, synthetic.requests, ideal, total, progress.failed_slices, again.slices_created
+    )
+
+
+def _print_counts(console: Console, counts: list[tuple[str, str, str, int]]) -> None:
+    columns = sorted({(tf, p) for _, tf, p, _ in counts}, key=lambda x: (x[0], x[1]))
+    table = Table("symbol", *[f"{tf} {p}" for tf, p in columns], title="bars stored")
+    by_symbol: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
+    for sym, tf, p, n in counts:
+        by_symbol[sym][(tf, p)] = n
+    for sym in DEMO_SYMBOLS:
+        table.add_row(sym, *[f"{by_symbol[sym].get(c, 0):,}" for c in columns])
+    console.print(table)
+
+
 async def _serve(app: App, console: Console, host: str, port: int) -> None:
     """Serve the API and the web page (scheduler and worker included) until Ctrl-C."""
     from barfill.server.run import serve_until_signalled

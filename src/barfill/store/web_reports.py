@@ -1,4 +1,4 @@
-"""Read-only queries behind the web dashboard: throughput series, per-provider counts, failures, coverage rows.
+"""Read-only queries behind the web dashboard: throughput, per-provider counts, failures, coverage.
 
 Every age is judged on the **database clock** so several API processes agree.
 Bounds are Unix seconds UTC, ``[start, end)``.

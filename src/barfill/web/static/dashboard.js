@@ -60,8 +60,8 @@ async function drawThroughput(tp) {
       handleScale: false,
     });
     spark = {
-      bars: c.addSeries(LW.AreaSeries, { priceScaleId: "right", lineColor: "#1d4ed8", topColor: "rgba(29,78,216,.25)", bottomColor: "rgba(29,78,216,0)", lineWidth: 2, title: "bars/s" }),
-      slices: c.addSeries(LW.LineSeries, { priceScaleId: "left", color: "#b45309", lineWidth: 2, title: "slices/s" }),
+      bars: c.addSeries(LW.AreaSeries, { priceScaleId: "right", lineColor: "#1d4ed8", topColor: "rgba(29,78,216,.25)", bottomColor: "rgba(29,78,216,0)", lineWidth: 2, lastValueVisible: false, priceLineVisible: false }),
+      slices: c.addSeries(LW.LineSeries, { priceScaleId: "left", color: "#b45309", lineWidth: 2, lastValueVisible: false, priceLineVisible: false }),
       chart: c,
     };
   }
