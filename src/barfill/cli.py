@@ -22,6 +22,7 @@ from rich.table import Table
 from barfill.api import Barfill
 from barfill.bootstrap import App, build
 from barfill.config import load_settings
+from barfill.domain.apikeys import parse_scopes
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
@@ -32,6 +33,7 @@ from barfill.service.orchestrator import run_scheduler, tick
 from barfill.service.progress import JobRef
 from barfill.service.worker import Worker
 from barfill.store import migrate
+from barfill.store.api_keys import create_key, list_keys, revoke_key
 
 cli = typer.Typer(
     name="barfill",
@@ -43,9 +45,11 @@ cli = typer.Typer(
 jobs_cli = typer.Typer(help="Inspect and steer queued slices.", no_args_is_help=True)
 defs_cli = typer.Typer(help="Desired coverage: list, enable, disable.", no_args_is_help=True)
 universe_cli = typer.Typer(help="Add many symbols at once.", no_args_is_help=True)
+keys_cli = typer.Typer(help="HTTP API keys: create, list, revoke.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(defs_cli, name="definitions")
 cli.add_typer(universe_cli, name="universe")
+cli.add_typer(keys_cli, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -108,8 +112,8 @@ def init() -> None:
 
 
 @cli.command()
-def keys() -> None:
-    """Which providers are configured (keys are never shown)."""
+def providers() -> None:
+    """Which providers are configured (their keys are never shown)."""
     with _opened(check=False) as app:
         table = Table("provider", "timeframes", "page limit", "rate limit", "history")
         for name, p in app.providers.items():
@@ -125,6 +129,41 @@ def keys() -> None:
         out.print(table)
         for notice in app.notices:
             err.print(f"[yellow]note:[/yellow] {notice}")
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A label, e.g. the client's name.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read",
+) -> None:
+    """Create an HTTP API key. The key is printed once; only its salted hash is stored."""
+    parse_scopes(scopes)
+    with _opened() as app, app.db.write() as conn:
+        row, key = create_key(conn, name, scopes)
+    err.print(f"created key {row.key_id} ({row.name}, scopes {','.join(row.scopes)}); it is shown only now:")
+    print(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """API keys: public id, name, scopes, state (secrets are never shown)."""
+    with _opened() as app, app.db.read() as conn:
+        rows = list_keys(conn)
+    table = Table("id", "name", "scopes", "created", "state")
+    for k in rows:
+        state = "active" if k.active else f"revoked {_iso(k.revoked_at)}"
+        table.add_row(k.key_id, k.name, ",".join(k.scopes), _iso(k.created_at), state)
+    out.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's public id (or its name).")]) -> None:
+    """Revoke an API key (servers stop accepting it within a few seconds)."""
+    with _opened() as app, app.db.write() as conn:
+        done = revoke_key(conn, key_id)
+    if not done:
+        raise InvalidInput("key", "the id or name of an active key (see `barfill keys list`)", key_id)
+    out.print(f"revoked {key_id}")
 
 
 # -- hydration -----------------------------------------------------------------
@@ -246,31 +285,54 @@ def scheduler(
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (non-loopback needs API keys).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run a worker here.")] = True,
+    scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run the scheduler.")] = True,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
-    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run a worker here.")] = True,
-    scheduler: Annotated[
-        bool, typer.Option("--scheduler/--no-scheduler", help="Run the scheduler here.")
-    ] = True,
 ) -> None:
-    """HTTP (API and web page at /) with the scheduler and a worker, in one process."""
-    from barfill.server.run import serve_until_signalled
+    """HTTP API and web page (FastAPI on uvicorn) with the scheduler and a worker in the same process.
 
+    Several API-only processes (``--no-workers --no-scheduler``) may serve one PostgreSQL.
+    """
+    import uvicorn
+
+    from barfill.server import logs
+    from barfill.server.app import ServerOptions, create_app
+    from barfill.server.deps import check_bind
+
+    if log_format not in ("text", "json"):
+        raise InvalidInput("log-format", "text or json", log_format)
+    logs.configure(log_format)
     with _opened() as app:
-        asyncio.run(
-            serve_until_signalled(
-                app,
-                host=host,
-                port=port,
-                announce=lambda base: err.print(f"serving {base}/ (Ctrl-C to stop)"),
-                workers=workers,
-                scheduler=scheduler,
-                concurrency=concurrency,
-                interval_s=interval,
-            )
+        check_bind(app, host)
+        options = ServerOptions(
+            host=host,
+            workers=workers,
+            scheduler=scheduler,
+            concurrency=concurrency,
+            tick_interval_s=interval,
+            json_logs=log_format == "json",
         )
+        parts = ["HTTP", *(["scheduler"] if scheduler else []), *(["worker"] if workers else [])]
+        err.print(
+            f"serving {' + '.join(parts)} on http://{host}:{port} — web page at http://{host}:{port}/ "
+            "(Ctrl-C to stop)"
+        )
+        config = uvicorn.Config(
+            create_app(app, options),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+        uvicorn.Server(config).run()
 
 
 # -- inspection ----------------------------------------------------------------

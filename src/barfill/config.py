@@ -107,12 +107,19 @@ class Settings(BaseSettings):
     # Derived timeframes: "SOURCE->TARGET", e.g. "m15->h1".
     derivations: list[str] = ["m15->h1", "m15->h4", "m1->m5", "d1->w1"]
 
+    # HTTP API (``barfill serve``).
+    api_cors_origins: list[str] = []  # e.g. ["https://charts.example.com"]; "*" for any
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_rate_limit: str = "6000/60"  # per API key, per server process
+    api_max_range_bars: int = Field(default=3_000_000, ge=1000)  # widest bar read, in bar lengths
+
     @field_validator(
         "polygon_rate_limit",
         "alpaca_rate_limit",
         "tradier_rate_limit",
         "yahoo_rate_limit",
         "synthetic_rate_limit",
+        "api_rate_limit",
     )
     @classmethod
     def _check_rate(cls, v: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
-from barfill.server.run import serve
+from barfill.server.app import ServerOptions
+from barfill.server.run import make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -79,48 +81,34 @@ def free_port() -> int:
 class LiveServer:
     base: str
     app: App
-    loop: asyncio.AbstractEventLoop
-    stop: asyncio.Event
     errors: list[BaseException] = field(default_factory=list)
 
 
 @contextmanager
 def live_server(app: App, *, concurrency: int = 16) -> Iterator[LiveServer]:
-    """uvicorn + scheduler + worker on 127.0.0.1 (a free port), in a thread with its own loop."""
+    """The same HTTP app as ``barfill serve`` (worker in its lifespan) on 127.0.0.1, in a thread."""
     port = free_port()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-    server = LiveServer(f"http://127.0.0.1:{port}", app, loop, stop)
-
-    async def main() -> None:
-        started = asyncio.Event()
-        task = asyncio.create_task(
-            serve(app, stop, host="127.0.0.1", port=port, concurrency=concurrency, on_ready=started)
-        )
-        waiter = asyncio.create_task(started.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        ready.set()
-        await task
+    options = ServerOptions(host="127.0.0.1", workers=True, scheduler=False, concurrency=concurrency)
+    server = make_server(app, host="127.0.0.1", port=port, options=options)
+    live = LiveServer(f"http://127.0.0.1:{port}", app)
 
     def run() -> None:
         try:
-            loop.run_until_complete(main())
-        except BaseException as e:  # surfaced by the fixture
-            server.errors.append(e)
-            ready.set()
-        finally:
-            loop.run_until_complete(app.aclose())
-            loop.close()
+            asyncio.run(server.serve())
+        except BaseException as e:  # surfaced below
+            live.errors.append(e)
 
     thread = threading.Thread(target=run, name="barfill-test-server", daemon=True)
     thread.start()
-    assert ready.wait(60), "the test server did not start"
-    assert not server.errors, server.errors
+    for _ in range(1200):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    assert server.started, f"the test server did not start: {live.errors}"
     try:
-        yield server
+        yield live
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
+        server.should_exit = True
+        thread.join(60)
         assert not thread.is_alive(), "the test server did not stop"
+        assert not live.errors, live.errors

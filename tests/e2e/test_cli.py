@@ -141,7 +141,7 @@ def test_operator_commands(capsys, env: Path) -> None:
     assert json.loads(out)["counts"]["cancelled"] == 1
     code, _, err = run(capsys, "jobs", "cancel")
     assert code == 2 and "ids" in err
-    code, out, _ = run(capsys, "keys")
+    code, out, _ = run(capsys, "providers")
     assert code == 0 and "synthetic" in out
 
 

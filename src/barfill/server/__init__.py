@@ -1,1 +1,1 @@
-"""barfill's HTTP layer (FastAPI): ``/v1``, the original backend's routes, and the web page."""
+"""barfill over HTTP: the FastAPI application (see :mod:`barfill.server.app`)."""

@@ -1,192 +1,275 @@
-"""The FastAPI application — STAND-IN until the ``http`` branch's version is merged.
+"""The HTTP server: :func:`create_app` builds the FastAPI application around one barfill App.
 
-Holds only the ``/v1`` subset the web page needs (ensure, progress, bars,
-symbols, events), with the agreed shapes, so the page and its browser tests
-run before the real API lands. Replaced wholesale on merge.
+It mounts barfill's ``/v1`` API, the SSE stream, the original backend's
+``/functions/v1`` routes and the web page when those modules are present,
+plus ``/healthz`` and ``/metrics``. Cross-cutting rules live here:
+
+* bad input is a 422 (400 on the compat routes) whose body names the field,
+  never a 500: request validation errors, :class:`~barfill.errors.InvalidInput`
+  and malformed JSON are all turned into ``{"error": ..., "detail": [...]}``;
+* an unreachable database is a 503, not a 500;
+* request bodies are size-limited (``api_max_body_bytes``) → 413;
+* CORS origins come from ``api_cors_origins``;
+* each request is timed for ``/metrics`` and, with JSON logs, logged without
+  headers or query strings (keys never reach a log).
+
+With ``workers``/``scheduler`` the same event loop also runs the queue worker
+and the orchestrator, started and stopped by the lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import contextlib
+import importlib
+import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any
 
-import fastapi
-import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barfill.bootstrap import App
-from barfill.domain.bars import Layer
-from barfill.errors import InvalidInput
-from barfill.server import web
-from barfill.server.deps import get_app
-from barfill.service.ensure import ensure, parse_time
-from barfill.service.progress import JobRef, job_progress
-from barfill.store import web_reports
-from barfill.store.bars import read_bars
-from barfill.store.db import db_now
-from barfill.store.schema import job_runs, symbols
-from barfill.store.symbols import symbol_id
+from barfill.errors import BarfillError, DatabaseError, InvalidInput
+from barfill.server import metrics
+from barfill.server.deps import Auth, is_loopback
+from barfill.server.events import EventHub
 
-AppDep = Annotated[App, Depends(get_app)]
+log = logging.getLogger("barfill.http")
 
 
-def _job_id(job: JobRef) -> str:
-    raw = json.dumps({"d": list(job.definition_ids), "s": job.since}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+@dataclass(frozen=True)
+class ServerOptions:
+    """How this process serves: address (for the loopback rule) and what else runs in its loop."""
+
+    host: str = "127.0.0.1"
+    workers: bool = False
+    scheduler: bool = False
+    concurrency: int | None = None
+    tick_interval_s: float | None = None
+    json_logs: bool = False
 
 
-def _job(text: str) -> JobRef:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        return JobRef(tuple(int(i) for i in data["d"]), float(data["s"]))
-    except (ValueError, KeyError, TypeError):
-        raise HTTPException(422, detail="job: expected a job id from POST /v1/ensure") from None
+def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
+    """The FastAPI application serving ``app`` (stored on ``state.barfill``)."""
+    opts = options or ServerOptions()
+    fastapi_app = FastAPI(
+        title="barfill",
+        version="1",
+        summary="Market-data hydration: ensure coverage, read bars, watch progress.",
+        lifespan=_lifespan,
+    )
+    fastapi_app.state.barfill = app
+    fastapi_app.state.barfill_options = opts
+    fastapi_app.state.barfill_auth = Auth(app, loopback=is_loopback(opts.host))
+    fastapi_app.state.barfill_events = EventHub(app)
+    _error_handlers(fastapi_app)
 
+    from barfill.server import events, v1
 
-def _progress(app: App, job: JobRef) -> dict[str, Any]:
-    p = job_progress(app.db, job)
-    return {
-        "percent": p.progress_percent,
-        "bars_written": p.bars_written,
-        "total_slices": p.total_slices,
-        "completed_slices": p.completed_slices,
-        "running_slices": p.running_slices,
-        "queued_slices": p.queued_slices,
-        "failed_slices": p.failed_slices,
-        "eta_s": p.eta_seconds,
-        "done": p.done,
-    }
-
-
-class EnsureBody(BaseModel):
-    symbol: str | None = None
-    symbols: list[str] | None = None
-    timeframe: str
-    window_days: int | None = None
-    start: str | None = None
-    end: str | None = None
-    priority: int = 0
-    provider: str | None = None
-
-
-def _v1(api: fastapi.FastAPI) -> None:
-    @api.post("/v1/ensure")
-    def post_ensure(app: AppDep, body: EnsureBody) -> dict[str, Any]:
-        tickers = body.symbols or ([body.symbol] if body.symbol else [])
+    fastapi_app.include_router(v1.router)
+    fastapi_app.include_router(events.router)
+    fastapi_app.include_router(metrics.router)
+    for name in ("compat", "web"):  # built on other branches; mounted when present
         try:
-            report = ensure(
-                app,
-                tickers,
-                body.timeframe,
-                days=body.window_days,
-                start=body.start,
-                end=body.end,
-                priority=body.priority,
-                provider=body.provider,
+            module = importlib.import_module(f"barfill.server.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"barfill.server.{name}":
+                raise
+            continue
+        fastapi_app.include_router(module.router)
+
+    fastapi_app.add_middleware(_RequestLog, json_logs=opts.json_logs)
+    if app.settings.api_cors_origins:
+        fastapi_app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(app.settings.api_cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+            allow_headers=["authorization", "x-api-key", "content-type", "if-none-match", "last-event-id"],
+            expose_headers=["etag"],
+        )
+    fastapi_app.add_middleware(_BodyLimit, max_bytes=app.settings.api_max_body_bytes)
+    return fastapi_app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
+    from barfill.service.orchestrator import run_scheduler
+    from barfill.service.worker import Worker
+
+    app: App = fastapi_app.state.barfill
+    opts: ServerOptions = fastapi_app.state.barfill_options
+    hub: EventHub = fastapi_app.state.barfill_events
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    await hub.start()
+    if opts.scheduler:
+        tasks.append(
+            asyncio.create_task(
+                run_scheduler(app, stop, interval_s=opts.tick_interval_s, on_tick=metrics.observe_tick)
             )
-        except InvalidInput as e:
-            raise HTTPException(422, detail=str(e)) from None
-        return {
-            "results": [r.as_dict() for r in report.results],
-            "job": _job_id(report.job),
-            "progress": _progress(app, report.job),
-        }
+        )
+    if opts.workers:
+        tasks.append(asyncio.create_task(Worker(app, concurrency=opts.concurrency).run(stop)))
+    try:
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await task
+        await hub.stop()
 
-    @api.get("/v1/progress/{job}")
-    def get_progress(app: AppDep, job: str) -> dict[str, Any]:
-        return _progress(app, _job(job))
 
-    @api.get("/v1/symbols")
-    def get_symbols(app: AppDep, q: Annotated[str, Query(max_length=32)] = "") -> dict[str, list[str]]:
-        with app.db.read() as conn:
-            return {"symbols": web_reports.search_symbols(conn, q)}
+def error_body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every error answer: ``{"error": "<one line>", "detail": [{"field", "message"}, ...]}``."""
+    return {"error": message, "detail": detail or []}
 
-    @api.get("/v1/bars/{symbol}")
-    def get_bars(
-        app: AppDep,
-        symbol: str,
-        timeframe: str,
-        start: str | None = None,
-        end: str | None = None,
-        layers: str = "historical,intraday",
-    ) -> dict[str, Any]:
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def _error_handlers(fastapi_app: FastAPI) -> None:
+    @fastapi_app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = []
+        for err in exc.errors():
+            loc = err.get("loc", ())
+            field = _field(loc)
+            message = str(err.get("msg", "invalid"))
+            if err.get("type") == "json_invalid":
+                field, message = "body", "malformed JSON: " + str(err.get("ctx", {}).get("error", ""))
+            detail.append({"field": field, "message": message})
+        head = "; ".join(f"{d['field']}: {d['message']}" for d in detail[:3])
+        return JSONResponse(error_body(f"invalid request: {head}", detail), status_code=422)
+
+    @fastapi_app.exception_handler(InvalidInput)
+    async def _invalid(request: Request, exc: InvalidInput) -> JSONResponse:
+        detail = [{"field": exc.field, "message": f"expected {exc.expected}"}]
+        return JSONResponse(error_body(str(exc), detail), status_code=422)
+
+    @fastapi_app.exception_handler(DatabaseError)
+    async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("database unavailable, try again"), status_code=503)
+
+    @fastapi_app.exception_handler(BarfillError)
+    async def _barfill(request: Request, exc: BarfillError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc)), status_code=422)
+
+    @fastapi_app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 304:
+            return Response(status_code=304, headers=exc.headers)
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        detail = exc.detail if isinstance(exc.detail, list) else None
+        return JSONResponse(error_body(message, detail), status_code=exc.status_code, headers=exc.headers)
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by header or as they stream in."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
         try:
-            lo = parse_time(start, "start") if start else 0
-            hi = parse_time(end, "end") if end else int(time.time()) + 86_400
-            out: dict[str, Any] = {}
-            with app.db.read() as conn:
-                sid = symbol_id(conn, symbol.upper())
-                if sid is None:
-                    raise HTTPException(404, detail=f"Symbol {symbol.upper()} not found")
-                for name in layers.split(","):
-                    b = read_bars(conn, sid, timeframe, lo, hi, layers=[Layer(name)])
-                    out[name] = {
-                        "t": b.ts.tolist(),
-                        "o": b.open.tolist(),
-                        "h": b.high.tolist(),
-                        "l": b.low.tolist(),
-                        "c": b.close.tolist(),
-                        "v": b.volume.tolist(),
-                        "provider": b.provider,
-                    }
-        except (InvalidInput, ValueError) as e:
-            raise HTTPException(422, detail=str(e)) from None
-        return {"symbol": symbol.upper(), "timeframe": timeframe, "layers": out}
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
 
-    @api.get("/v1/events")
-    async def events(request: Request, app: AppDep, job: str | None = None) -> StreamingResponse:
-        ref = _job(job) if job else None
-        return StreamingResponse(_stream(request, app, ref, job), media_type="text/event-stream")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            error_body(
+                f"request body over {self.max_bytes} bytes", [{"field": "body", "message": "too large"}]
+            ),
+            status_code=413,
+        )
+        await response(scope, receive, send)
 
 
-def _landed(app: App, after: float) -> tuple[float, list[dict[str, Any]]]:
-    with app.db.read() as conn:
-        now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
-        rows = conn.execute(
-            sa.select(symbols.c.ticker, job_runs.c.timeframe, job_runs.c.start, job_runs.c.end)
-            .join(symbols, symbols.c.id == job_runs.c.symbol_id)
-            .where(job_runs.c.status == "succeeded", job_runs.c.finished_at > after)
-        ).all()
-    return now, [{"symbol": t, "timeframe": tf, "start": int(s), "end": int(e)} for t, tf, s, e in rows]
+class _TooLarge(Exception):
+    pass
 
 
-async def _stream(request: Request, app: App, ref: JobRef | None, job: str | None) -> AsyncIterator[str]:
-    n = 0
-    cursor, _ = await asyncio.to_thread(_landed, app, float("inf"))
-    last: dict[str, Any] | None = None
-    sent: set[tuple[Any, ...]] = set()
-    while not await request.is_disconnected():
-        now, landed = await asyncio.to_thread(_landed, app, cursor - 2.0)
-        for item in landed:
-            key = tuple(item.values())
-            if key in sent:
-                continue
-            sent.add(key)
-            n += 1
-            yield f"id: {n}\nevent: bars\ndata: {json.dumps(item)}\n\n"
-        cursor = now
-        if ref is not None:
-            p = await asyncio.to_thread(_progress, app, ref)
-            if p != last:
-                n += 1
-                data = {"job": job, **{k: p[k] for k in ("percent", "bars_written", "eta_s", "done")}}
-                yield f"id: {n}\nevent: progress\ndata: {json.dumps(data)}\n\n"
-                last = p
-        else:
-            yield ": keep-alive\n\n"
-        await asyncio.sleep(0.25)
+class _RequestLog:
+    """Time every request for ``/metrics``; with JSON logs, one structured line per request.
 
+    The line holds method, route template, status, duration and the caller's
+    key *id* (public): never headers, query strings or bodies.
+    """
 
-def create_app(app: App, **settings: Any) -> fastapi.FastAPI:
-    """Mount the routers on a FastAPI app holding ``app`` on ``state.barfill``."""
-    api = fastapi.FastAPI(title="barfill")
-    api.state.barfill = app
-    _v1(api)
-    web.mount(api)
-    return api
+    def __init__(self, app: ASGIApp, *, json_logs: bool) -> None:
+        self.app = app
+        self.json_logs = json_logs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            metrics.observe_request(scope["method"], path, status, elapsed)
+            if self.json_logs:
+                state = scope.get("state") or {}
+                who = state.get("principal")
+                log.info(
+                    "request",
+                    extra={
+                        "http": {
+                            "method": scope["method"],
+                            "route": path,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "key_id": getattr(who, "key_id", None),
+                            "client": (scope.get("client") or ("-",))[0],
+                        }
+                    },
+                )

@@ -1,28 +1,189 @@
-"""FastAPI dependencies shared by the routers (stand-in until the ``http`` branch's version lands).
+"""FastAPI dependencies shared by every router: the barfill :class:`App` and API-key scopes.
 
-Names and signatures as agreed in the HTTP layout: :func:`get_app` and
-:func:`require`. This stand-in enforces nothing (a loopback server needs no key).
+``get_app(request)`` returns the App stored on ``fastapi_app.state.barfill``.
+``require(scope)`` returns a dependency that lets a request through only with
+a key holding ``scope`` (scopes nest: admin ⊇ write ⊇ read):
+
+* no ``Authorization: Bearer <key>`` / ``X-API-Key`` header → 401;
+* a key that is malformed, unknown or revoked → 401;
+* a valid key without the scope → 403;
+* over the key's request rate (``api_rate_limit``, per process) → 429.
+
+When no key exists at all and the server listens on loopback only, every
+request passes (the embedded default needs no set-up); the server refuses to
+bind any other address with no keys (see :func:`check_bind`). Lookups are
+cached for a few seconds so a busy chart does not hit the database per
+request; a revoked key stops working within that time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import ipaddress
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
-from barfill.bootstrap import App
+from barfill.bootstrap import App, parse_rate
+from barfill.domain import gcra
+from barfill.domain.apikeys import Scope, allows, check_secret, split_key
+from barfill.domain.capabilities import RateLimit
+from barfill.errors import ConfigError
+from barfill.store.api_keys import active_key_count, get_key
+
+CACHE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's public id and name, or ``anonymous`` (loopback, no keys)."""
+
+    key_id: str
+    name: str
+    scopes: tuple[Scope, ...]
+
+
+ANONYMOUS = Principal("-", "anonymous", (Scope.read, Scope.write, Scope.admin))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` accepts connections from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(app: App, host: str) -> None:
+    """Refuse to serve a non-loopback address while no API key exists.
+
+    Raises:
+        ConfigError: naming the fix (``barfill keys create``).
+    """
+    if is_loopback(host):
+        return
+    with app.db.read() as conn:
+        n = active_key_count(conn)
+    if n == 0:
+        raise ConfigError(
+            f"refusing to listen on {host}: no API keys exist, so anyone who can reach it could use it. "
+            "Create one first (`barfill keys create NAME --scopes read`) or bind 127.0.0.1."
+        )
+
+
+class Auth:
+    """Key checks and per-key rate limits for one server process."""
+
+    def __init__(self, app: App, *, loopback: bool) -> None:
+        self.app = app
+        self.loopback = loopback
+        limit = parse_rate(app.settings.api_rate_limit)
+        assert limit is not None
+        self.limit = RateLimit(limit.requests, limit.period_s, burst=limit.requests)
+        self._lock = threading.Lock()
+        self._count: tuple[float, int] | None = None
+        self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._tat: dict[str, float] = {}
+
+    def keys_exist(self) -> bool:
+        now = time.monotonic()
+        cached = self._count
+        if cached is None or now - cached[0] > CACHE_S:
+            with self.app.db.read() as conn:
+                cached = (now, active_key_count(conn))
+            self._count = cached
+        return cached[1] > 0
+
+    def lookup(self, token: str) -> Principal | None:
+        """The principal of a presented key, or None when it is not a valid key."""
+        now = time.monotonic()
+        # Cache by a digest: the raw secret is not kept in memory longer than the request.
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._keys.get(digest)
+        if hit is not None and now - hit[0] <= CACHE_S:
+            return hit[1]
+        parts = split_key(token)
+        found: Principal | None = None
+        if parts is not None:
+            with self.app.db.read() as conn:
+                row = get_key(conn, parts[0])
+            if row is not None and row.active and check_secret(row.salt, row.secret_hash, parts[1]):
+                found = Principal(row.key_id, row.name, row.scopes)
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (now, found)
+        return found
+
+    def take(self, who: str) -> float:
+        """One request's slot for ``who``; 0.0 if granted, else seconds to wait."""
+        with self._lock:
+            d = gcra.decide(self._tat.get(who), time.monotonic(), self.limit)
+            self._tat[who] = d.tat
+            return d.wait_s
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The caller, or an :class:`HTTPException` (401) with a message that never echoes the key."""
+        if token is None:
+            if self.loopback and not self.keys_exist():
+                return ANONYMOUS
+            raise HTTPException(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        found = self.lookup(token)
+        if found is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        return found
 
 
 def get_app(request: Request) -> App:
-    """The barfill :class:`App` stored on ``fastapi_app.state.barfill``."""
+    """The barfill App this server was built with."""
     app: App = request.app.state.barfill
     return app
 
 
-def require(scope: str) -> Callable[[Request], None]:
-    """A dependency enforcing the API-key scope ``read|write|admin`` (stand-in: allows everything)."""
+def get_auth(request: Request) -> Auth:
+    auth: Auth = request.app.state.barfill_auth
+    return auth
 
-    def check(request: Request) -> None:
-        return None
 
-    return check
+def presented_key(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer`` or ``X-API-Key`` (None when neither is sent)."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency admitting only callers whose key holds ``scope`` (read, write or admin)."""
+    needed = Scope(scope)
+
+    async def dependency(request: Request) -> Principal:
+        auth = get_auth(request)
+        token = presented_key(request)
+        who = await run_in_threadpool(auth.authenticate, token)
+        request.state.principal = who
+        if not allows(who.scopes, needed):
+            raise HTTPException(403, f"this API key lacks the '{needed.value}' scope")
+        if who is not ANONYMOUS:
+            wait = auth.take(who.key_id)
+            if wait > 0:
+                raise HTTPException(
+                    429,
+                    "rate limit exceeded for this API key",
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
+        return who
+
+    return dependency

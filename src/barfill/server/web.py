@@ -2,10 +2,11 @@
 
 The chart itself talks to ``/v1`` (ensure, bars, events, symbols). The
 dashboard's aggregate views (per-minute throughput, coverage map, provider
-panel, failures with the ids to retry) live here under ``/web/api`` because
+panel, failures with the ids to retry) live here (enable/disable uses
+``PATCH /v1/definitions/{id}``) under ``/web/api`` because
 nothing but the page needs them. The HTML and scripts are plain files under
-``barfill/web/static``; the chart library is copied there from npm by
-``make web`` (``static/vendor``, git-ignored).
+``barfill/web/static`` (served by :func:`static_file`); the chart library
+is copied there from npm by ``make web`` (``static/vendor``, git-ignored).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from barfill.bootstrap import App
-from barfill.errors import InvalidInput
 from barfill.server.deps import get_app, require
-from barfill.service import admin, dashboard
+from barfill.service import dashboard
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 VENDOR_CHARTS = STATIC / "vendor" / "lightweight-charts.mjs"
@@ -30,10 +29,17 @@ router = APIRouter(tags=["web"])
 AppDep = Annotated[App, Depends(get_app)]
 
 
-def mount(api: FastAPI) -> None:
-    """Add the page routes and ``/web/static`` to a FastAPI app."""
-    api.include_router(router)
-    api.mount("/web/static", StaticFiles(directory=STATIC), name="web-static")
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
+
+
+@router.get("/web/static/{name:path}", include_in_schema=False)
+def static_file(name: str) -> FileResponse:
+    """A file of ``barfill/web/static`` (never outside it); scripts as ES modules."""
+    path = (STATIC / name).resolve()
+    if not path.is_relative_to(STATIC) or not path.is_file() or path.suffix not in _TYPES:
+        hint = " (run `make web` to install the chart library)" if name.startswith("vendor/") else ""
+        raise HTTPException(404, detail=f"no such file: {name}{hint}")
+    return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
 
 def _page(name: str) -> FileResponse:
@@ -85,10 +91,7 @@ def coverage_map(
     days: Annotated[int, Query(ge=1, le=dashboard.MAX_MAP_DAYS)] = 30,
 ) -> dict[str, Any]:
     """Symbols × days, each cell covered / provisional / gap / unfillable / closed / outside."""
-    try:
-        return dashboard.coverage_map(app, timeframe, days)
-    except InvalidInput as e:
-        raise HTTPException(422, detail=str(e)) from None
+    return dashboard.coverage_map(app, timeframe, days)
 
 
 class RetryBody(BaseModel):
@@ -99,16 +102,3 @@ class RetryBody(BaseModel):
 def retry(app: AppDep, body: RetryBody) -> dict[str, int]:
     """Re-queue the given failed slices (the dashboard's "retry" button on one error group)."""
     return {"requeued": app.queue.retry_failed(body.ids)}
-
-
-class EnableBody(BaseModel):
-    enabled: bool
-
-
-@router.post("/web/api/definitions/{definition_id}", dependencies=[Depends(require("admin"))])
-def set_enabled(app: AppDep, definition_id: int, body: EnableBody) -> dict[str, int | bool]:
-    """Enable or disable one definition."""
-    n = admin.set_enabled(app, [definition_id], body.enabled)
-    if n == 0:
-        raise HTTPException(404, detail=f"definition {definition_id} not found")
-    return {"id": definition_id, "enabled": body.enabled}

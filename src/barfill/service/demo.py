@@ -92,7 +92,7 @@ def run_demo(
     try:
         summary = _run(app, synthetic, console)
         if serve:
-            asyncio.run(_serve(app, console, host, port))
+            _serve(app, console, host, port)
         return summary
     finally:
         app.close()
@@ -150,14 +150,14 @@ def _print_counts(console: Console, counts: list[tuple[str, str, str, int]]) -> 
     console.print(table)
 
 
-async def _serve(app: App, console: Console, host: str, port: int) -> None:
+def _serve(app: App, console: Console, host: str, port: int) -> None:
     """Serve the API and the web page (scheduler and worker included) until Ctrl-C."""
-    from barfill.server.run import serve_until_signalled
+    from barfill.server.run import serve_forever
 
     def announce(base: str) -> None:
         console.print(
             f"[bold]open {base}/chart?symbol=AAPL&timeframe=h1[/bold] "
-            f"(dashboard: {base}/dashboard) — Ctrl-C to stop"
+            f"(dashboard: {base}/dashboard) — serving until Ctrl-C"
         )
 
-    await serve_until_signalled(app, host=host, port=port, announce=announce)
+    serve_forever(app, host=host, port=port, announce=announce)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,8 +122,14 @@ class Leadership:
             self._conn = None
 
 
-async def run_scheduler(app: App, stop: asyncio.Event, *, interval_s: float | None = None) -> None:
-    """Tick every ``interval_s`` while leader; stand by otherwise."""
+async def run_scheduler(
+    app: App,
+    stop: asyncio.Event,
+    *,
+    interval_s: float | None = None,
+    on_tick: Callable[[TickResult], None] | None = None,
+) -> None:
+    """Tick every ``interval_s`` while leader; stand by otherwise. ``on_tick`` sees each result."""
     interval = interval_s or app.settings.tick_interval_s
     leader = Leadership(app)
     try:
@@ -131,6 +138,8 @@ async def run_scheduler(app: App, stop: asyncio.Event, *, interval_s: float | No
                 if await asyncio.to_thread(leader.acquire):
                     result = await asyncio.to_thread(tick, app)
                     log.info("tick %s", result.as_dict())
+                    if on_tick is not None:
+                        on_tick(result)
             except BarfillError as e:
                 log.warning("tick failed: %s", e)
             with contextlib.suppress(TimeoutError):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
+from barfill import telemetry
 from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
@@ -266,7 +267,10 @@ class Worker:
 
         async def take_slot(name: str) -> None:
             attempted.append(name)
+            t0 = time.monotonic()
             await acquire(self.app.limiter, name, self.app.providers[name].capabilities.rate_limit)
+            telemetry.RATE_LIMIT_WAIT.labels(name).observe(time.monotonic() - t0)
+            telemetry.PROVIDER_REQUESTS.labels(name).inc()
             self.stats.requests += 1
 
         try:
@@ -281,6 +285,7 @@ class Worker:
                 on_attempt=take_slot,
             )
         except ProviderError as e:
+            telemetry.PROVIDER_ERRORS.labels(attempted[-1] if attempted else first.provider, e.code).inc()
             if e.code == "http_429" and attempted:
                 name = attempted[-1]
                 wait = e.retry_after_s or 2 * self.app.providers[name].capabilities.rate_limit.interval_s
@@ -349,6 +354,8 @@ class Worker:
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.bars_written += result.rows
+        telemetry.SLICES_DONE.inc(len(result.done))
+        telemetry.BARS_WRITTEN.inc(result.rows)
 
     async def _fail(
         self,

@@ -446,6 +446,10 @@ class SqlQueue(QueueReports):
                 if also is not None:
                     for claimed, _, _ in won:
                         also(conn, claimed)
+                if self.db.is_postgres:
+                    # Wakes every API process's event stream when this commits (none if it rolls back).
+                    notice = json.dumps({"slices": sorted(finished), "at": now})[:7900]
+                    conn.execute(sa.text("SELECT pg_notify('barfill', :p)"), {"p": notice})
         return CompleteManyResult(
             rows=sum(n for (c, _, _), n in zip(items, counts, strict=True) if c.id in finished),
             done=[c.id for c, _, _ in items if c.id in finished],

@@ -164,3 +164,17 @@ Index(
     postgresql_where=text("status = 'queued'"),
     sqlite_where=text("status = 'queued'"),
 )
+
+# HTTP API keys. The secret part is never stored: only a salted SHA-256 of it.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", String(16), nullable=False, unique=True),  # the public part of the key
+    Column("name", String(64), nullable=False),
+    Column("scopes", String(32), nullable=False),  # comma-separated: read, write, admin
+    Column("salt", String(32), nullable=False),  # hex
+    Column("secret_hash", String(64), nullable=False),  # hex sha256(salt || secret)
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),  # database clock; NULL while the key is valid
+)

@@ -162,11 +162,3 @@ def definitions_for(conn: Connection, timeframe: Timeframe | None = None) -> lis
     if timeframe is not None:
         query = query.where(d.c.timeframe == timeframe.value)
     return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def search_symbols(conn: Connection, prefix: str, *, limit: int = 20) -> list[str]:
-    """Stored tickers starting with ``prefix`` (case-insensitive), alphabetical."""
-    query = sa.select(symbols.c.ticker).order_by(symbols.c.ticker).limit(limit)
-    if prefix:
-        query = query.where(symbols.c.ticker.like(prefix.upper().replace("%", "").replace("_", "") + "%"))
-    return [str(t) for (t,) in conn.execute(query)]

@@ -28,6 +28,7 @@ export class ApiError extends Error {
 
 // The server's error body in plain words: FastAPI's {detail}, the compat {error}, or a 422 list.
 function describe(status, body) {
+  if (body && typeof body === "object" && typeof body.error === "string") return body.error;
   if (body && typeof body === "object") {
     const d = body.detail ?? body.error ?? body.message;
     if (Array.isArray(d)) {

@@ -1,7 +1,7 @@
 // The operator dashboard: polls /web/api/overview and the coverage map, and refreshes early when
 // the event stream says something happened.
 
-import { fmtDuration, fmtInt, getJSON, postJSON, subscribe, wireKeyField } from "./api.js";
+import { fmtDuration, fmtInt, getJSON, postJSON, request, subscribe, wireKeyField } from "./api.js";
 import { wireRadioGroup } from "./pickers.js";
 
 const $ = (id) => document.getElementById(id);
@@ -95,7 +95,7 @@ function drawJobs(defs) {
       toggle.type = "button";
       toggle.textContent = d.enabled ? "Disable" : "Enable";
       toggle.setAttribute("aria-label", `${d.enabled ? "Disable" : "Enable"} ${d.symbol} ${d.timeframe}`);
-      toggle.addEventListener("click", () => act(() => postJSON(`/web/api/definitions/${d.id}`, { enabled: !d.enabled })));
+      toggle.addEventListener("click", () => act(() => request("PATCH", `/v1/definitions/${d.id}`, { enabled: !d.enabled })));
       tr.append(
         td(d.symbol), td(d.timeframe), td(windowText(d)), td(cell),
         td(`${s.succeeded}/${s.total - s.cancelled}${s.running ? ` · ${s.running} running` : ""}${s.failed ? ` · ${s.failed} failed` : ""}`, "num"),

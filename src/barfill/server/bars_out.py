@@ -1,0 +1,197 @@
+"""Bars over HTTP: columnar JSON, CSV, Parquet and Arrow IPC, streamed.
+
+Values always come from :func:`barfill.store.bars.read_bars` (which picks one
+source per range); this module only cuts the range into chunks and encodes.
+The range is read chunk by chunk (``CHUNK_BARS`` bar lengths each), so the
+database driver never materialises two years of m1 as Python objects at
+once. CSV, Parquet and Arrow are written and sent chunk by chunk; columnar
+JSON needs every value of ``t`` before the first of ``o``, so it keeps the
+compact numpy columns and streams their text in pieces.
+
+Times in every format are bar-open Unix seconds, UTC.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from barfill.bootstrap import App
+from barfill.domain.bars import BarBatch, Layer
+from barfill.domain.timeframes import Timeframe
+from barfill.store.bars import read_bars
+
+CHUNK_BARS = 100_000
+_TEXT_PIECE = 50_000
+# JSON key → BarBatch column.
+COLUMNS = {
+    "t": "ts",
+    "o": "open",
+    "h": "high",
+    "l": "low",
+    "c": "close",
+    "v": "volume",
+    "vw": "vwap",
+    "n": "trade_count",
+}
+
+
+@dataclass(frozen=True)
+class BarQuery:
+    """A validated bar read: [start, end) in Unix seconds, the layers asked for."""
+
+    symbol: str
+    symbol_id: int
+    timeframe: Timeframe
+    start: int
+    end: int
+    layers: tuple[Layer, ...]
+
+
+def _chunks(q: BarQuery) -> list[tuple[int, int]]:
+    width = CHUNK_BARS * q.timeframe.seconds
+    return [(lo, min(lo + width, q.end)) for lo in range(q.start, q.end, width)]
+
+
+def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
+    with app.db.read() as conn:
+        return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers))
+
+
+async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+    """One layer's columns over the whole range (read in chunks) and its provider label."""
+    parts: list[BarBatch] = []
+    for lo, hi in _chunks(q):
+        parts.append(await run_in_threadpool(_read, app, q, lo, hi, [layer]))
+    cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
+    providers = sorted({p for b in parts for p in b.provider.split("+") if p})
+    return cols, "+".join(providers)
+
+
+async def json_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
+    """``{symbol, timeframe, start, end, layers: {<layer>: {provider, count, t, o, h, l, c, v, vw, n}}}``.
+
+    ``vw`` (vwap) is null and ``n`` (trade count) is -1 where unknown. An
+    intraday bar at a time that also has a historical bar is left out: the
+    final bar wins.
+    """
+    head = {"symbol": q.symbol, "timeframe": q.timeframe.value, "start": q.start, "end": q.end}
+    yield orjson.dumps(head)[:-1] + b',"layers":{'
+    seen_final: np.ndarray[Any, Any] | None = None
+    for i, layer in enumerate(q.layers):
+        cols, provider = await read_layer(app, q, layer)
+        if layer == Layer.historical:
+            seen_final = cols["t"]
+        elif layer == Layer.intraday and seen_final is not None and len(seen_final):
+            keep = ~np.isin(cols["t"], seen_final)
+            cols = {k: v[keep] for k, v in cols.items()}
+        n = len(cols["t"])
+        prefix = b"," if i else b""
+        yield (
+            prefix + orjson.dumps(layer.value) + b":" + orjson.dumps({"provider": provider, "count": n})[:-1]
+        )
+        for key, values in cols.items():
+            yield b"," + orjson.dumps(key) + b":["
+            for j in range(0, n, _TEXT_PIECE):
+                text = orjson.dumps(values[j : j + _TEXT_PIECE], option=orjson.OPT_SERIALIZE_NUMPY)
+                yield (b"," if j else b"") + text[1:-1]
+            yield b"]"
+        yield b"}"
+    yield b"}}"
+
+
+def _table(batch: BarBatch) -> Any:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "ts": pa.array(batch.ts, pa.int64()),
+            "open": batch.open,
+            "high": batch.high,
+            "low": batch.low,
+            "close": batch.close,
+            "volume": batch.volume,
+            "vwap": pa.array(batch.vwap, pa.float64(), from_pandas=True),
+            "trade_count": pa.array(batch.trade_count, pa.int64(), mask=batch.trade_count < 0),
+        }
+    )
+
+
+async def csv_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
+    """``ts,open,high,low,close,volume,vwap,trade_count`` rows, one per bar time (layers merged)."""
+    yield b"ts,open,high,low,close,volume,vwap,trade_count\n"
+    for lo, hi in _chunks(q):
+        b = await run_in_threadpool(_read, app, q, lo, hi, q.layers)
+        if len(b) == 0:
+            continue
+        out = io.StringIO()
+        vwap = ["" if np.isnan(x) else repr(x) for x in b.vwap.tolist()]
+        trades = ["" if x < 0 else str(x) for x in b.trade_count.tolist()]
+        for row in zip(
+            b.ts.tolist(),
+            b.open.tolist(),
+            b.high.tolist(),
+            b.low.tolist(),
+            b.close.tolist(),
+            b.volume.tolist(),
+            vwap,
+            trades,
+            strict=True,
+        ):
+            out.write(",".join(map(str, row)))
+            out.write("\n")
+        yield out.getvalue().encode()
+
+
+class _Spout(io.RawIOBase):
+    """A write-only file that hands its bytes out as they come (position kept for Parquet's footer)."""
+
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.pending.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        out, self.pending = b"".join(self.pending), []
+        return out
+
+
+async def arrow_stream(app: App, q: BarQuery, *, parquet: bool) -> AsyncIterator[bytes]:
+    """Arrow IPC stream or Parquet, one record batch / row group per chunk (layers merged)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spout = _Spout()
+    sink = pa.PythonFile(spout, mode="w")
+    f64 = np.empty(0, dtype=np.float64)
+    empty = _table(BarBatch(q.symbol, q.timeframe, "", np.empty(0, dtype=np.int64), f64, f64, f64, f64, f64))
+    writer: Any = pq.ParquetWriter(sink, empty.schema) if parquet else pa.ipc.new_stream(sink, empty.schema)
+    wrote = False
+    for lo, hi in _chunks(q):
+        b = await run_in_threadpool(_read, app, q, lo, hi, q.layers)
+        if len(b) == 0:
+            continue
+        writer.write_table(_table(b))
+        wrote = True
+        yield spout.take()
+    if not wrote and parquet:
+        writer.write_table(empty)
+    writer.close()
+    yield spout.take()

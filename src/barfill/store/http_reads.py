@@ -1,0 +1,176 @@
+"""Small queries the HTTP API needs beyond the operator reports.
+
+A cheap fingerprint of a bar range (for ETags), the start of the newest N
+bars, one slice by id, the provisional coverage, symbol search, definition
+priority changes, and the "bars landed" feed of completed slices behind
+``/v1/events``. Bar *values* are never read here: that is
+:func:`barfill.store.bars.read_bars`' job (it picks one source per range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from barfill.domain.timeframes import Timeframe
+from barfill.store.db import db_now
+from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
+
+
+def bars_fingerprint(
+    conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int, layers: Sequence[str]
+) -> tuple[int, float, int, int]:
+    """(rows, newest fetch, first ts, last ts) of a range: changes whenever its bars do.
+
+    A write always carries a newer ``fetched_at`` and a deletion changes the
+    count, so equal fingerprints mean equal answers.
+    """
+    row = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.max(bars.c.fetched_at), 0.0),
+            sa.func.coalesce(sa.func.min(bars.c.ts), 0),
+            sa.func.coalesce(sa.func.max(bars.c.ts), 0),
+        ).where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == timeframe.value,
+            bars.c.ts >= start,
+            bars.c.ts < end,
+            bars.c.layer.in_(list(layers)),
+        )
+    ).one()
+    return int(row[0]), float(row[1]), int(row[2]), int(row[3])
+
+
+def newest_start(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe,
+    start: int,
+    end: int,
+    layers: Sequence[str],
+    n: int,
+) -> int:
+    """The open time of the ``n``-th newest distinct bar time in [start, end), or ``start`` if fewer."""
+    found = conn.execute(
+        sa.select(bars.c.ts)
+        .where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == timeframe.value,
+            bars.c.ts >= start,
+            bars.c.ts < end,
+            bars.c.layer.in_(list(layers)),
+        )
+        .distinct()
+        .order_by(bars.c.ts.desc())
+        .offset(n - 1)
+        .limit(1)
+    ).scalar_one_or_none()
+    return start if found is None else int(found)
+
+
+def provisional_coverage(conn: Connection, symbol_id: int, timeframe: Timeframe) -> list[dict[str, Any]]:
+    """Unexpired provisional coverage rows: ``{start, end, expires_at}``."""
+    rows = conn.execute(
+        sa.select(coverage.c.start, coverage.c.end, coverage.c.expires_at)
+        .where(
+            coverage.c.symbol_id == symbol_id,
+            coverage.c.timeframe == timeframe.value,
+            coverage.c.expires_at.is_not(None),
+            coverage.c.expires_at > db_now(conn),
+        )
+        .order_by(coverage.c.start)
+    )
+    return [{"start": int(s), "end": int(e), "expires_at": float(x)} for s, e, x in rows]
+
+
+def definition_for(conn: Connection, symbol_id: int, timeframe: Timeframe) -> int | None:
+    """The id of a definition of (symbol, timeframe) (the lowest, if several requesters), or None."""
+    found = conn.execute(
+        sa.select(sa.func.min(job_definitions.c.id)).where(
+            job_definitions.c.symbol_id == symbol_id, job_definitions.c.timeframe == timeframe.value
+        )
+    ).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def get_slice(conn: Connection, slice_id: int) -> dict[str, Any] | None:
+    """One slice with its ticker, or None."""
+    row = conn.execute(
+        sa.select(job_runs, symbols.c.ticker.label("symbol"))
+        .join(symbols, symbols.c.id == job_runs.c.symbol_id)
+        .where(job_runs.c.id == slice_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    out = dict(row._mapping)
+    out.pop("lease_token", None)  # a capability: never shown
+    return out
+
+
+def search_symbols(conn: Connection, prefix: str, limit: int) -> list[str]:
+    """Stored tickers starting with ``prefix`` (upper-cased), alphabetically."""
+    query = sa.select(symbols.c.ticker).order_by(symbols.c.ticker).limit(limit)
+    if prefix:
+        escaped = prefix.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(symbols.c.ticker.like(escaped + "%", escape="\\"))
+    return [str(t) for t in conn.execute(query).scalars()]
+
+
+def set_priority(conn: Connection, definition_id: int, priority: int) -> bool:
+    """Change a definition's priority (and its queued slices'); False if there is no such definition."""
+    result = conn.execute(
+        sa.update(job_definitions)
+        .where(job_definitions.c.id == definition_id)
+        .values(priority=priority, updated_at=db_now(conn))
+    )
+    if int(result.rowcount) == 0:
+        return False
+    conn.execute(
+        sa.update(job_runs)
+        .where(job_runs.c.definition_id == definition_id, job_runs.c.status == "queued")
+        .values(priority=priority)
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Landed:
+    """Bars landed: one slice committed. ``cursor`` orders the feed (finished_at, slice id)."""
+
+    slice_id: int
+    finished_at: float
+    definition_id: int
+    symbol: str
+    timeframe: str
+    start: int
+    end: int
+    rows: int
+
+
+def landed_since(conn: Connection, after: float, limit: int = 500) -> list[Landed]:
+    """Slices that succeeded with ``finished_at >= after``, oldest first."""
+    rows = conn.execute(
+        sa.select(
+            job_runs.c.id,
+            job_runs.c.finished_at,
+            job_runs.c.definition_id,
+            symbols.c.ticker,
+            job_runs.c.timeframe,
+            job_runs.c.start,
+            job_runs.c.end,
+            job_runs.c.rows_written,
+        )
+        .join(symbols, symbols.c.id == job_runs.c.symbol_id)
+        .where(job_runs.c.status == "succeeded", job_runs.c.finished_at >= after)
+        .order_by(job_runs.c.finished_at, job_runs.c.id)
+        .limit(limit)
+    )
+    return [
+        Landed(int(i), float(f), int(d), str(t), str(tf), int(s), int(e), int(n))
+        for i, f, d, t, tf, s, e, n in rows
+    ]
