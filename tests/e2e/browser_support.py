@@ -85,10 +85,10 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(app: App, *, concurrency: int = 16) -> Iterator[LiveServer]:
+def live_server(app: App, *, concurrency: int = 16, workers: bool = True) -> Iterator[LiveServer]:
     """The same HTTP app as ``barfill serve`` (worker in its lifespan) on 127.0.0.1, in a thread."""
     port = free_port()
-    options = ServerOptions(host="127.0.0.1", workers=True, scheduler=False, concurrency=concurrency)
+    options = ServerOptions(host="127.0.0.1", workers=workers, scheduler=False, concurrency=concurrency)
     server = make_server(app, host="127.0.0.1", port=port, options=options)
     live = LiveServer(f"http://127.0.0.1:{port}", app)
 
