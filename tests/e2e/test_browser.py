@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from barfill.domain.calendar import get_calendar
 from barfill.service.ensure import ensure
+from barfill.store import web_reports
 from barfill.store.db import Database
 from tests.e2e.browser_support import CHROMIUM, GatedProvider, LiveServer, live_server
 from tests.e2e.helpers import make_app
@@ -258,3 +259,16 @@ def test_index_links_to_both_pages(server: LiveServer, page: Page) -> None:
     assert "/dashboard" in hrefs
     assert any(h.startswith("/chart?") for h in hrefs)
     assert page.locator(".error").count() == 0  # the chart library is installed
+
+
+def test_opening_a_chart_keeps_the_stored_window(
+    server: LiveServer, gated: GatedProvider, page: Page
+) -> None:
+    gated.release_all()
+    ensure(server.app, ["KEEP"], "d1", days=730)
+    page.goto(f"{server.base}/chart?symbol=KEEP&timeframe=d1")
+    page.wait_for_selector("#windows [aria-checked='true'][data-value='730']", timeout=WAIT_MS)
+    page.wait_for_function("() => +document.querySelector('#chart').dataset.bars > 0", timeout=WAIT_MS)
+    with server.app.db.read() as conn:
+        defs = [d for d in web_reports.definitions_for(conn) if d["symbol"] == "KEEP"]
+    assert [d["window_days"] for d in defs] == [730]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from barfill.bootstrap import App
@@ -66,6 +66,12 @@ def index() -> HTMLResponse:
         "<li><a href='/dashboard'>Dashboard</a> — queue, throughput, failures, providers, coverage</li>"
         "<li><a href='/docs'>API</a> — OpenAPI</li></ul></main></body></html>"
     )
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """No icon: an empty answer instead of a 404 in every browser console."""
+    return Response(status_code=204)
 
 
 @router.get("/chart", include_in_schema=False)

@@ -17,6 +17,7 @@ const COLORS = {
 };
 const LAYERS = ["historical", "intraday", "forecast"];
 const DAY = 86400;
+const MAX_BARS = 50000;
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -36,7 +37,21 @@ const state = {
   stopEvents: null,
   hydrating: false,
 };
-state.days = Number.parseInt(params.get("days"), 10) || DEFAULT_DAYS[state.timeframe];
+state.days = Number.parseInt(params.get("days"), 10) || null;
+
+// Without an explicit window, keep the one already desired for this chart (ensure replaces a
+// definition's window: opening a chart must not shrink two years of history to the default).
+async function chooseWindow() {
+  if (state.days) return;
+  state.days = DEFAULT_DAYS[state.timeframe];
+  try {
+    const { definitions } = await getJSON("/v1/definitions");
+    const mine = definitions.find((d) => d.symbol === state.symbol && d.timeframe === state.timeframe);
+    if (mine?.window_days) state.days = mine.window_days;
+  } catch {
+    /* the default window will do */
+  }
+}
 
 let LW; // the lightweight-charts module
 let chart, candleSeries, volumeSeries, forecastSeries;
@@ -79,6 +94,7 @@ function barsUrl(start, end) {
   const q = new URLSearchParams({ timeframe: state.timeframe, layers: LAYERS.join(",") });
   if (start !== undefined) q.set("start", iso(start));
   if (end !== undefined) q.set("end", iso(end));
+  else q.set("limit", String(MAX_BARS)); // the newest screenfuls; a long m1 window stays light
   return `/v1/bars/${encodeURIComponent(state.symbol)}?${q}`;
 }
 
@@ -362,6 +378,7 @@ function makePickers() {
 async function main() {
   document.title = `${state.symbol} ${state.timeframe} · barfill`;
   wireKeyField($("api-key"), $("api-key-save"), () => location.reload());
+  await chooseWindow();
   makePickers();
   try {
     LW = await import("./vendor/lightweight-charts.mjs");

@@ -97,7 +97,7 @@ function drawJobs(defs) {
       toggle.setAttribute("aria-label", `${d.enabled ? "Disable" : "Enable"} ${d.symbol} ${d.timeframe}`);
       toggle.addEventListener("click", () => act(() => request("PATCH", `/v1/definitions/${d.id}`, { enabled: !d.enabled })));
       tr.append(
-        td(d.symbol), td(d.timeframe), td(windowText(d)), td(cell),
+        td(d.symbol), td(d.timeframe), td(windowText(d)), td(cell, "bar"),
         td(`${s.succeeded}/${s.total - s.cancelled}${s.running ? ` · ${s.running} running` : ""}${s.failed ? ` · ${s.failed} failed` : ""}`, "num"),
         td(fmtInt(d.bars_written), "num"), td(d.provider || "auto"),
         td(toggle),
