@@ -18,6 +18,7 @@ from pathlib import Path
 from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch
 from barfill.domain.timeframes import Timeframe
+from barfill.errors import ProviderError
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.server.app import ServerOptions
 from barfill.server.run import make_server
@@ -39,6 +40,7 @@ class GatedProvider(SyntheticProvider):
         self._pending: list[tuple[int, int]] = []  # (end, start) of fetches waiting
         self._allowed: set[tuple[int, int]] = set()
         self.open_all = False
+        self.failure: ProviderError | None = None  # raised by every fetch once set
 
     async def fetch(
         self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
@@ -53,6 +55,8 @@ class GatedProvider(SyntheticProvider):
                     self._pending.remove(key)
                     break
             await asyncio.sleep(0.02)
+        if self.failure is not None:
+            raise self.failure
         return await super().fetch(symbols, timeframe, start, end)
 
     def waiting(self) -> int:

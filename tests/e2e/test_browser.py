@@ -12,13 +12,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
+from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import ProviderError
 from barfill.service.ensure import ensure
 from barfill.store import web_reports
+from barfill.store.bars import delete_bars, upsert_bars
 from barfill.store.db import Database
+from barfill.store.symbols import symbol_id
 from tests.e2e.browser_support import CHROMIUM, GatedProvider, LiveServer, live_server
 from tests.e2e.helpers import make_app
 
@@ -272,3 +278,70 @@ def test_opening_a_chart_keeps_the_stored_window(
     with server.app.db.read() as conn:
         defs = [d for d in web_reports.definitions_for(conn) if d["symbol"] == "KEEP"]
     assert [d["window_days"] for d in defs] == [730]
+
+
+def test_intraday_is_marked_and_forecast_is_a_line(
+    server: LiveServer, gated: GatedProvider, page: Page, tmp_path: Path
+) -> None:
+    gated.release_all()
+    ensure(server.app, ["LAYR"], "h1", days=10)
+    page.goto(f"{server.base}/chart?symbol=LAYR&timeframe=h1&days=10")
+    page.wait_for_selector("#banner", state="hidden", timeout=WAIT_MS)
+    page.wait_for_function("() => +document.querySelector('#chart').dataset.bars > 0", timeout=WAIT_MS)
+    last = chart_state(page)["last"]
+    # The last two days become provisional (intraday) bars, and a forecast follows a week later.
+    lo, hi = last - 2 * 86_400, last + 3_600
+    truth = gated.truth("LAYR", Timeframe.h1, lo, hi)
+    assert len(truth) > 3
+    with server.app.db.write() as conn:
+        sid = symbol_id(conn, "LAYR")
+        assert sid is not None
+        delete_bars(conn, sid, Timeframe.h1, lo, hi, layer=Layer.historical)
+        upsert_bars(conn, sid, truth, layer=Layer.intraday, fetched_at=server.app.db.now())
+    week = 7 * 86_400
+    t = [int(x) + week for x in truth.ts]
+    closes = [float(x) for x in truth.close]
+    forecast = {"t": t, "o": closes, "h": closes, "l": closes, "c": closes}
+    r = httpx.post(
+        f"{server.base}/v1/forecasts", json={"symbol": "LAYR", "timeframe": "h1", "bars": forecast}
+    )
+    assert r.status_code == 200, r.text
+    page.reload()
+    page.wait_for_function(
+        "() => document.querySelector('#chart').dataset.source === 'network'"
+        " && +document.querySelector('#chart').dataset.intraday > 0",
+        timeout=WAIT_MS,
+    )
+    drawn = page.eval_on_selector("#chart", "el => ({...el.dataset})")
+    assert int(drawn["intraday"]) == len(truth)
+    assert int(drawn["forecast"]) == len(truth)
+    assert int(drawn["last"]) == last  # the candles end with the provisional ones
+    assert "intraday (provisional)" in (page.text_content("#readout") or "")
+    shot(page, tmp_path, "08-layers")
+
+
+def test_a_failing_provider_is_explained_in_words(
+    server: LiveServer, gated: GatedProvider, page: Page, tmp_path: Path
+) -> None:
+    gated.failure = ProviderError("http_403", "not entitled to this data", retryable=False)
+    gated.release_all()
+    page.goto(f"{server.base}/chart?symbol=FAIL&timeframe=h1&days=10")
+    page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#error').textContent.includes('not entitled')", timeout=WAIT_MS
+    )
+    text = page.text_content("#error") or ""
+    assert "could not be fetched from the provider" in text and "http_403" in text
+    page.wait_for_selector("#banner", state="hidden", timeout=WAIT_MS)
+    assert page.is_visible("#empty")  # not a blank chart: it says nothing is stored
+    shot(page, tmp_path, "09-provider-failing")
+
+    # The dashboard groups the failures and retries them with one button.
+    page.goto(f"{server.base}/dashboard")
+    button = page.get_by_role("button", name="Retry")
+    button.wait_for(timeout=WAIT_MS)
+    assert "http_403" in (page.text_content("#failures") or "")
+    gated.failure = None
+    button.click()
+    page.wait_for_selector("#no-failures:not([hidden])", timeout=WAIT_MS)
+    page.wait_for_selector("#covmap tr[data-symbol='FAIL'] [data-state='covered']", timeout=WAIT_MS)

@@ -18,6 +18,7 @@ const COLORS = {
 const LAYERS = ["historical", "intraday", "forecast"];
 const DAY = 86400;
 const MAX_BARS = 50000;
+const FORECAST_DAYS = 30;
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -93,8 +94,13 @@ const iso = (s) => new Date(s * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 function barsUrl(start, end) {
   const q = new URLSearchParams({ timeframe: state.timeframe, layers: LAYERS.join(",") });
   if (start !== undefined) q.set("start", iso(start));
-  if (end !== undefined) q.set("end", iso(end));
-  else q.set("limit", String(MAX_BARS)); // the newest screenfuls; a long m1 window stays light
+  if (end !== undefined) {
+    q.set("end", iso(end));
+  } else {
+    // Up to now plus the forecast horizon, newest bars first: a long m1 window stays light.
+    q.set("end", iso(Math.floor(Date.now() / 1000) + FORECAST_DAYS * DAY));
+    q.set("limit", String(MAX_BARS));
+  }
   return `/v1/bars/${encodeURIComponent(state.symbol)}?${q}`;
 }
 
@@ -271,14 +277,21 @@ async function fetchRange(start, end) {
   }
 }
 
-function explainFailures(p) {
+async function explainFailures(p) {
   const failed = p.failed_slices ?? 0;
-  if (failed > 0) {
-    showError(
-      `${failed} part(s) of this window could not be fetched from the provider. ` +
-        "The chart shows what was stored; see the dashboard for the errors and a retry button.",
-    );
+  if (failed <= 0) return;
+  let reason = "";
+  try {
+    const { jobs } = await getJSON("/v1/jobs?status=failed&limit=500");
+    const mine = jobs.find((j) => j.symbol === state.symbol && j.timeframe === state.timeframe);
+    if (mine) reason = ` The provider (${mine.provider}) answered: ${mine.error_message || mine.error_code}.`;
+  } catch {
+    /* the count alone still says what happened */
   }
+  showError(
+    `${failed} part(s) of this window could not be fetched from the provider.${reason} ` +
+      "The chart shows what was stored; the dashboard lists the errors and has a retry button.",
+  );
 }
 
 async function finish(job) {
@@ -288,7 +301,7 @@ async function finish(job) {
   await loadStored();
   try {
     const p = await getJSON(`/v1/progress/${encodeURIComponent(job)}`);
-    explainFailures(p);
+    await explainFailures(p);
   } catch {
     /* progress is a nicety here */
   }
@@ -345,7 +358,7 @@ async function ensure() {
   const p = answer.progress || {};
   const done = p.done ?? ((p.queued_slices ?? 0) === 0 && (p.running_slices ?? 0) === 0);
   if (done) {
-    explainFailures(p);
+    await explainFailures(p);
     return;
   }
   follow(answer.job, { ...p, percent: p.percent ?? p.progress_percent ?? 0 });
