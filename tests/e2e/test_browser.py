@@ -153,10 +153,10 @@ def test_chart_fills_in_right_edge_first_then_paints_from_cache(
     readout = page.text_content("#readout") or ""
     assert "NEWCO · h1" in readout and " O " in readout and " V " in readout
 
-    # Reload with /v1/bars held back: the candles come from the browser's cache first.
+    # Open it again with every API request held back: the candles come from the browser's cache.
     held: list[Route] = []
-    page.route("**/v1/bars/**", lambda route: held.append(route))
-    page.reload()
+    page.route("**/v1/**", lambda route: held.append(route))
+    page.goto(f"{server.base}/chart?symbol=NEWCO&timeframe=h1")  # its window: the stored definition's
     page.wait_for_function(
         "() => document.querySelector('#chart').dataset.source === 'cache'", timeout=WAIT_MS
     )
@@ -164,12 +164,12 @@ def test_chart_fills_in_right_edge_first_then_paints_from_cache(
     assert cached["bars"] == done["bars"]
     assert cached["last"] == done["last"]
     wait_until(page, lambda: bool(held))
-    assert held, "the page should have asked for bars"
-    assert chart_state(page)["source"] == "cache"  # drawn while the network answer is still held
+    assert held, "the page should have asked the server"
+    assert chart_state(page)["source"] == "cache"  # drawn while no answer has come
     shot(page, tmp_path, "04-from-cache")
     for route in held:
         route.continue_()
-    page.unroute("**/v1/bars/**")
+    page.unroute("**/v1/**")
     page.wait_for_function(
         "() => document.querySelector('#chart').dataset.source === 'network'", timeout=WAIT_MS
     )

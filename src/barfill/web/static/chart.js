@@ -372,12 +372,18 @@ function navigate(changes) {
   location.search = q.toString();
 }
 
-function makePickers() {
+function makeTimeframePicker() {
   wireRadioGroup($("timeframes"), TIMEFRAMES.map((tf) => [tf, tf]), state.timeframe, (tf) => navigate({ timeframe: tf }));
+}
+
+function makeWindowPicker() {
   const presets = PRESETS.some(([, d]) => d === state.days) ? PRESETS : [...PRESETS, [`${state.days}D`, state.days]];
   wireRadioGroup($("windows"), presets.map(([label, d]) => [String(d), label]), String(state.days), (d) =>
     navigate({ days: d }),
   );
+}
+
+function makeSymbolPicker() {
   el.symbol.value = state.symbol;
   wireCombobox(el.symbol, el.symbolList, async (q) => {
     const r = await getJSON(`/v1/symbols?q=${encodeURIComponent(q)}`);
@@ -391,8 +397,8 @@ function makePickers() {
 async function main() {
   document.title = `${state.symbol} ${state.timeframe} · barfill`;
   wireKeyField($("api-key"), $("api-key-save"), () => location.reload());
-  await chooseWindow();
-  makePickers();
+  makeSymbolPicker();
+  makeTimeframePicker();
   try {
     LW = await import("./vendor/lightweight-charts.mjs");
   } catch {
@@ -401,11 +407,14 @@ async function main() {
   }
   makeChart();
   render("none");
+  // First paint from the browser's cache, before asking the server anything.
   const cached = await loadChart(state.symbol, state.timeframe);
   if (cached?.layers) {
     ingest(cached.layers);
     render("cache");
   }
+  await chooseWindow();
+  makeWindowPicker();
   await loadStored();
   await ensure();
 }
