@@ -8,6 +8,9 @@ Events (``event:`` name, JSON ``data:``, and an ``id:`` on every one):
   ...slice counts}`` whenever it changes;
 * ``queue`` — without ``job``: slice counts by status whenever they change.
 
+With ``job`` and no resume id the stream starts at the job's own start, so a
+client that connects after the first bars landed still sees them.
+
 The feed is read from the database (committed slices ordered by
 ``(finished_at, id)``), so every API process serves the same stream and a
 client that reconnects with ``Last-Event-ID`` (or ``?after=``) resumes from
@@ -145,6 +148,8 @@ class _Stream:
             self.cursor = resume
             if self.hub.lag_s == 0:
                 self.sent = {}
+        elif self.job is not None:
+            self.cursor = (self.job.since, 0)  # a job's stream starts where the job did
         else:
             self.cursor = (self.app.db.now(), 0)
 

@@ -158,5 +158,11 @@ def _provider_for(router: Router, defn: Definition, part: Sequence[Interval], no
 
 
 def order_for_batching(slices: Sequence[NewSlice]) -> list[NewSlice]:
-    """Enqueue order that lets a worker claim same-range slices of many symbols together."""
-    return sorted(slices, key=lambda s: (-s.priority, s.provider, s.timeframe, s.start, s.end, s.symbol_id))
+    """Enqueue order: newest range first, same-range slices of many symbols together.
+
+    The queue claims by priority, then enqueue time, then id (insertion
+    order), so within one enqueue the slice holding a definition's most recent
+    bars is claimed first: a chart opened on an empty store shows its right
+    edge after one provider round-trip, and older history fills in behind it.
+    """
+    return sorted(slices, key=lambda s: (-s.priority, s.provider, s.timeframe, -s.end, -s.start, s.symbol_id))
