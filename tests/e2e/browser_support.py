@@ -29,9 +29,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 class GatedProvider(SyntheticProvider):
     """The synthetic provider, but each fetch waits until the test lets it through.
 
-    :meth:`release_newest` lets the pending fetch with the latest ``end`` go
-    first, as a server claiming newest-first does, so the page must show the
-    right edge before the history.
+    With a one-slice worker, fetches arrive in the order the queue hands out
+    slices, so releasing them one by one shows that order on the page.
     """
 
     def __init__(self, **kwargs: object) -> None:
@@ -63,10 +62,10 @@ class GatedProvider(SyntheticProvider):
         with self._lock:
             return len(self._pending)
 
-    def release_newest(self, n: int = 1) -> int:
-        """Let the ``n`` pending fetches with the latest ends through; returns how many were let."""
+    def release_next(self, n: int = 1) -> int:
+        """Let the ``n`` longest-waiting fetches through (arrival order); returns how many were let."""
         with self._lock:
-            chosen = sorted(set(self._pending) - self._allowed, reverse=True)[:n]
+            chosen = [k for k in self._pending if k not in self._allowed][:n]
             self._allowed.update(chosen)
             return len(chosen)
 

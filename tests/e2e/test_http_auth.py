@@ -10,7 +10,6 @@ from barfill.bootstrap import App
 from barfill.domain.calendar import get_calendar
 from barfill.errors import ConfigError
 from barfill.providers.synthetic import SyntheticProvider
-from barfill.server.app import ServerOptions
 from barfill.server.deps import check_bind
 from barfill.service.ensure import ensure
 from barfill.store.api_keys import create_key, revoke_key
