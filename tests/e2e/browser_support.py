@@ -24,6 +24,19 @@ from barfill.server.app import ServerOptions
 from barfill.server.run import make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Headless, as root (no sandbox), and silent: no background calls home from the browser itself.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--metrics-recording-only",
+]
 
 
 class GatedProvider(SyntheticProvider):

@@ -22,10 +22,11 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
 from barfill.service.ensure import ensure
 from barfill.store import web_reports
+from barfill.store.api_keys import create_key
 from barfill.store.bars import delete_bars, upsert_bars
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
-from tests.e2e.browser_support import CHROMIUM, GatedProvider, LiveServer, live_server
+from tests.e2e.browser_support import CHROMIUM, CHROMIUM_ARGS, GatedProvider, LiveServer, live_server
 from tests.e2e.helpers import make_app
 
 WAIT_MS = 60_000
@@ -36,7 +37,7 @@ def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():  # never skipped: `make test` installs it first
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium", pytrace=False)
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
@@ -347,3 +348,23 @@ def test_a_failing_provider_is_explained_in_words(
     button.click()
     page.wait_for_selector("#no-failures:not([hidden])", timeout=WAIT_MS)
     page.wait_for_selector("#covmap tr[data-symbol='FAIL'] [data-state='covered']", timeout=WAIT_MS)
+
+
+def test_an_api_key_is_asked_once_and_kept(server: LiveServer, gated: GatedProvider, page: Page) -> None:
+    gated.release_all()
+    with server.app.db.write() as conn:
+        _, key = create_key(conn, "browser", "write")
+    page.goto(f"{server.base}/chart?symbol=KEYD&timeframe=d1&days=30")
+    page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+    assert "needs an API key" in (page.text_content("#error") or "")
+    page.click("details.key summary")
+    page.fill("#api-key", key)
+    with page.expect_navigation():
+        page.click("#api-key-save")
+    page.wait_for_function("() => +document.querySelector('#chart').dataset.bars > 0", timeout=WAIT_MS)
+    assert page.is_hidden("#error")
+    assert page.evaluate("localStorage.getItem('barfill.apiKey')") == key
+    # Kept: the dashboard in the same browser needs no second entry.
+    page.goto(f"{server.base}/dashboard")
+    page.wait_for_selector("#jobs tr[data-symbol='KEYD']", timeout=WAIT_MS)
+    assert page.is_hidden("#error")

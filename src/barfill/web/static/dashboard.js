@@ -5,6 +5,7 @@ import { fmtDuration, fmtInt, getJSON, postJSON, request, subscribe, wireKeyFiel
 import { wireRadioGroup } from "./pickers.js";
 
 const $ = (id) => document.getElementById(id);
+const MAX_JOB_ROWS = 60; // running jobs always show; finished definitions fill up to this
 const TIMEFRAMES = ["m1", "m5", "m15", "m30", "h1", "h4", "d1", "w1"];
 const params = new URLSearchParams(location.search);
 const view = {
@@ -77,9 +78,12 @@ function windowText(d) {
 function drawJobs(defs) {
   const active = defs.filter((d) => d.active);
   const rest = defs.filter((d) => !d.active);
+  const shown = [...active, ...rest].slice(0, Math.max(MAX_JOB_ROWS, active.length));
   const body = $("jobs").tBodies[0];
+  $("jobs-more").textContent =
+    shown.length < defs.length ? `… and ${fmtInt(defs.length - shown.length)} more finished definitions.` : "";
   body.replaceChildren(
-    ...[...active, ...rest].map((d) => {
+    ...shown.map((d) => {
       const tr = document.createElement("tr");
       tr.dataset.definition = String(d.id);
       tr.dataset.symbol = d.symbol;
