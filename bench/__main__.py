@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bench.common import Result
 
-SUITES = ["store", "queue", "planner", "providers", "engine"]
+SUITES = ["store", "queue", "planner", "providers", "engine", "http"]
 
 
 def main(argv: list[str]) -> int:

@@ -24,8 +24,9 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.fastapi_app = create_app(app, options)
         config = uvicorn.Config(
-            create_app(app, options),
+            self.fastapi_app,
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -88,7 +88,7 @@ def test_every_route_by_scope(app: App) -> None:
         assert c.get("/healthz").status_code == 200  # liveness needs no key
         with app.db.write() as conn:
             assert revoke_key(conn, "k-admin")
-        server.server.config.app.state.barfill_auth._keys.clear()  # skip the few-second cache
+        server.fastapi_app.state.barfill_auth._keys.clear()  # skip the few-second cache
         assert c.post("/v1/tick", headers={"X-API-Key": keys["admin"]}).status_code == 401
 
 

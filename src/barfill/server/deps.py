@@ -24,8 +24,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App, parse_rate
@@ -36,6 +38,29 @@ from barfill.errors import ConfigError
 from barfill.store.api_keys import active_key_count, get_key
 
 CACHE_S = 5.0
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one line, plus the fields at fault."""
+
+    error: str
+    detail: list[ErrorDetail] = []
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid API key"},
+    403: {"model": ErrorOut, "description": "The key lacks the scope"},
+    404: {"model": ErrorOut, "description": "Not found"},
+    413: {"model": ErrorOut, "description": "Request body too large"},
+    422: {"model": ErrorOut, "description": "Invalid input; the body names the field"},
+    429: {"model": ErrorOut, "description": "Rate limit exceeded"},
+    503: {"model": ErrorOut, "description": "Database unavailable"},
+}
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,12 @@ from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
 from barfill.errors import BarfillError, InvalidInput
-from barfill.server.deps import get_app, require
+from barfill.server.deps import ERROR_RESPONSES, get_app, require
 from barfill.service.progress import JobRef, job_progress
 from barfill.store import http_reads
 
 log = logging.getLogger("barfill.events")
-router = APIRouter(prefix="/v1", tags=["v1"])
+router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
 SQLITE_POLL_S = 0.25
 PG_POLL_S = 2.0
 PG_LAG_S = 10.0
@@ -222,7 +222,7 @@ async def _events(
 async def get_events(
     request: Request,
     app: Annotated[App, Depends(get_app)],
-    job: Annotated[str | None, Query(max_length=20_000, description="A job id from POST /v1/ensure")] = None,
+    job: Annotated[str | None, Query(max_length=8_000, description="A job id from POST /v1/ensure")] = None,
     after: Annotated[str | None, Query(max_length=64, description="Resume after this event id")] = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> StreamingResponse:

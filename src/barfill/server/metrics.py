@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 
 from barfill import telemetry
 from barfill.bootstrap import App
-from barfill.server.deps import get_app, require
+from barfill.server.deps import ERROR_RESPONSES, get_app, require
 from barfill.service.orchestrator import TickResult
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
 _WINDOW_S = 300.0
 
 
@@ -61,7 +61,12 @@ def render(app: App) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(shared)
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(require("read"))])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(require("read"))],
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def get_metrics(app: Annotated[App, Depends(get_app)]) -> Response:
     """Prometheus metrics."""
     body = await run_in_threadpool(render, app)

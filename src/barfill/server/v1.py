@@ -31,7 +31,7 @@ from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.server import bars_out
-from barfill.server.deps import get_app, require
+from barfill.server.deps import ERROR_RESPONSES, get_app, require
 from barfill.service import admin
 from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
@@ -45,16 +45,7 @@ from barfill.store.definitions import get_definition
 from barfill.store.definitions import set_enabled as store_set_enabled
 from barfill.store.symbols import symbol_id
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The key lacks the scope"},
-    404: {"description": "Not found"},
-    413: {"description": "Request body too large"},
-    422: {"description": "Invalid input; the body names the field"},
-    429: {"description": "Rate limit exceeded"},
-    503: {"description": "Database unavailable"},
-}
-router = APIRouter(prefix="/v1", tags=["v1"], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
 Read = Depends(require("read"))
 Write = Depends(require("write"))
 Admin = Depends(require("admin"))
@@ -226,7 +217,9 @@ async def post_ensure(body: EnsureBody, app: AppDep) -> dict[str, Any]:
 
 
 @router.get("/progress/{job}", response_model=ProgressOut, dependencies=[Read])
-async def get_progress(job: Annotated[str, Path(max_length=20_000)], app: AppDep) -> dict[str, Any]:
+async def get_progress(
+    job: Annotated[str, Path(max_length=8_000, pattern=r"^[A-Za-z0-9_-]+$")], app: AppDep
+) -> dict[str, Any]:
     """Progress of the work one ensure started: slice counts, bars written, percent, ETA."""
     ref = decode_job(job)
     return progress_out(await run_in_threadpool(job_progress, app.db, ref))
