@@ -19,13 +19,13 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from barfill.bootstrap import App
-from barfill.server.deps import get_app, require
+from barfill.server.deps import ERROR_RESPONSES, get_app, require
 from barfill.service import dashboard
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 VENDOR_CHARTS = STATIC / "vendor" / "lightweight-charts.mjs"
 
-router = APIRouter(tags=["web"])
+router = APIRouter(tags=["web"], responses=ERROR_RESPONSES)
 AppDep = Annotated[App, Depends(get_app)]
 
 
@@ -101,7 +101,7 @@ def coverage_map(
 
 
 class RetryBody(BaseModel):
-    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=10_000)
+    ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(min_length=1, max_length=10_000)
 
 
 @router.post("/web/api/retry", dependencies=[Depends(require("write"))])
