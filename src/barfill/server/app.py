@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -108,6 +109,11 @@ async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
     hub: EventHub = fastapi_app.state.barfill_events
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
+    # Handlers run store calls in the thread pool; more threads than pooled connections only
+    # queue inside the pool (and time out there), so cap the threads at what the pool holds.
+    pool = app.db.engine.pool
+    capacity = int(getattr(pool, "size", lambda: 5)()) + int(getattr(pool, "_max_overflow", 10))
+    anyio.to_thread.current_default_thread_limiter().total_tokens = max(4, min(40, capacity - 2))
     await hub.start()
     if opts.scheduler:
         tasks.append(

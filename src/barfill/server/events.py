@@ -151,7 +151,12 @@ class _Stream:
         elif self.job is not None:
             self.cursor = (self.job.since, 0)  # a job's stream starts where the job did
         else:
+            # A fresh stream shows what lands from now on: what already committed is marked sent.
             self.cursor = (self.app.db.now(), 0)
+            if self.hub.lag_s > 0:
+                with self.app.db.read() as conn:
+                    recent = http_reads.landed_since(conn, self.cursor[0] - self.hub.lag_s, limit=100_000)
+                self.sent = {e.slice_id: e.finished_at for e in recent}
 
     def poll(self) -> list[bytes]:
         """New events since the cursor (blocking: run in a thread)."""

@@ -265,7 +265,9 @@ def _bar_query(
     span = app.settings.api_max_range_bars * tf.seconds
     with app.db.read() as conn:
         if hi is None:
-            hi = int(float(conn.execute(sa.select(db_now(conn))).scalar_one())) + tf.seconds
+            # Just past the forming bar, on the bar grid: the same default range (and ETag) all bar long.
+            now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
+            hi = (now // tf.seconds + 1) * tf.seconds
         if lo is None:
             lo = max(MIN_TIME, hi - span) if limit is not None else max(MIN_TIME, hi - 365 * 86_400)
         if hi <= lo:

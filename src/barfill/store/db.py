@@ -145,6 +145,8 @@ def wrap_exceptions(url: str) -> Iterator[None]:
         raise DatabaseError(f"database error ({shown}): {text.strip()}") from e
     except exc.InterfaceError as e:
         raise DatabaseUnavailable(f"database connection failed: {e.orig}") from e
+    except exc.TimeoutError as e:  # every pooled connection busy for the whole pool timeout
+        raise DatabaseError(f"database busy: no free connection ({e})") from e
 
 
 def _is_connect_failure(text: str) -> bool:
