@@ -5,7 +5,22 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all soak lint bench install clean
+# The chart library, from npm (package.json + package-lock.json), copied where the server serves it.
+WEB_VENDOR := src/barfill/web/static/vendor/lightweight-charts.mjs
+CHROMIUM   := /usr/bin/chromium
+
+.PHONY: demo test test-all soak lint bench install clean web browser
+
+$(WEB_VENDOR): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	mkdir -p $(dir $@)
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs $@
+
+web: $(WEB_VENDOR)
+
+## Debian's Chromium for the browser tests (CI runs as root on a fresh machine).
+browser:
+	test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +31,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The main job on the embedded default: SQLite + synthetic provider, no keys, no network.
-demo: $(STAMP)
+demo: $(STAMP) $(WEB_VENDOR)
 	$(BIN)/barfill demo
 
 ## Lint, type-check, then the test suite (short forms of soak/chaos included).
-test: lint
+test: lint $(WEB_VENDOR) browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## Long soak/chaos suites.
@@ -36,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info node_modules src/barfill/web/static/vendor

@@ -350,7 +350,7 @@ def serve(
     concurrency: Annotated[int | None, typer.Option(min=1, max=256)] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
 ) -> None:
-    """HTTP API (FastAPI on uvicorn) with the scheduler and a worker in the same process.
+    """HTTP API and web page (FastAPI on uvicorn) with the scheduler and a worker in the same process.
 
     Several API-only processes (``--no-workers --no-scheduler``) may serve one PostgreSQL.
     """
@@ -374,7 +374,10 @@ def serve(
             json_logs=log_format == "json",
         )
         parts = ["HTTP", *(["scheduler"] if scheduler else []), *(["worker"] if workers else [])]
-        err.print(f"serving {' + '.join(parts)} on http://{host}:{port} (Ctrl-C to stop)")
+        err.print(
+            f"serving {' + '.join(parts)} on http://{host}:{port} — web page at http://{host}:{port}/ "
+            "(Ctrl-C to stop)"
+        )
         config = uvicorn.Config(
             create_app(app, options),
             host=host,
@@ -645,11 +648,16 @@ def demo(
     keep: Annotated[
         bool, typer.Option(help="Keep an existing demo database instead of starting fresh.")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="After hydrating, serve the web page until Ctrl-C.")
+    ] = True,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on.")] = 8000,
 ) -> None:
-    """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data."""
+    """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data; then the page."""
     from barfill.service.demo import run_demo
 
-    run_demo(out, database_url=database_url, keep=keep)
+    run_demo(out, database_url=database_url, keep=keep, serve=serve, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:

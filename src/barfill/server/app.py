@@ -178,7 +178,7 @@ def _error_handlers(fastapi_app: FastAPI) -> None:
         if exc.status_code == 304:
             return Response(status_code=304, headers=exc.headers)
         message = exc.detail if isinstance(exc.detail, str) else "error"
-        if exc.status_code == 400 and request.url.path.startswith("/v1/"):
+        if exc.status_code == 400 and request.url.path.startswith(("/v1/", "/web/api/")):
             # FastAPI's own "error parsing the body" (e.g. not UTF-8): bad input, so 422 here.
             detail_422 = [{"field": "body", "message": "malformed JSON"}]
             return JSONResponse(error_body(f"malformed JSON body: {message}", detail_422), status_code=422)

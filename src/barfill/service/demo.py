@@ -72,7 +72,16 @@ def _fresh_sqlite(url: str) -> None:
         Path(parsed.database + suffix).unlink(missing_ok=True)
 
 
-def run_demo(console: Console, *, database_url: str | None = None, keep: bool = False) -> DemoSummary:
+def run_demo(
+    console: Console,
+    *,
+    database_url: str | None = None,
+    keep: bool = False,
+    serve: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> DemoSummary:
+    """Hydrate the demo set, print the summary, then (``serve``) serve the web page until Ctrl-C."""
     url = database_url or DEFAULT_URL
     if not keep:
         _fresh_sqlite(url)
@@ -80,7 +89,10 @@ def run_demo(console: Console, *, database_url: str | None = None, keep: bool = 
     synthetic = SyntheticProvider(calendar=get_calendar(settings.calendar))
     app = build(settings, providers={"synthetic": synthetic})
     try:
-        return _run(app, synthetic, console)
+        summary = _run(app, synthetic, console)
+        if serve:
+            _serve(app, console, host, port)
+        return summary
     finally:
         app.close()
 
@@ -135,3 +147,16 @@ def _print_counts(console: Console, counts: list[tuple[str, str, str, int]]) -> 
     for sym in DEMO_SYMBOLS:
         table.add_row(sym, *[f"{by_symbol[sym].get(c, 0):,}" for c in columns])
     console.print(table)
+
+
+def _serve(app: App, console: Console, host: str, port: int) -> None:
+    """Serve the API and the web page (scheduler and worker included) until Ctrl-C."""
+    from barfill.server.run import serve_forever
+
+    def announce(base: str) -> None:
+        console.print(
+            f"[bold]open {base}/chart?symbol=AAPL&timeframe=h1[/bold] "
+            f"(dashboard: {base}/dashboard) — serving until Ctrl-C"
+        )
+
+    serve_forever(app, host=host, port=port, announce=announce)
