@@ -15,7 +15,9 @@ from tests.e2e.helpers import make_app
 def _kill(db: Database, pid: int) -> None:
     url = make_url(db.url).set(drivername="postgresql", database="postgres")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # Wait (up to a generous 60 s) until the backend has exited and released its locks:
+        # on a loaded box the signal alone returns before the lock is gone.
+        conn.execute("SELECT pg_terminate_backend(%s, 60000)", (pid,))
 
 
 def test_one_leader_and_takeover_on_postgresql(postgres_db: Database) -> None:
