@@ -184,13 +184,13 @@ def symbol_field(data: Mapping[str, Any]) -> str | None:
 
 
 def before_field(data: Mapping[str, Any]) -> int | None:
-    """chart-read's ``before``: Unix seconds, or an ISO-8601 time with an offset."""
+    """chart-read's ``before``: Unix seconds, or an ISO-8601 time with an offset (a date: New York)."""
     value = data.get("before")
     if value is None or value == "":
         return None
     if isinstance(value, str) and not value.strip().lstrip("-").replace(".", "", 1).isdigit():
         try:
-            return parse_time(value, "before")
+            return parse_time(value, "before", tz="America/New_York")
         except InvalidInput as e:
             raise CompatError(400, f"before: expected Unix seconds or {e.expected}, got {value!r}") from None
     number = _number(data, "before")
