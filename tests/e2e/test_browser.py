@@ -207,7 +207,8 @@ def test_dashboard_shows_the_job_and_the_map_turns_covered(
     states = page.eval_on_selector_all(
         "#covmap tr[data-symbol='DASH'] [data-state]", "els => els.map(e => e.dataset.state)"
     )
-    assert set(states) <= {"covered", "closed", "outside"}
+    # Provisional: the current session between its close and 20:00 New York (the real clock runs here).
+    assert set(states) <= {"covered", "provisional", "closed", "outside"}
     assert "closed" in states  # 30 days hold weekends
     assert page.locator(f"{row} progress").get_attribute("value") == "100"
     page.wait_for_function(

@@ -152,13 +152,14 @@ def test_requesters_keep_their_own_windows_and_counts_are_true(capsys, env: Path
     code, out, err = run(capsys, "ensure", "AAPL", "-t", "d1", "--days", "365", "--json")
     assert code == 0, err
     (first,) = json.loads(out)["results"]
-    assert (first["requester"], first["slices_queued"], first["slices_pending"]) == ("cli", 1, 0)
+    # One final slice, plus one provisional slice of today's day bar between 16:00 and 20:00 New York.
+    assert first["requester"] == "cli" and first["slices_queued"] in (1, 2) and first["slices_pending"] == 0
     code, out, _ = run(capsys, "ensure", "AAPL", "-t", "d1", "--days", "365", "--json")
     (again,) = json.loads(out)["results"]
     assert (again["definition_id"], again["slices_queued"], again["slices_pending"]) == (
         first["definition_id"],
         0,
-        1,
+        first["slices_queued"],
     )
     code, out, _ = run(
         capsys,

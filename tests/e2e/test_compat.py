@@ -172,7 +172,11 @@ def test_ensure_coverage_worker_then_chart_data_v2_shows_the_stored_bars(db: Dat
         )
         assert layers["forecast"]["count"] == 0
         assert layers["historical"]["newestBar"] == layers["historical"]["data"][-1]["ts"]
-        assert all(b["data_status"] == "verified" and not b["is_forecast"] for b in served)
+        # Bars of the current session are "provisional" until 20:00 New York, older ones "verified".
+        statuses = [b["data_status"] for b in served]
+        assert set(statuses) <= {"verified", "provisional"} and statuses[0] == "verified"
+        assert statuses == sorted(statuses, key=lambda x: x == "provisional")  # provisional only at the end
+        assert not any(b["is_forecast"] for b in served)
         depth = (int(stored.ts[-1]) - int(stored.ts[0])) // 86_400
         assert body["dataQuality"]["historicalDepthDays"] == depth
 

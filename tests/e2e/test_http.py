@@ -118,7 +118,7 @@ def test_bars_etag_formats_and_limit(app: App) -> None:
         assert pq.read_table(io.BytesIO(parquet.content)).column("ts").to_pylist() == ts
         # A forecast bar changes the forecast layer's ETag and shows only there.
         tag = c.get("/v1/bars/AAPL", params={"timeframe": "h1", "layers": "forecast"}).headers["etag"]
-        t = ts[-1] + 3600 * 24
+        t = ts[-1] + 3600 * 24 * 7  # past any provisional coverage of the current session
         r = c.post(
             "/v1/forecasts",
             json={

@@ -27,6 +27,7 @@ from barfill.store.db import Database
 from barfill.store.definitions import list_definitions
 from barfill.store.queue_reports import open_work
 from tests.e2e.helpers import make_app, ts
+from tests.integration.providers.servers import ny
 
 CAL = get_calendar()
 DAY = 86_400
@@ -54,7 +55,7 @@ def test_a_notebook_backfill_leaves_the_schedulers_rolling_window_and_pin(
     (note,) = ensure(app, ["AAPL"], "d1", start="2015-01-01", end="2016-01-01", requester="notebook").results
     assert sched.created and note.created and sched.definition_id != note.definition_id
     assert (sched.requester, note.requester) == ("scheduler", "notebook")
-    assert note.window_start == ts("2015-01-01") and sched.window_end > ts("2024-01-01")
+    assert note.window_start == ny(2015, 1, 1) and sched.window_end > ts("2024-01-01")
     # A third requester's window lies inside the scheduler's queued slice: nothing new is queued.
     (research,) = ensure(app, ["AAPL"], "d1", days=30, requester="research").results
     assert (research.slices_queued, research.slices_pending) == (0, sched.slices_queued)
@@ -66,8 +67,8 @@ def test_a_notebook_backfill_leaves_the_schedulers_rolling_window_and_pin(
     assert set(defs) == {"scheduler", "notebook", "research"}
     assert (defs["scheduler"].window_days, defs["scheduler"].provider) == (365, "backup")
     assert (defs["notebook"].start, defs["notebook"].end, defs["notebook"].provider) == (
-        ts("2015-01-01"),
-        ts("2016-01-01"),
+        ny(2015, 1, 1),
+        ny(2016, 1, 2),  # a date-only end is inclusive, in exchange time
         None,
     )
     # Each definition's slices went to its own provider; nothing was fetched twice.
@@ -76,7 +77,7 @@ def test_a_notebook_backfill_leaves_the_schedulers_rolling_window_and_pin(
     backup = [(s, e) for _, _, s, e in providers["backup"].request_log]
     other = [(s, e) for _, _, s, e in providers["main"].request_log]
     assert backup and all(s >= ts("2020-01-01") for s, _ in backup)
-    assert other and all(e <= ts("2016-01-02") for _, e in other)
+    assert other and all(e <= ny(2016, 1, 2) for _, e in other)
     assert tick(app).slices_created == 0
     # The next days' tick still plans the new sessions for the rolling window, on its pin.
     _next_days_plan_only_the_rolling_window(app)

@@ -247,7 +247,11 @@ async function loadStored() {
     return true;
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) return true; // not stored yet: ensure will create it
-    showError(`Could not read stored bars: ${e.message}`);
+    if (e instanceof ApiError && (e.status === 422 || e.status === 400)) {
+      showError(`Cannot chart ${state.symbol} ${state.timeframe}: ${e.message}`);
+    } else {
+      showError(`Could not read stored bars: ${e.message}`);
+    }
     return false;
   }
 }
@@ -284,7 +288,7 @@ async function explainFailures(p) {
   try {
     const { jobs } = await getJSON("/v1/jobs?status=failed&limit=500");
     const mine = jobs.find((j) => j.symbol === state.symbol && j.timeframe === state.timeframe);
-    if (mine) reason = ` The provider (${mine.provider}) answered: ${mine.error_message || mine.error_code}.`;
+    if (mine) reason = ` The provider (${mine.provider}) answered ${mine.error_code}: ${mine.error_message || "no message"}.`;
   } catch {
     /* the count alone still says what happened */
   }
