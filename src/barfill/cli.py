@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from barfill.domain.apikeys import parse_scopes
 from barfill.domain.symbols import ticker_file_stem, validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
@@ -176,6 +175,7 @@ def keys_create(
     scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read",
 ) -> None:
     """Create an HTTP API key. The key is printed once; only its salted hash is stored."""
+    from barfill.domain.apikeys import parse_scopes  # hashlib: only this command needs it
     from barfill.store.api_keys import create_key
 
     parse_scopes(scopes)
