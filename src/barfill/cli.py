@@ -6,36 +6,32 @@ database) is one clear line on stderr and exit code 2; never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from barfill.api import UNKNOWN_SYMBOL, Barfill
-from barfill.bootstrap import App, build
-from barfill.config import load_settings
-from barfill.domain.apikeys import parse_scopes
 from barfill.domain.symbols import ticker_file_stem, validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
-from barfill.live import on_signals, watch
-from barfill.service import admin
-from barfill.service.ensure import EnsureReport, parse_time
-from barfill.service.orchestrator import run_scheduler, tick
-from barfill.service.progress import JobRef
-from barfill.service.worker import Worker
-from barfill.store import migrate
-from barfill.store.api_keys import create_key, list_keys, revoke_key
-from barfill.store.definitions import validate_requester
-from barfill.store.symbols import symbol_id
+
+if TYPE_CHECKING:
+    from barfill.bootstrap import App
+    from barfill.config import Settings
+    from barfill.service.ensure import EnsureReport
+    from barfill.service.progress import JobRef
+    from barfill.store.db import Database
+
+# Start-up: ``barfill --help`` must not pay for pandas, SQLAlchemy, Alembic, the
+# providers or the web stack, so this module imports only typer, rich and light
+# barfill modules; each command imports what it needs when it runs.
 
 cli = typer.Typer(
     name="barfill",
@@ -86,6 +82,10 @@ def _root(database_url: DbOpt = None) -> None:
 
 
 def _app(*, check: bool = True) -> App:
+    from barfill.bootstrap import build
+    from barfill.config import load_settings
+    from barfill.store import migrate
+
     settings = load_settings(database_url=_state.get("database_url"))
     app = build(settings)
     if check:
@@ -106,6 +106,26 @@ def _opened(*, check: bool = True) -> Iterator[App]:
         app.close()
 
 
+@contextlib.contextmanager
+def _database() -> Iterator[tuple[Settings, Database]]:
+    """Settings and a database at this version's schema, nothing else (no providers, calendar, queue).
+
+    For the read-only commands that must start fast (``status``): the full
+    :func:`_opened` wiring loads the providers, the calendar and pandas.
+    """
+    from barfill.config import load_settings
+    from barfill.store import migrate
+    from barfill.store.db import Database
+
+    settings = load_settings(database_url=_state.get("database_url"))
+    db = Database(settings.database_url)
+    try:
+        migrate.require_current(db)
+        yield settings, db
+    finally:
+        db.dispose()
+
+
 def _iso(ts: float | int | None) -> str:
     if ts is None:
         return "-"
@@ -118,6 +138,8 @@ def _iso(ts: float | int | None) -> str:
 @cli.command()
 def init() -> None:
     """Create or upgrade the database schema (idempotent)."""
+    from barfill.store import migrate
+
     with _opened(check=False) as app:
         before, after = migrate.upgrade(app.db)
         shown = app.db.engine.url.render_as_string(hide_password=True)
@@ -153,6 +175,9 @@ def keys_create(
     scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read",
 ) -> None:
     """Create an HTTP API key. The key is printed once; only its salted hash is stored."""
+    from barfill.domain.apikeys import parse_scopes  # hashlib: only this command needs it
+    from barfill.store.api_keys import create_key
+
     parse_scopes(scopes)
     with _opened() as app, app.db.write() as conn:
         row, key = create_key(conn, name, scopes)
@@ -163,6 +188,8 @@ def keys_create(
 @keys_cli.command("list")
 def keys_list() -> None:
     """API keys: public id, name, scopes, state (secrets are never shown)."""
+    from barfill.store.api_keys import list_keys
+
     with _opened() as app, app.db.read() as conn:
         rows = list_keys(conn)
     table = Table("id", "name", "scopes", "created", "state")
@@ -175,6 +202,8 @@ def keys_list() -> None:
 @keys_cli.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's public id (or its name).")]) -> None:
     """Revoke an API key (servers stop accepting it within a few seconds)."""
+    from barfill.store.api_keys import revoke_key
+
     with _opened() as app, app.db.write() as conn:
         done = revoke_key(conn, key_id)
     if not done:
@@ -206,6 +235,9 @@ def ensure_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
     """Ensure coverage for SYMBOLS: answers at once, queues what is missing."""
+    from barfill.api import Barfill
+    from barfill.store.definitions import validate_requester
+
     Timeframe.parse(timeframe)  # argument mistakes first, before touching the database
     for ticker in symbols:
         validate_ticker(ticker)
@@ -293,6 +325,8 @@ def _print_report(report: EnsureReport) -> None:
 
 
 def _watch(app: App, job: JobRef, *, work: bool) -> None:
+    from barfill.live import watch
+
     app.run(watch(app, job, out, work=work))
 
 
@@ -306,6 +340,11 @@ def worker(
     grace: Annotated[float, typer.Option(help="Seconds to finish in-flight slices on SIGTERM.")] = 10.0,
 ) -> None:
     """Run a worker: claim slices, fetch, commit. SIGTERM/SIGINT stop it gracefully."""
+    import asyncio
+
+    from barfill.live import on_signals
+    from barfill.service.worker import Worker
+
     with _opened() as app:
         w = Worker(app, concurrency=concurrency)
 
@@ -325,6 +364,11 @@ def scheduler(
     interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
 ) -> None:
     """Run the orchestrator: definitions → gaps → slices, every interval."""
+    import asyncio
+
+    from barfill.live import on_signals
+    from barfill.service.orchestrator import run_scheduler, tick
+
     with _opened() as app:
         if once:
             out.print_json(json.dumps(tick(app).as_dict()))
@@ -396,8 +440,11 @@ def serve(
 @cli.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Queue counts, throughput in the last hour, errors grouped, stuck slices."""
-    with _opened() as app:
-        s = admin.status(app)
+    from barfill.service.admin import queue_status
+    from barfill.store.queue_reports import QueueReader
+
+    with _database() as (settings, db):
+        s = queue_status(db, QueueReader(db), lease_s=settings.lease_s)
         if as_json:
             out.print_json(json.dumps(s))
             return
@@ -422,6 +469,8 @@ def jobs_list(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
     """List slices, newest first."""
+    from barfill.service import admin
+
     with _opened() as app:
         rows = admin.list_slices(app, status=state, limit=limit)
         table = Table("id", "symbol", "tf", "start", "end", "provider", "status", "tries", "rows", "error")
@@ -476,6 +525,8 @@ def jobs_cancel(
 @defs_cli.command("list")
 def defs_list() -> None:
     """All definitions with their coverage state."""
+    from barfill.service import admin
+
     with _opened() as app:
         table = Table("id", "symbol", "tf", "requester", "window", "priority", "enabled", "provider")
         for d in admin.list_defs(app):
@@ -493,6 +544,8 @@ def defs_list() -> None:
 
 
 def _set_enabled(ids: list[int], enabled: bool) -> None:
+    from barfill.service import admin
+
     with _opened() as app:
         n = admin.set_enabled(app, ids, enabled)
         out.print(f"{'enabled' if enabled else 'disabled'} {n} definition(s)")
@@ -522,6 +575,10 @@ def universe_add(
     ] = UNIVERSE_REQUESTER,
 ) -> None:
     """Add the symbols in FILE (e.g. an S&P 500 list), optionally ensuring coverage for each."""
+    from barfill.api import Barfill
+    from barfill.service import admin
+    from barfill.store.definitions import validate_requester
+
     validate_requester(requester)
     if not file.is_file():
         raise InvalidInput("file", "a readable text file with one ticker a line", str(file))
@@ -563,6 +620,8 @@ def bars(
     ] = None,
 ) -> None:
     """Print stored bars (never waits for a provider), one source per session."""
+    from barfill.api import Barfill
+
     if fmt not in ("table", "csv", "json"):
         raise InvalidInput("format", "table, csv or json", fmt)
     Timeframe.parse(timeframe)
@@ -613,6 +672,10 @@ def export(
     TICKER_TF.FORMAT; "/", ":" and a leading "." of a ticker are written as
     %XX (EUR/USD → EUR%2FUSD_d1.csv). An unknown symbol is an error.
     """
+    from barfill.api import UNKNOWN_SYMBOL, Barfill
+    from barfill.service.ensure import parse_time
+    from barfill.store.symbols import symbol_id
+
     if fmt not in ("csv", "parquet"):
         raise InvalidInput("format", "csv or parquet", fmt)
     tf = Timeframe.parse(timeframe)

@@ -5,19 +5,29 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from barfill.bootstrap import App
 from barfill.store import reports
-from barfill.store.definitions import set_enabled as _set_enabled
 from barfill.store.symbols import ensure_symbols
+
+if TYPE_CHECKING:  # at run time App comes from the caller: `barfill status` stays light
+    from barfill.bootstrap import App
+    from barfill.store.db import Database
+    from barfill.store.queue_reports import QueueReports
 
 
 def status(app: App) -> dict[str, Any]:
     """Queue counts, last-hour throughput, errors grouped by message, slices past their lease."""
-    q = app.queue
+    return queue_status(app.db, app.queue, lease_s=app.settings.lease_s)
+
+
+def queue_status(db: Database, q: QueueReports, *, lease_s: float) -> dict[str, Any]:
+    """:func:`status` from the database and the queue's reports alone (no providers, no calendar).
+
+    ``lease_s``: a running slice silent that long is reported stuck.
+    """
     slices, rows = q.throughput(3600)
-    with app.db.read() as conn:
+    with db.read() as conn:
         n_defs = reports.definition_count(conn)
         n_bars = reports.total_bars(conn)
     return {
@@ -25,7 +35,7 @@ def status(app: App) -> dict[str, Any]:
         "throughput": {"slices": slices, "bars": rows},
         "errors": [{"code": c, "message": m, "count": n} for c, m, n in q.errors(20)],
         # Silent for a whole lease: its worker is gone; the next reap re-queues it.
-        "stuck": [asdict(s) for s in q.stuck(app.settings.lease_s)],
+        "stuck": [asdict(s) for s in q.stuck(lease_s)],
         "definitions": n_defs,
         "bars": n_bars,
     }
@@ -51,6 +61,8 @@ def list_defs(app: App) -> list[dict[str, Any]]:
 
 
 def set_enabled(app: App, ids: Sequence[int], enabled: bool) -> int:
+    from barfill.store.definitions import set_enabled as _set_enabled  # loads the bar store
+
     with app.db.write() as conn:
         return _set_enabled(conn, ids, enabled)
 

@@ -18,7 +18,7 @@ from barfill.domain import intervals as iv
 from barfill.domain.backoff import failed_cooldown
 from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
-from barfill.store.db import Database
+from barfill.store.db import Database, db_now
 from barfill.store.schema import JOB_STATUSES, job_definitions, job_runs
 
 
@@ -173,6 +173,18 @@ class QueueReports:
 
 
 WorkKey = tuple[int, Timeframe]  # (symbol id, timeframe)
+
+
+class QueueReader(QueueReports):
+    """The reports alone, over a database: for a caller that never changes slices.
+
+    ``barfill status`` uses it so that it loads neither the queue's write path
+    nor the bar store (and with them NumPy and pandas).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._now = db_now(db)  # the database clock, as SqlQueue judges ages
 
 
 @dataclass(frozen=True)

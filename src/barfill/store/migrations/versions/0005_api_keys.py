@@ -1,7 +1,7 @@
 """api keys for the HTTP API
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 """
 
 from __future__ import annotations
