@@ -262,9 +262,13 @@ def _bar_query(
     if not wanted:
         raise InvalidInput("layers", "at least one of historical, intraday, forecast", layers)
     lo, hi = _time(start, "start", app.calendar.tz), _time(end, "end", app.calendar.tz)
-    ticker, sid = _symbol_id(app, symbol)
+    ticker = validate_ticker(symbol)
     span = app.settings.api_max_range_bars * tf.seconds
-    with app.db.read() as conn:
+    with app.db.read() as conn:  # one connection for the whole check: this is the 304 hot path
+        found = symbol_id(conn, ticker)
+        if found is None:
+            raise HTTPException(404, f"Symbol {ticker} not found")
+        sid = found
         if hi is None:
             # Just past the forming bar, on the bar grid: the same default range (and ETag) all bar long.
             now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
