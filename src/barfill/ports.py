@@ -78,6 +78,10 @@ class RateLimiter(Protocol):
         """Push the provider's budget ``seconds`` into the future for everyone (429, Retry-After)."""
         ...
 
+    def record_error(self, provider: str) -> None:
+        """Count one failed call to ``provider`` in the shared lifetime counters."""
+        ...
+
 
 @runtime_checkable
 class JobQueue(Protocol):

@@ -13,19 +13,30 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from barfill.domain import gcra
+from barfill.domain.bars import BarBatch
+from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
+from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
 from barfill.ports import RateLimiter
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.service import dashboard
+from barfill.service.ensure import ensure
+from barfill.service.worker import Worker
+from barfill.store import migrate, web_reports
 from barfill.store.db import Database
 from barfill.store.ratelimit import SqlRateLimiter, acquire
+from tests.e2e.helpers import make_app
 
 SERVER_LIMIT = 20  # requests the server accepts in any 1-second window
 # Leave headroom under the server's limit for the jitter between a grant and
@@ -116,6 +127,103 @@ async def test_acquire_gives_up_after_max_wait(db: Database) -> None:
         await acquire(limiter, "p", limit, max_wait_s=1.0)
     assert e.value.code == "rate_limited" and e.value.retryable
     assert e.value.retry_after_s is not None and 55 < e.value.retry_after_s <= 60
+
+
+# -- lifetime counters -----------------------------------------------------------------
+
+
+def _counters(db: Database, provider: str) -> tuple[int, int, int]:
+    with db.read() as conn:
+        c = web_reports.provider_counts(conn)[provider]
+    return int(c["requests"]), int(c["throttled"]), int(c["errors"])
+
+
+def test_counters_count_grants_penalties_and_errors_across_engines(db: Database) -> None:
+    other = Database(db.url)  # another process's engine, same database
+    try:
+        mine, theirs = SqlRateLimiter(db), SqlRateLimiter(other)
+        limit = RateLimit(requests=1, period_s=3600.0, burst=4)  # 4 at once, then one an hour
+        assert [mine.try_acquire("p", limit) for _ in range(3)] == [0.0] * 3
+        assert theirs.try_acquire("p", limit) == 0.0
+        assert theirs.try_acquire("p", limit) > 0  # refused: not a request, not counted
+        assert _counters(db, "p") == (4, 0, 0)
+        mine.penalize("p", 1.0)
+        assert _counters(other, "p") == (4, 1, 0)
+        theirs.record_error("p")
+        theirs.record_error("p")
+        assert _counters(db, "p") == (4, 1, 2)
+        # A provider whose first event is an error or a penalty gets its row then.
+        mine.record_error("fresh")
+        mine.penalize("late", 1.0)
+        assert _counters(db, "fresh") == (0, 0, 1) and _counters(db, "late") == (0, 1, 0)
+    finally:
+        other.dispose()
+
+
+def test_dashboard_wait_is_the_budgets_lead_beyond_the_burst(db: Database) -> None:
+    limiter = SqlRateLimiter(db)
+    limit = RateLimit(requests=1, period_s=3600.0, burst=2)
+    limiter.try_acquire("p", limit)
+    with db.read() as conn:
+        ahead = web_reports.provider_counts(conn)["p"]["ahead_s"]
+    assert 0.0 < ahead <= 3600.0  # tat runs one interval ahead, but the burst still has a slot
+    assert limiter.peek("p", limit) == 0.0
+    limiter.try_acquire("p", limit)
+    with db.read() as conn:
+        ahead = web_reports.provider_counts(conn)["p"]["ahead_s"]
+    assert ahead - gcra.burst_tolerance_s(limit) == pytest.approx(limiter.peek("p", limit), abs=60.0)
+    assert ahead - gcra.burst_tolerance_s(limit) > 3000.0  # the next slot is most of an hour away
+
+
+def test_existing_rate_limit_rows_survive_migration_0006(db: Database) -> None:
+    cfg = migrate._config()
+    with db.write() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+    with db.write() as conn:
+        conn.execute(sa.text("INSERT INTO rate_limits (provider, tat, updated_at) VALUES ('old', 1.0, 1.0)"))
+    migrate.upgrade(db)
+    migrate.require_current(db)
+    limiter = SqlRateLimiter(db)
+    assert limiter.tat("old") == 1.0 and _counters(db, "old") == (0, 0, 0)
+    assert limiter.try_acquire("old", RateLimit(1, 1.0)) == 0.0  # tat 1.0 is long past
+    assert _counters(db, "old") == (1, 0, 0)
+
+
+class ThrottledOnce(SyntheticProvider):
+    """Answers 429 (with a short Retry-After) to its first request, then the truth; counts every call."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+        self.throttled = 0
+
+    async def fetch(
+        self, symbols: Sequence[str], timeframe: Timeframe, start: int, end: int
+    ) -> dict[str, BarBatch]:
+        self.calls += 1
+        if self.calls == 1:
+            self.throttled += 1
+            raise ProviderError("http_429", "slow down", retryable=True, retry_after_s=0.05)
+        return await super().fetch(symbols, timeframe, start, end)
+
+
+def test_worker_counters_match_what_the_provider_saw(db: Database) -> None:
+    provider = ThrottledOnce(calendar=get_calendar(), page_limit=21)
+    app = make_app(db, {"synthetic": provider}, backoff_base_s=0.01, backoff_cap_s=0.02)
+    try:
+        report = ensure(app, ["CNT"], "h1", days=10)
+        queued = report.results[0].slices_queued
+        assert queued > 1
+        asyncio.run(Worker(app, concurrency=2, poll_s=0.05).run(drain=True))
+        assert app.queue.counts()["succeeded"] == queued
+        assert provider.calls == queued + 1  # every slice once, one of them twice
+        assert _counters(db, "synthetic") == (provider.calls, provider.throttled, 1) == (queued + 1, 1, 1)
+        o = dashboard.overview(app)
+        (p,) = o["providers"]
+        assert (p["requests"], p["rate_limited"], p["errors"]) == (queued + 1, 1, 1)
+    finally:
+        app.close()
 
 
 # -- many processes, one budget --------------------------------------------------------

@@ -108,7 +108,9 @@ def test_overview_counts_throughput_definitions_and_providers(app: App, client: 
     assert len(tp["t"]) == len(tp["slices"]) == len(tp["bars"]) == 60
     assert sum(tp["slices"]) == queued and sum(tp["bars"]) == d["bars_written"] > 0
     (p,) = o["providers"]
+    # Lifetime counters of the shared limiter: one request per slice, none throttled or failed.
     assert p["name"] == "synthetic" and p["requests"] == queued and p["errors"] == 0
+    assert p["rate_limited"] == 0 and "slices" not in p
     assert p["wait_s"] >= 0.0 and p["rate_limit"] == "100/1s"
     assert o["failures"] == []
 
@@ -125,7 +127,8 @@ def test_failures_are_grouped_and_retried(db: Database) -> None:
             (group,) = o["failures"]
             assert group["code"] == "synthetic_fault" and group["count"] == n
             assert len(group["ids"]) == n and group["symbols"] == ["WEBC"]
-            assert o["providers"][0]["errors"] == n
+            (p,) = o["providers"]
+            assert (p["requests"], p["errors"], p["rate_limited"]) == (n, n, 0)  # each call failed once
             assert "unfillable" in cells(client, "WEBC")
             r = client.post("/web/api/retry", json={"ids": group["ids"]})
             assert r.status_code == 200 and r.json() == {"requeued": n}

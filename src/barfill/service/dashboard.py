@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from barfill.bootstrap import App
+from barfill.domain import gcra
 from barfill.domain.coverage_grid import Cell, classify_days
 from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
@@ -72,21 +73,28 @@ def overview(app: App) -> dict[str, Any]:
     }
 
 
-def providers(app: App, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
-    """Per configured provider: its declared limit, recent counts and the current rate-limit wait."""
+def providers(app: App, counts: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per configured provider: its declared limit, lifetime counters and the current rate-limit wait.
+
+    ``requests``, ``rate_limited`` (throttled: 429 / Retry-After penalties)
+    and ``errors`` are the shared ``rate_limits`` counters of every worker
+    process. ``wait_s`` is how long a request asked for now would wait, on the
+    database clock: the budget's lead ``tat - now`` beyond the provider's
+    burst tolerance, 0 when a slot is free.
+    """
     out = []
     for name, provider in sorted(app.providers.items()):
         limit = provider.capabilities.rate_limit
-        c = counts.get(name, {"attempts": 0, "rate_limited": 0, "errors": 0, "slices": 0})
+        c = counts.get(name, {})
+        ahead = float(c.get("ahead_s", 0.0))
         out.append(
             {
                 "name": name,
                 "rate_limit": f"{limit.requests}/{limit.period_s:g}s",
-                "requests": c["attempts"],
-                "rate_limited": c["rate_limited"],
-                "errors": c["errors"],
-                "slices": c["slices"],
-                "wait_s": round(app.limiter.peek(name, limit), 3),
+                "requests": int(c.get("requests", 0)),
+                "rate_limited": int(c.get("throttled", 0)),
+                "errors": int(c.get("errors", 0)),
+                "wait_s": round(max(ahead - gcra.burst_tolerance_s(limit), 0.0), 3),
             }
         )
     return out

@@ -330,7 +330,7 @@ class Worker:
             self.stats.requests += 1
 
         try:
-            _, batches = await self.app.router.fetch(
+            served_by, batches = await self.app.router.fetch(
                 [s.symbol for s in group],
                 first.timeframe,
                 first.start,
@@ -342,6 +342,7 @@ class Worker:
                 on_attempt=take_slot,
             )
         except ProviderError as e:
+            await self._record_errors(attempted)
             telemetry.PROVIDER_ERRORS.labels(attempted[-1] if attempted else first.provider, e.code).inc()
             if e.code == "http_429" and attempted:
                 name = attempted[-1]
@@ -350,7 +351,22 @@ class Worker:
             for s in group:
                 await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
             return
+        await self._record_errors([n for n in attempted if n != served_by])
         await self._commit(group, batches, cal, lost)
+
+    async def _record_errors(self, failed: list[str]) -> None:
+        """Count one failed call per provider in ``failed`` in the shared limiter counters.
+
+        The router moves to the next provider only after a provider's call
+        failed, so each distinct name attempted but not the one that served
+        stands for exactly one failed call. A counter that cannot be written is
+        logged, never allowed to fail the slice.
+        """
+        for name in dict.fromkeys(failed):
+            try:
+                await asyncio.to_thread(self.app.limiter.record_error, name)
+            except DatabaseError as e:
+                log.warning("%s: error counter not updated (%s)", name, e)
 
     async def _not_due(
         self, group: list[ClaimedSlice], cal: TradingCalendar, pinned: str | None, now: float

@@ -4,8 +4,14 @@ One row per provider in ``rate_limits`` holds the GCRA theoretical arrival
 time ``tat`` (Unix seconds on the **database clock**, so machines with skewed
 clocks still agree). Taking a slot is one conditional statement::
 
-    UPDATE rate_limits SET tat = max(tat, now) + interval, updated_at = now
+    UPDATE rate_limits SET tat = max(tat, now) + interval, updated_at = now,
+                           requests = requests + 1
     WHERE provider = :p AND tat - :tolerance <= now RETURNING tat
+
+The same row keeps lifetime counters for the dashboard: ``requests`` (slots
+granted, counted by the granting statement itself, so no extra round trip),
+``throttled`` (penalties: 429 / Retry-After) and ``errors`` (failed provider
+calls, reported by the worker through :meth:`SqlRateLimiter.record_error`).
 
 On PostgreSQL the row lock serializes concurrent updaters (a waiter re-checks
 the condition on the new row version); on SQLite :meth:`Database.write`
@@ -90,7 +96,25 @@ class SqlRateLimiter:
             conn.execute(
                 sa.update(rate_limits)
                 .where(rate_limits.c.provider == provider)
-                .values(tat=_greatest(rate_limits.c.tat, target), updated_at=now)
+                .values(
+                    tat=_greatest(rate_limits.c.tat, target),
+                    updated_at=now,
+                    throttled=rate_limits.c.throttled + 1,
+                )
+            )
+
+    def record_error(self, provider: str) -> None:
+        """Count one failed call to ``provider`` (lifetime ``errors``); the budget is untouched.
+
+        The worker calls this once per provider call that failed, whatever the
+        error (a 429 is counted here and, through :meth:`penalize`, as throttled).
+        """
+        with self.db.write() as conn:
+            self._insert(conn, provider)
+            conn.execute(
+                sa.update(rate_limits)
+                .where(rate_limits.c.provider == provider)
+                .values(errors=rate_limits.c.errors + 1)
             )
 
     def peek(self, provider: str, limit: RateLimit) -> float:
@@ -121,7 +145,11 @@ class SqlRateLimiter:
         stmt = (
             sa.update(rate_limits)
             .where(rate_limits.c.provider == provider, tat - sa.literal(tolerance, sa.Double) <= now)
-            .values(tat=_greatest(tat, now) + sa.literal(interval, sa.Double), updated_at=now)
+            .values(
+                tat=_greatest(tat, now) + sa.literal(interval, sa.Double),
+                updated_at=now,
+                requests=rate_limits.c.requests + 1,
+            )
             .returning(tat)
         )
         value = conn.execute(stmt).scalar_one_or_none()

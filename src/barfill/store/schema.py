@@ -162,6 +162,11 @@ rate_limits = Table(
     # GCRA theoretical arrival time, Unix seconds on the database clock.
     Column("tat", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # Lifetime counters, shared by every process: slots granted (requests sent),
+    # throttling penalties (429 / Retry-After) and failed provider calls.
+    Column("requests", BigInteger, nullable=False, server_default="0"),
+    Column("throttled", BigInteger, nullable=False, server_default="0"),
+    Column("errors", BigInteger, nullable=False, server_default="0"),
 )
 
 # Runnable rows only, in the claim's ORDER BY: no sort of every queued row per claim.

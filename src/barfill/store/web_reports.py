@@ -1,4 +1,4 @@
-"""Read-only queries behind the web dashboard: throughput, per-provider counts, failures, coverage.
+"""Read-only queries behind the web dashboard: throughput, per-provider counters, failures, coverage.
 
 Every age is judged on the **database clock** so several API processes agree.
 Bounds are Unix seconds UTC, ``[start, end)``.
@@ -17,9 +17,7 @@ from sqlalchemy.engine import Connection
 from barfill.domain.intervals import Interval, normalize
 from barfill.domain.timeframes import Timeframe
 from barfill.store.db import db_now
-from barfill.store.schema import coverage, job_definitions, job_runs, symbols
-
-RATE_LIMIT_CODES = ("http_429", "rate_limited")
+from barfill.store.schema import coverage, job_definitions, job_runs, rate_limits, symbols
 
 
 @dataclass(frozen=True)
@@ -55,25 +53,24 @@ def throughput_series(conn: Connection, *, window_s: int = 3600, bucket_s: int =
     return Series([start + i * bucket_s for i in range(n)], slices, bars, bucket_s)
 
 
-def provider_counts(conn: Connection) -> dict[str, dict[str, int]]:
-    """Per provider, from the slices still on record: fetch attempts, rate-limit hits, errors.
+def provider_counts(conn: Connection) -> dict[str, dict[str, float]]:
+    """Per provider with a ``rate_limits`` row: lifetime counters and how far its budget runs ahead.
 
-    Attempts stand in for requests (one attempt is one fetch of a slice; a
-    paged provider may send several requests for it). Succeeded slices are
-    archived after a while, so these are recent counts, not lifetime totals.
+    ``requests`` (slots granted, i.e. requests sent), ``throttled`` (429 /
+    Retry-After penalties) and ``errors`` (failed provider calls) are shared by
+    every worker process through the database and never reset; ``ahead_s`` is
+    ``tat - now`` on the database clock, floored at 0 (a request waits only
+    once it exceeds the provider's burst tolerance). A provider never used
+    has no row and is absent.
     """
-    is_429 = sa.case((job_runs.c.error_code.in_(RATE_LIMIT_CODES), 1), else_=0)
-    is_error = sa.case((job_runs.c.error_code.is_not(None), 1), else_=0)
+    r = rate_limits
+    ahead = r.c.tat - db_now(conn)
     query = sa.select(
-        job_runs.c.provider,
-        sa.func.coalesce(sa.func.sum(job_runs.c.attempts), 0),
-        sa.func.coalesce(sa.func.sum(is_429), 0),
-        sa.func.coalesce(sa.func.sum(is_error), 0),
-        sa.func.count(),
-    ).group_by(job_runs.c.provider)
+        r.c.provider, r.c.requests, r.c.throttled, r.c.errors, sa.case((ahead > 0, ahead), else_=0.0)
+    )
     return {
-        str(p): {"attempts": int(a), "rate_limited": int(r), "errors": int(e), "slices": int(n)}
-        for p, a, r, e, n in conn.execute(query)
+        str(p): {"requests": int(n), "throttled": int(t), "errors": int(e), "ahead_s": float(a)}
+        for p, n, t, e, a in conn.execute(query)
     }
 
 
