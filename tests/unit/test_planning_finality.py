@@ -24,7 +24,7 @@ from barfill.providers.http import LoopClient
 from barfill.providers.router import Router
 from barfill.service.planning import DefinitionPlan, plan_definition
 from barfill.store.coverage import CoverageView
-from barfill.store.definitions import Definition
+from tests.unit.builders import definition
 
 NY = ZoneInfo("America/New_York")
 CAL = get_calendar()
@@ -67,29 +67,10 @@ def routers() -> Iterator[dict[str, Router]]:
     yield out
 
 
-def defn(
-    tf: Timeframe, *, days: int | None = 10, start: int | None = None, end: int | None = None
-) -> Definition:
-    return Definition(
-        id=1,
-        symbol_id=1,
-        symbol="AAPL",
-        timeframe=tf,
-        window_days=days,
-        start=start,
-        end=end,
-        priority=0,
-        enabled=True,
-        provider=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
-
-
 def plan(router: Router, tf: Timeframe, now: int, coverage: CoverageView | None = None) -> DefinitionPlan:
     """Plan a 10-day window whose sessions before Monday are already stored finally."""
     cov = coverage or CoverageView([Interval(now - 30 * 86_400, ny(MON, "00:00"))], [])
-    return plan_definition(defn(tf), cov, CAL, router, now=now, max_attempts=5)
+    return plan_definition(definition(tf), cov, CAL, router, now=now, max_attempts=5)
 
 
 def on(p: DefinitionPlan, day: str) -> list[tuple[str, Layer]]:
@@ -172,7 +153,7 @@ def test_flat_files_are_waited_for_until_published_not_routed_to_polygon(routers
 
 def test_alpaca_only_before_2016_is_unfillable_with_a_reason(routers: dict[str, Router]) -> None:
     """Issue 7 item 9: a 2010 range went to Alpaca, came back empty and was covered."""
-    window = defn(D1, days=None, start=ny("2010-01-04", "00:00"), end=ny("2010-02-01", "00:00"))
+    window = definition(D1, days=None, start=ny("2010-01-04", "00:00"), end=ny("2010-02-01", "00:00"))
     p = plan_definition(window, CoverageView(), CAL, routers["alpaca"], now=ny(TUE, "11:00"), max_attempts=5)
     assert p.slices == []
     assert p.unfillable == [Interval(ny("2010-01-04", "09:30"), ny("2010-01-29", "16:00"))]

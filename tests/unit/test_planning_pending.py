@@ -15,8 +15,8 @@ from barfill.domain.timeframes import Timeframe
 from barfill.providers.router import Router
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.planning import plan_definition
-from barfill.store.definitions import Definition
 from tests.e2e.helpers import ts
+from tests.unit.builders import definition
 
 CAL = get_calendar()
 # Wednesday 2024-03-13, 11:17 New York: the market is open.
@@ -32,23 +32,6 @@ def _router(page_limit: int) -> Router:
 ROUTER = _router(2_000)
 
 
-def _defn(tf: Timeframe, days: int) -> Definition:
-    return Definition(
-        id=1,
-        symbol_id=1,
-        symbol="AAPL",
-        timeframe=tf,
-        window_days=days,
-        start=None,
-        end=None,
-        priority=0,
-        enabled=True,
-        provider=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
-
-
 def _spans(slices: list[NewSlice]) -> list[Interval]:
     return [Interval(s.start, s.end) for s in slices]
 
@@ -58,7 +41,7 @@ def _overlapping(a: list[Interval], b: list[Interval]) -> list[tuple[Interval, I
 
 
 def _replan(tf: Timeframe, days: int, later_s: int, page_limit: int) -> None:
-    defn = _defn(tf, days)
+    defn = definition(tf, days=days)
     router = _router(page_limit)
     first = plan_definition(defn, [], CAL, router, now=NOW, max_attempts=5)
     pending = _spans(first.slices)
@@ -97,7 +80,7 @@ def test_planned_slices_never_meet_pending_work(
     tf: Timeframe, page_limit: int, earlier: int, later: int, seed: int
 ) -> None:
     """Plan at some earlier time; some of those slices are still pending, some done, some lost; plan again."""
-    defn = _defn(tf, 30)
+    defn = definition(tf, days=30)
     first = plan_definition(defn, [], CAL, _router(page_limit), now=NOW - earlier, max_attempts=5)
     spans = _spans(first.slices)
     fate = random.Random(seed).choices(["pending", "covered", "lost"], k=len(spans))
