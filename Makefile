@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tests run in two processes (pytest-xdist): most of the suite waits on subprocesses, servers and
+# databases, so two workers overlap those waits. Work stealing evens out the long tests.
+PYTEST_WORKERS ?= 2
 
 # The chart library, from npm (package.json + package-lock.json), copied where the server serves it.
 WEB_VENDOR := src/barfill/web/static/vendor/lightweight-charts.mjs
@@ -36,7 +39,7 @@ demo: $(STAMP) $(WEB_VENDOR)
 
 ## Lint, type-check, then the test suite (short forms of soak/chaos included).
 test: lint $(WEB_VENDOR) browser
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## Long soak/chaos suites.
 soak: $(STAMP)

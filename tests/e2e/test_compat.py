@@ -499,6 +499,26 @@ def test_options_answers_ok_with_cors_headers(sqlite_db: Database) -> None:
             _cors(preflight)
 
 
+def test_configured_origins_admit_the_original_clients_headers(sqlite_db: Database) -> None:
+    """With CORS origins configured, a browser preflight carrying the client's apikey header passes."""
+    with _client(sqlite_db, api_cors_origins=("https://app.example",)) as (_, client, _synthetic):
+        preflight = client.options(
+            f"{BASE}/chart-data-v2",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, x-client-info, apikey, content-type",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        refused = client.options(
+            f"{BASE}/chart-data-v2",
+            headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert refused.status_code == 400
+
+
 def test_orchestrator_tick_status_and_retry_failed(db: Database) -> None:
     with _client(db, failure_rate=1.0, max_attempts=1) as (app, client, _):
         r = client.post(f"{BASE}/orchestrator?action=tick", json={})

@@ -138,8 +138,8 @@ def _assert_all_done_once(db: Database, sid: int, n: int, done: collections.Coun
     assert len(np.unique(bars.ts)) == n
 
 
-def test_workers_complete_every_slice_exactly_once(db: Database, tmp_path: Path) -> None:
-    n = 2_000
+@pytest.mark.parametrize("n", [300, pytest.param(2_000, marks=pytest.mark.slow)])
+def test_workers_complete_every_slice_exactly_once(db: Database, tmp_path: Path, n: int) -> None:
     workers = 8 if db.is_postgres else 4
     sid = _setup(db, n)
     names = [f"w{i}" for i in range(workers)]

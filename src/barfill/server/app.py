@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -72,18 +71,9 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
     fastapi_app.state.barfill_events = EventHub(app)
     _error_handlers(fastapi_app)
 
-    from barfill.server import events, v1
+    from barfill.server import compat, events, v1, web
 
-    fastapi_app.include_router(v1.router)
-    fastapi_app.include_router(events.router)
-    fastapi_app.include_router(metrics.router)
-    for name in ("compat", "web"):  # built on other branches; mounted when present
-        try:
-            module = importlib.import_module(f"barfill.server.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"barfill.server.{name}":
-                raise
-            continue
+    for module in (v1, events, metrics, compat, web):
         fastapi_app.include_router(module.router)
 
     fastapi_app.add_middleware(_RequestLog, json_logs=opts.json_logs)
@@ -92,7 +82,16 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(app.settings.api_cors_origins),
             allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
-            allow_headers=["authorization", "x-api-key", "content-type", "if-none-match", "last-event-id"],
+            # The original client's headers (apikey, x-client-info) as well as ours.
+            allow_headers=[
+                "authorization",
+                "x-api-key",
+                "apikey",
+                "x-client-info",
+                "content-type",
+                "if-none-match",
+                "last-event-id",
+            ],
             expose_headers=["etag"],
         )
     fastapi_app.add_middleware(_BodyLimit, max_bytes=app.settings.api_max_body_bytes)
