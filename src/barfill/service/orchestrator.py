@@ -31,6 +31,7 @@ from barfill.domain.intervals import Interval
 from barfill.domain.slices import NewSlice
 from barfill.errors import BarfillError
 from barfill.providers.router import Router
+from barfill.service.actions import refresh_due
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
@@ -183,7 +184,11 @@ async def run_scheduler(
     interval_s: float | None = None,
     on_tick: Callable[[TickResult], None] | None = None,
 ) -> None:
-    """Tick every ``interval_s`` while leader; stand by otherwise. ``on_tick`` sees each result."""
+    """Tick every ``interval_s`` while leader; stand by otherwise. ``on_tick`` sees each result.
+
+    After each tick the leader also refreshes the corporate actions that are due
+    (:func:`barfill.service.actions.refresh_due`; within the providers' rate limits).
+    """
     interval = interval_s or app.settings.tick_interval_s
     leader = Leadership(app)
     try:
@@ -192,6 +197,10 @@ async def run_scheduler(
                 if await asyncio.to_thread(leader.acquire):
                     result = await asyncio.to_thread(tick, app)
                     log.info("tick %s", result.as_dict())
+                    # Splits and dividends of every defined symbol, once per actions_refresh_s.
+                    actions = await refresh_due(app)
+                    if actions.fetched or actions.errors:
+                        log.info("actions %s", actions)
                     if on_tick is not None:
                         on_tick(result)
             except BarfillError as e:
