@@ -90,15 +90,18 @@ def split(symbol: str, ex_date: dt.date, ratio: float, provider: str = "") -> Co
     return CorporateAction(symbol, ActionKind.split_, ex_date, ratio=ratio, provider=provider)
 
 
-def dividend(symbol: str, ex_date: dt.date, cash: float, provider: str = "") -> CorporateAction:
-    """A cash dividend of ``cash`` per share, ex on ``ex_date``."""
-    return CorporateAction(symbol, ActionKind.dividend, ex_date, cash=cash, provider=provider)
+def dividend(symbol: str, ex_date: dt.date, cash: object, provider: str = "") -> CorporateAction:
+    """A cash dividend of ``cash`` per share, ex on ``ex_date`` (any number-like value is checked)."""
+    amount = _finite("cash", cash, "cash per share >= 0")
+    return CorporateAction(symbol, ActionKind.dividend, ex_date, cash=amount, provider=provider)
 
 
-def split_ratio(split_from: object, split_to: object, *, field: str = "split") -> float:
-    """``split_to / split_from`` (Polygon's and Yahoo's way of writing a split), both > 0."""
-    old = _positive(f"{field}_from", split_from, "a share count > 0")
-    new = _positive(f"{field}_to", split_to, "a share count > 0")
+def split_ratio(
+    split_from: object, split_to: object, *, names: tuple[str, str] = ("split_from", "split_to")
+) -> float:
+    """``split_to / split_from``, both share counts > 0; ``names`` are the wire's fields (for errors)."""
+    old = _positive(names[0], split_from, "a share count")
+    new = _positive(names[1], split_to, "a share count")
     return new / old
 
 
@@ -111,12 +114,9 @@ def ex_starts(ex_dates: Sequence[dt.date], tz: str) -> I64:
 
 
 def _finite(field: str, value: object, expected: str) -> float:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, expected, value)
-    try:
-        number = float(value)
-    except ValueError:
-        raise InvalidInput(field, expected, value) from None
+    number = float(value)
     if not math.isfinite(number):
         raise InvalidInput(field, expected, value)
     return number
