@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from barfill.api import Barfill
 from barfill.domain.actions import ActionKind, dividend, split
+from barfill.domain.bars import BarBatch, Basis, Layer
 from barfill.domain.calendar import get_calendar
+from barfill.domain.timeframes import Timeframe
+from barfill.errors import InvalidInput
 from barfill.providers.synthetic import SPLIT_EX_DATE, SPLIT_SYMBOL, SyntheticProvider
 from barfill.store.actions import actions_fingerprint, list_actions, load_actions, upsert_actions
+from barfill.store.bars import read_bars, upsert_bars
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols
 from tests.e2e.helpers import make_app
@@ -134,3 +139,57 @@ def test_bad_adjust_is_a_clear_error(hydrated) -> None:
     bf, _ = hydrated
     with pytest.raises(ValueError, match="adjust: expected raw, split or all"):
         bf.bars(SPLIT_SYMBOL, "d1", adjust="dividend")
+
+
+def _day_bars(symbol: str, provider: str, dates: list[str], closes: list[float], basis: str) -> BarBatch:
+    ts = np.array([int(pd.Timestamp(d, tz=TZ).timestamp()) for d in dates], dtype=np.int64)
+    c = np.array(closes, dtype=np.float64)
+    return BarBatch(
+        symbol, Timeframe.d1, provider, ts, c, c + 1, c - 1, c, np.full(len(c), 100.0), basis=Basis(basis)
+    )
+
+
+def test_yahoo_split_adjusted_bars_are_never_mixed_with_raw(db: Database) -> None:
+    """Raw Polygon bars before the split, Yahoo's split-adjusted ones around it: one basis per read."""
+    with db.write() as conn:
+        sid = ensure_symbols(conn, ["MIX"])["MIX"]
+        raw_days = ["2024-06-05", "2024-06-06", "2024-06-07"]
+        yahoo_days = ["2024-06-06", "2024-06-07", "2024-06-10", "2024-06-11"]
+        upsert_bars(
+            conn,
+            sid,
+            _day_bars("MIX", "polygon", raw_days, [400.0, 404.0, 408.0], "raw"),
+            layer=Layer.historical,
+            fetched_at=1.0,
+        )
+        upsert_bars(
+            conn,
+            sid,
+            _day_bars("MIX", "yahoo", yahoo_days, [101.0, 102.0, 103.0, 104.0], "split"),
+            layer=Layer.historical,
+            fetched_at=1.0,
+        )
+        upsert_actions(conn, sid, [split("MIX", dt.date(2024, 6, 10), 4.0, "polygon")], TZ)
+    with db.read() as conn:
+        raw = read_bars(conn, sid, "d1", 0, 2**40, adjust="raw", precedence=["yahoo", "polygon"])
+        assert (raw.basis.value, raw.provider, raw.close.tolist()) == (
+            "raw",
+            "polygon",
+            [400.0, 404.0, 408.0],
+        )
+        # Polygon preferred: its raw bars, split-adjusted now; Yahoo's never join them.
+        adj = read_bars(conn, sid, "d1", 0, 2**40, adjust="split", precedence=["polygon", "yahoo"])
+        assert (adj.basis.value, adj.provider, adj.close.tolist()) == (
+            "split",
+            "polygon",
+            [100.0, 101.0, 102.0],
+        )
+        # Yahoo preferred: its split-adjusted bars as stored; Polygon's raw ones are left out.
+        yah = read_bars(conn, sid, "d1", 0, 2**40, adjust="split", precedence=["yahoo", "polygon"])
+        assert (yah.basis.value, yah.provider, yah.close.tolist()) == (
+            "split",
+            "yahoo",
+            [101.0, 102.0, 103.0, 104.0],
+        )
+        with pytest.raises(InvalidInput, match="^adjust: expected split"):
+            read_bars(conn, sid, "d1", 0, 2**40, adjust="all", precedence=["yahoo", "polygon"])

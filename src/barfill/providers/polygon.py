@@ -114,6 +114,8 @@ class PolygonProvider(HttpAdapter):
         calendar: the exchange calendar (default XNYS).
     """
 
+    ACTION_REQUESTS = 2  # a refresh of actions: /v3/reference/splits and /v3/reference/dividends
+
     def __init__(
         self,
         client: HttpClient,

@@ -4,11 +4,12 @@ The scheduler calls :func:`refresh_due` after each tick. For every provider
 of the router's historical order that publishes actions
 (:class:`barfill.ports.ActionsProvider`), the symbols not refreshed within
 ``actions_refresh_s`` (database clock) are fetched, each request taking a
-slot of that provider's shared rate limit first; when no slot is free the
-rest waits for the next tick. A fetch stores its actions and the refresh time
-in one transaction; a failed fetch is logged and counted and retried next
-tick, unless it cannot succeed (not retryable), in which case it waits the
-full interval like a success.
+slot of that provider's shared rate limit first (``ACTION_REQUESTS`` slots
+when a provider's refresh sends several requests; a further page of a long
+answer is not counted); when no slot is free the rest waits for the next
+tick. A fetch stores its actions and the refresh time in one transaction; a
+failed fetch is logged, counted and retried next tick, unless it cannot
+succeed (not retryable): then it waits the full interval like a success.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _symbols(app: App, tickers: Sequence[str] | None) -> list[tuple[int, str, st
         return [(int(i), str(t), str(c)) for i, t, c in conn.execute(query.order_by(symbols.c.id))]
 
 
+def _slots(app: App, provider: str, n: int) -> bool:
+    """Take ``n`` request slots of ``provider``'s shared limit; False as soon as one is refused."""
+    return all(app.limiter.try_acquire(provider, app.rate_limit(provider)) == 0.0 for _ in range(n))
+
+
 async def refresh_due(
     app: App, *, tickers: Sequence[str] | None = None, force: bool = False
 ) -> RefreshResult:
@@ -89,8 +95,10 @@ async def refresh_due(
         with app.db.read() as conn:
             due = due_for_refresh(conn, list(by_id), name, every_s) if not force else list(by_id)
         done = 0
+        # Slots per symbol: the requests one refresh sends (Polygon: splits and dividends).
+        need = int(getattr(provider, "ACTION_REQUESTS", 1))
         for sid in due:
-            if done >= MAX_SYMBOLS_PER_TICK or app.limiter.try_acquire(name, app.rate_limit(name)) > 0:
+            if done >= MAX_SYMBOLS_PER_TICK or not _slots(app, name, need):
                 result.deferred += len(due) - done
                 break
             ticker, cal = by_id[sid]
