@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 from barfill.bootstrap import build
 from barfill.config import load_settings
+from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.providers.synthetic import SyntheticProvider
@@ -57,18 +59,21 @@ def test_refresh_once_per_interval_for_enabled_definitions(db: Database) -> None
 
 def test_refresh_waits_for_the_rate_limit(db: Database) -> None:
     clock = SimClock(T0)
-    synthetic = SyntheticProvider(
-        calendar=CAL, now=clock.now, rate_limit=RateLimit(requests=1, period_s=60.0)
-    )
-    app = _app(db, synthetic, clock)
+    limit = RateLimit(requests=1, period_s=60.0)
+    seen: list[float] = []
+
+    class Timed(SyntheticProvider):
+        async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+            seen.append(clock.now())
+            return await super().fetch_actions(symbol, start, end)
+
+    app = _app(db, Timed(calendar=CAL, now=clock.now, rate_limit=limit), clock)
     try:
-        ensure(app, ["SPLT", "AAPL"], "d1", start="2024-06-03", end="2024-06-14")
-        first = asyncio.run(refresh_due(app))
-        assert (first.fetched, first.deferred) == ({"synthetic": 1}, 1)
-        assert asyncio.run(refresh_due(app)).fetched == {}  # no slot yet
-        clock.advance(61)
-        assert asyncio.run(refresh_due(app)).fetched == {"synthetic": 1}
-        assert synthetic.action_requests == 2
+        ensure(app, ["SPLT", "AAPL", "MSFT"], "d1", start="2024-06-03", end="2024-06-14")
+        result = asyncio.run(refresh_due(app))
+        assert result.fetched == {"synthetic": 3}
+        # One request a minute on the (simulated) database clock: the refresh waited for its slots.
+        assert [round(t - seen[0]) for t in seen] == [0, 60, 120]
     finally:
         app.close()
 
@@ -82,7 +87,12 @@ def test_the_scheduler_refreshes_after_its_tick(db: Database) -> None:
 
         async def once() -> None:
             stop = asyncio.Event()
-            await run_scheduler(app, stop, interval_s=0.01, on_tick=lambda _: stop.set())
+
+            def on_tick(_: object) -> None:
+                if synthetic.action_requests:  # the background refresh ran
+                    stop.set()
+
+            await run_scheduler(app, stop, interval_s=0.01, on_tick=on_tick)
 
         asyncio.run(once())
         assert synthetic.action_requests == 1

@@ -1,19 +1,21 @@
 """Refreshing corporate actions: each symbol with an enabled definition, once per interval.
 
-The scheduler calls :func:`refresh_due` after each tick. For every provider
+The scheduler starts :func:`refresh_due` after a tick, as a background task
+(one at a time), so a slow provider never delays the tick. For every provider
 of the router's historical order that publishes actions
 (:class:`barfill.ports.ActionsProvider`), the symbols not refreshed within
 ``actions_refresh_s`` (database clock) are fetched, each request taking a
-slot of that provider's shared rate limit first (``ACTION_REQUESTS`` slots
-when a provider's refresh sends several requests; a further page of a long
-answer is not counted); when no slot is free the rest waits for the next
-tick. A fetch stores its actions and the refresh time in one transaction; a
-failed fetch is logged, counted and retried next tick, unless it cannot
-succeed (not retryable): then it waits the full interval like a success.
+slot of that provider's shared rate limit first and waiting for it when
+there is none (``ACTION_REQUESTS`` slots when one refresh sends several
+requests; a further page of a long answer is not counted). A fetch stores its
+actions and the refresh time in one transaction; a failed fetch is logged,
+counted and retried on the next run, unless it cannot succeed (not
+retryable): then it waits the full interval like a success.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from barfill.bootstrap import App
+from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
@@ -32,7 +35,7 @@ log = logging.getLogger("barfill.actions")
 
 HISTORY_START = dt.date(1970, 1, 1)
 ANNOUNCED_AHEAD_DAYS = 366  # announced actions with an ex date up to a year ahead are stored too
-MAX_SYMBOLS_PER_TICK = 200
+MAX_SYMBOLS_PER_RUN = 500
 
 
 @dataclass
@@ -41,7 +44,7 @@ class RefreshResult:
 
     fetched: dict[str, int] = field(default_factory=dict)
     changed: int = 0
-    deferred: int = 0  # due but left for the next tick (rate limit, per-tick cap)
+    deferred: int = 0  # due but left for the next run (over the per-run cap)
     errors: list[str] = field(default_factory=list)
 
 
@@ -67,54 +70,72 @@ def _symbols(app: App, tickers: Sequence[str] | None) -> list[tuple[int, str, st
         return [(int(i), str(t), str(c)) for i, t, c in conn.execute(query.order_by(symbols.c.id))]
 
 
-def _slots(app: App, provider: str, n: int) -> bool:
-    """Take ``n`` request slots of ``provider``'s shared limit; False as soon as one is refused."""
-    return all(app.limiter.try_acquire(provider, app.rate_limit(provider)) == 0.0 for _ in range(n))
+async def _take_slots(app: App, provider: str, n: int) -> None:
+    """Take ``n`` request slots of ``provider``'s shared limit, waiting (on the app's clock) as told."""
+    for _ in range(n):
+        while (
+            wait := await asyncio.to_thread(app.limiter.try_acquire, provider, app.rate_limit(provider))
+        ) > 0:
+            await app.clock.sleep(wait)
+
+
+def _store(
+    app: App, symbol_id: int, provider: str, actions: Sequence[CorporateAction] | None, tz: str
+) -> int:
+    """Store a refresh (its actions, if any) and its time in one transaction; rows new or changed."""
+    with app.db.write() as conn:
+        changed = upsert_actions(conn, symbol_id, actions or [], tz)
+        mark_refreshed(conn, symbol_id, provider)
+    return changed
 
 
 async def refresh_due(
-    app: App, *, tickers: Sequence[str] | None = None, force: bool = False
+    app: App, *, tickers: Sequence[str] | None = None, force: bool = False, limit: int = MAX_SYMBOLS_PER_RUN
 ) -> RefreshResult:
     """Fetch and store the actions of the symbols that are due (``force``: all of ``tickers``).
+
+    Waits for rate-limit slots rather than exceed a limit; providers run side by side.
+    Database work runs in threads: the caller's event loop (the server's) is never blocked.
 
     Args:
         tickers: these symbols (known ones only); ``None``: every symbol with
             an enabled definition.
         force: ignore the refresh interval (``barfill actions --refresh``).
+        limit: at most this many symbols per provider in this run (the rest: next run).
     """
     result = RefreshResult()
-    wanted = _symbols(app, tickers)
+    wanted = await asyncio.to_thread(_symbols, app, tickers)
     if not wanted:
         return result
-    now = app.db.now()
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    until = today + dt.timedelta(days=ANNOUNCED_AHEAD_DAYS)
+    now = await asyncio.to_thread(app.db.now)
+    until = dt.datetime.fromtimestamp(now, dt.UTC).date() + dt.timedelta(days=ANNOUNCED_AHEAD_DAYS)
     by_id = {sid: (ticker, cal) for sid, ticker, cal in wanted}
     every_s = 0.0 if force else app.settings.actions_refresh_s
-    for name, provider in action_providers(app):
-        with app.db.read() as conn:
-            due = due_for_refresh(conn, list(by_id), name, every_s) if not force else list(by_id)
-        done = 0
+
+    async def one_provider(name: str, provider: ActionsProvider) -> None:
+        due = await asyncio.to_thread(_due, app, list(by_id), name, every_s)
+        result.deferred += max(0, len(due) - limit)
         # Slots per symbol: the requests one refresh sends (Polygon: splits and dividends).
         need = int(getattr(provider, "ACTION_REQUESTS", 1))
-        for sid in due:
-            if done >= MAX_SYMBOLS_PER_TICK or not _slots(app, name, need):
-                result.deferred += len(due) - done
-                break
+        for sid in due[:limit]:
             ticker, cal = by_id[sid]
-            done += 1
+            await _take_slots(app, name, need)
             try:
                 actions = await provider.fetch_actions(ticker, HISTORY_START, until)
             except ProviderError as e:
-                app.limiter.record_error(name)
+                await asyncio.to_thread(app.limiter.record_error, name)
                 result.errors.append(f"{name}: {ticker}: {e}")
                 log.warning("actions of %s from %s failed: %s", ticker, name, e)
-                if not e.retryable:
-                    with app.db.write() as conn:
-                        mark_refreshed(conn, sid, name)
+                if not e.retryable:  # asking again soon cannot help: wait the full interval
+                    await asyncio.to_thread(_store, app, sid, name, None, get_calendar(cal).tz)
                 continue
-            with app.db.write() as conn:
-                result.changed += upsert_actions(conn, sid, actions, get_calendar(cal).tz)
-                mark_refreshed(conn, sid, name)
+            result.changed += await asyncio.to_thread(_store, app, sid, name, actions, get_calendar(cal).tz)
             result.fetched[name] = result.fetched.get(name, 0) + 1
+
+    await asyncio.gather(*(one_provider(name, p) for name, p in action_providers(app)))
     return result
+
+
+def _due(app: App, symbol_ids: list[int], provider: str, every_s: float) -> list[int]:
+    with app.db.read() as conn:
+        return due_for_refresh(conn, symbol_ids, provider, every_s)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from barfill.domain.actions import CorporateAction
@@ -168,3 +169,35 @@ def test_flat_file_actions(tmp_path: Path) -> None:
     (folder / "splits.csv").write_text("ticker,execution_date,split_from,split_to\nSPLT,2024-06-10,0,4\n")
     with pytest.raises(ProviderError, match=r"splits.csv: SPLT row 1: split_from: expected"):
         files.read_actions("SPLT", *ALL)
+
+
+def test_split_announced_later_needs_no_bar_refetch(db) -> None:
+    """Bars from the local Polygon, then its split: the adjusted answer changes, no bar is asked again."""
+    from barfill.api import Barfill
+    from barfill.bootstrap import build
+    from barfill.config import load_settings
+
+    with FakeServer(PolygonWire(Truth(CAL), SECRET)) as server:
+        settings = load_settings(
+            database_url=db.url,
+            polygon_api_key=SECRET,
+            polygon_base_url=server.url,
+            polygon_rate_limit="100/1",
+        )
+        with Barfill.wrap(build(settings)) as bf:
+            bf.ensure("SPLT", "d1", start="2024-06-05", end="2024-06-12")
+            bf.work()
+            aggs = [s for s in server.seen if s.path.startswith("/v2/aggs/")]
+            raw = bf.bars("SPLT", "d1", adjust="raw")
+            assert len(aggs) >= 1 and len(raw) == 6
+            np.testing.assert_array_equal(bf.bars("SPLT", "d1", adjust="split")["close"], raw["close"])
+
+            result = bf.refresh_actions(["SPLT"])
+            assert result.fetched == {"polygon": 1} and result.errors == [], result
+            adj = bf.bars("SPLT", "d1", adjust="split")
+        assert not server.errors
+    # 06-05, 06-06, 06-07 are before the 06-10 split: / 4 (hand-computed); 06-10..06-12 as traded.
+    np.testing.assert_array_equal(adj["close"].to_numpy(), raw["close"].to_numpy() / [4, 4, 4, 1, 1, 1])
+    np.testing.assert_array_equal(adj["volume"].to_numpy(), raw["volume"].to_numpy() * [4, 4, 4, 1, 1, 1])
+    assert [s for s in server.seen if s.path.startswith("/v2/aggs/")] == aggs
+    assert {s.path for s in server.seen[len(aggs) :]} == {"/v3/reference/splits", "/v3/reference/dividends"}
