@@ -72,7 +72,7 @@ def read_basis(adjust: Adjust | None, basis: Basis | str | None) -> Basis | str 
     (the preferred source's basis) and :func:`adjust_columns` refuses what it cannot convert.
     """
     if adjust == Adjust.raw:
-        if basis is not None and Basis(basis) != Basis.raw:
+        if basis is not None and str(basis) != Basis.raw.value:
             raise InvalidInput("basis", "raw (or no basis) with adjust=raw", basis)
         return Basis.raw
     return basis
