@@ -22,9 +22,12 @@ from barfill.domain.actions import ActionKind, CorporateAction, ex_starts
 from barfill.domain.adjust import Adjust, adjust_columns, needs_reference
 from barfill.domain.bars import Basis
 from barfill.domain.calendar import TradingCalendar
+from barfill.domain.timeframes import Timeframe
 from barfill.store.db import db_now
 from barfill.store.schema import action_refreshes, bars, corporate_actions, symbols
 from barfill.store.symbols import insert_on_conflict
+
+_INTRADAY = [tf.value for tf in Timeframe if tf.intraday]
 
 
 def upsert_actions(conn: Connection, symbol_id: int, actions: Sequence[CorporateAction], tz: str) -> int:
@@ -154,7 +157,7 @@ def reference_closes(
             sa.select(bars.c.close)
             .where(
                 base,
-                bars.c.timeframe != "d1",
+                bars.c.timeframe.in_(_INTRADAY),  # an IN list keeps the primary key usable
                 bars.c.ts >= int(calendar.opens[p]),
                 bars.c.ts < int(calendar.closes[p]),
             )
