@@ -15,7 +15,13 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.providers.synthetic import SPLIT_EX_DATE, SPLIT_SYMBOL, SyntheticProvider
-from barfill.store.actions import actions_fingerprint, list_actions, load_actions, upsert_actions
+from barfill.store.actions import (
+    actions_fingerprint,
+    list_actions,
+    load_actions,
+    replace_actions,
+    upsert_actions,
+)
 from barfill.store.bars import read_bars, upsert_bars
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols
@@ -133,6 +139,14 @@ def test_upsert_is_idempotent_and_fingerprint_moves_only_on_change(db: Database)
         best = load_actions(conn, sid, order=["q", "p"])
     got = [(a.kind.value, a.provider, a.cash) for a in best]
     assert got == [("dividend", "p", 0.55), ("split", "q", None)]
+    with db.write() as conn:
+        # Provider p now lists only the dividend: its split report is withdrawn, q's stays.
+        assert replace_actions(conn, sid, "p", [dividend("ABC", dt.date(2024, 5, 15), 0.55, "p")], TZ) == 1
+    with db.read() as conn:
+        assert [(a.kind.value, a.provider) for a in list_actions(conn, sid)] == [
+            ("dividend", "p"),
+            ("split", "q"),
+        ]
 
 
 def test_bad_adjust_is_a_clear_error(hydrated) -> None:

@@ -28,7 +28,7 @@ from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
-from barfill.store.actions import due_for_refresh, mark_refreshed, upsert_actions
+from barfill.store.actions import due_for_refresh, mark_refreshed, replace_actions
 from barfill.store.schema import job_definitions, symbols
 
 log = logging.getLogger("barfill.actions")
@@ -82,9 +82,12 @@ async def _take_slots(app: App, provider: str, n: int) -> None:
 def _store(
     app: App, symbol_id: int, provider: str, actions: Sequence[CorporateAction] | None, tz: str
 ) -> int:
-    """Store a refresh (its actions, if any) and its time in one transaction; rows new or changed."""
+    """Store a refresh (the provider's whole list, if fetched) and its time in one transaction.
+
+    Returns rows new, changed or withdrawn (see :func:`barfill.store.actions.replace_actions`).
+    """
     with app.db.write() as conn:
-        changed = upsert_actions(conn, symbol_id, actions or [], tz)
+        changed = 0 if actions is None else replace_actions(conn, symbol_id, provider, actions, tz)
         mark_refreshed(conn, symbol_id, provider)
     return changed
 

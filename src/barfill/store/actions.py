@@ -73,6 +73,26 @@ def upsert_actions(conn: Connection, symbol_id: int, actions: Sequence[Corporate
     return changed
 
 
+def replace_actions(
+    conn: Connection, symbol_id: int, provider: str, actions: Sequence[CorporateAction], tz: str
+) -> int:
+    """``provider``'s whole current list for the symbol: upserted, and its rows no longer listed deleted.
+
+    A provider that withdraws or re-dates an action (a correction) must not leave the old
+    one adjusting reads. Returns rows new, changed or deleted.
+    """
+    changed = upsert_actions(conn, symbol_id, actions, tz)
+    c = corporate_actions.c
+    kept = {(a.kind.value, a.ex_date.isoformat()) for a in actions}
+    stored = conn.execute(
+        sa.select(c.id, c.kind, c.ex_date).where(c.symbol_id == symbol_id, c.provider == provider)
+    ).all()
+    gone = [int(r.id) for r in stored if (str(r.kind), str(r.ex_date)) not in kept]
+    if gone:
+        conn.execute(sa.delete(corporate_actions).where(c.id.in_(gone)))
+    return changed + len(gone)
+
+
 def list_actions(conn: Connection, symbol_id: int) -> list[CorporateAction]:
     """Every stored report of the symbol's actions (each provider's), by ex date then kind."""
     c = corporate_actions.c
