@@ -127,7 +127,10 @@ async def refresh_due(
                 actions = await provider.fetch_actions(ticker, HISTORY_START, until)
             except ProviderError as e:
                 await asyncio.to_thread(app.limiter.record_error, name)
-                result.errors.append(f"{name}: {ticker}: {e}")
+                if e.code == "http_429":  # every process backs off, as the worker does
+                    wait = e.retry_after_s or 2 * app.rate_limit(name).interval_s
+                    await asyncio.to_thread(app.limiter.penalize, name, wait)
+                result.errors.append(f"{ticker}: {e} ({e.code})")  # the message names the provider
                 log.warning("actions of %s from %s failed: %s", ticker, name, e)
                 if not e.retryable:  # asking again soon cannot help: wait the full interval
                     await asyncio.to_thread(_store, app, sid, name, None, get_calendar(cal).tz)

@@ -201,3 +201,33 @@ def test_split_announced_later_needs_no_bar_refetch(db) -> None:
     np.testing.assert_array_equal(adj["volume"].to_numpy(), raw["volume"].to_numpy() * [4, 4, 4, 1, 1, 1])
     assert [s for s in server.seen if s.path.startswith("/v2/aggs/")] == aggs
     assert {s.path for s in server.seen[len(aggs) :]} == {"/v3/reference/splits", "/v3/reference/dividends"}
+
+
+def test_refresh_backs_off_on_429_and_tries_again(db) -> None:
+    from barfill.bootstrap import build
+    from barfill.config import load_settings
+    from barfill.service.actions import refresh_due
+    from barfill.service.ensure import ensure
+
+    with FakeServer(PolygonWire(Truth(CAL), SECRET)) as server:
+        settings = load_settings(
+            database_url=db.url,
+            polygon_api_key=SECRET,
+            polygon_base_url=server.url,
+            polygon_rate_limit="100/1",
+        )
+        app = build(settings)
+        try:
+            ensure(app, ["SPLT"], "d1", start="2024-06-05", end="2024-06-12")
+            server.inject(Fault("status", status=429, body={"status": "ERROR"}, headers={"Retry-After": "1"}))
+            first = app.run(refresh_due(app))
+            assert first.fetched == {} and "http_429" in " ".join(first.errors)
+            with db.read() as conn:
+                throttled = conn.exec_driver_sql(
+                    "SELECT throttled FROM rate_limits WHERE provider = 'polygon'"
+                )
+                assert throttled.scalar_one() == 1
+            second = app.run(refresh_due(app))  # not marked refreshed: due again, after the penalty
+            assert second.fetched == {"polygon": 1} and second.errors == []
+        finally:
+            app.close()
