@@ -34,7 +34,7 @@ from barfill.domain.actions import ActionKind, CorporateAction, ex_starts
 from barfill.domain.bars import F64, I64, Basis
 from barfill.errors import InvalidInput
 
-PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
+SCALED_COLUMNS = ("open", "high", "low", "close", "vwap")  # every price column a factor applies to
 
 
 class Adjust(StrEnum):
@@ -171,7 +171,7 @@ def adjust_columns(
             adjust.value,
         )
     price, volume = factors(out["ts"], actions, tz, adjust, reference_closes)
-    for name in PRICE_COLUMNS:
+    for name in SCALED_COLUMNS:
         if name in out:
             out[name] = out[name] * price
     if "volume" in out:
