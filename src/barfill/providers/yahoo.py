@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -169,9 +170,9 @@ class YahooProvider(HttpAdapter):
     async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
         """Splits and cash dividends with ex dates in ``[start, end]``, from the chart's events."""
         tz = self._calendar.tz
-        period1 = int(dt.datetime.combine(start, dt.time(), tzinfo=_zone(tz)).timestamp())
+        period1 = int(dt.datetime.combine(start, dt.time(), tzinfo=ZoneInfo(tz)).timestamp())
         period2 = int(
-            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=_zone(tz)).timestamp()
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(tz)).timestamp()
         )
         payload = await get_json(
             self._client,
@@ -285,12 +286,6 @@ def _int_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.asarray(values, dtype=np.int64)
 
 
-def _zone(name: str) -> dt.tzinfo:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
-
-
 def _events(events: Mapping[str, Any], kind: str) -> list[tuple[str, Mapping[str, Any]]]:
     """The ``events[kind]`` rows (an object keyed by Unix-second strings), in key order."""
     table = mapping(events.get(kind) or {}, provider=NAME, field=f"events.{kind}")
@@ -302,4 +297,4 @@ def _event_date(row: Mapping[str, Any], where: str, tz: str) -> dt.date:
     stamp = row.get("date")
     if isinstance(stamp, bool) or not isinstance(stamp, int):
         fail_payload(NAME, f"{where}: field 'date': expected Unix seconds, got {stamp!r}")
-    return dt.datetime.fromtimestamp(stamp, _zone(tz)).date()
+    return dt.datetime.fromtimestamp(stamp, ZoneInfo(tz)).date()
