@@ -21,16 +21,19 @@ from sqlalchemy.engine import Connection
 
 from barfill.bootstrap import App, build
 from barfill.config import Settings, load_settings
+from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.ports import Provider
+from barfill.service.actions import RefreshResult, refresh_due
 from barfill.service.ensure import EnsureReport, ensure, parse_time
 from barfill.service.orchestrator import TickResult, tick
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.service.worker import Worker, WorkerStats
 from barfill.store import migrate
+from barfill.store.actions import list_actions
 from barfill.store.bars import read_bars_frame
 from barfill.store.definitions import DEFAULT_REQUESTER
 from barfill.store.symbols import symbol_calendars, symbol_id
@@ -200,6 +203,7 @@ class Barfill:
         end: TimeLike | None = None,
         library: Literal["pandas", "polars"] = "pandas",
         basis: str | None = None,
+        adjust: str | None = None,
     ) -> Any:
         """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
 
@@ -213,6 +217,10 @@ class Barfill:
         (``raw``, ``split``, ``dividend``, ``all``): the one asked for, else the
         preferred source's; the ``provider``, ``layer`` and ``basis`` columns say
         where each row came from.
+
+        ``adjust`` (``raw``, ``split`` or ``all``) adjusts raw bars for the splits
+        (and, for ``all``, dividends) known now; see :mod:`barfill.domain.adjust`.
+        ``None`` returns the bars as stored.
         """
         ticker = validate_ticker(symbol)
         tf = Timeframe.parse(timeframe)
@@ -231,6 +239,7 @@ class Barfill:
                 hi,
                 precedence=self.app.precedence,
                 basis=basis,
+                adjust=adjust,
             )
         if library == "polars":
             return pl.from_pandas(frame.reset_index())
@@ -245,6 +254,21 @@ class Barfill:
         name = symbol_calendars(conn, [sid]).get(sid)
         return self.app.calendar.tz if name is None else get_calendar(name).tz
 
+    def actions(self, symbol: str) -> list[CorporateAction]:
+        """Stored splits and dividends of ``symbol`` (every provider's report), by ex date."""
+        ticker = validate_ticker(symbol)
+        with self.app.db.read() as conn:
+            sid = symbol_id(conn, ticker)
+            return [] if sid is None else list_actions(conn, sid)
+
+    def refresh_actions(self, symbols: Sequence[str] | None = None, *, force: bool = True) -> RefreshResult:
+        """Fetch splits and dividends now (``symbols``, else every defined symbol).
+
+        Stored with the refresh time; see :mod:`barfill.service.actions`.
+        """
+        tickers = None if symbols is None else [validate_ticker(s) for s in symbols]
+        return self.app.run(refresh_due(self.app, tickers=tickers, force=force))
+
     def export(
         self,
         symbol: str,
@@ -255,6 +279,7 @@ class Barfill:
         end: TimeLike | None = None,
         format: Literal["csv", "parquet"] | None = None,
         basis: str | None = None,
+        adjust: str | None = None,
     ) -> int:
         """Write stored bars to CSV or Parquet (by ``format`` or the file suffix); returns rows.
 
@@ -272,7 +297,7 @@ class Barfill:
         with self.app.db.read() as conn:
             if symbol_id(conn, ticker) is None:
                 raise InvalidInput("symbol", UNKNOWN_SYMBOL, symbol)
-        frame: pd.DataFrame = self.bars(ticker, timeframe, start=start, end=end, basis=basis)
+        frame: pd.DataFrame = self.bars(ticker, timeframe, start=start, end=end, basis=basis, adjust=adjust)
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
             frame.to_csv(out)

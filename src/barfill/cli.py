@@ -63,6 +63,12 @@ DbOpt = Annotated[
     typer.Option("--database-url", envvar="BARFILL_DATABASE_URL", help="SQLite or PostgreSQL URL."),
 ]
 TfOpt = Annotated[str, typer.Option("--timeframe", "-t", help="m1 m5 m15 m30 h1 h4 d1 w1 (or 1m ... 1w).")]
+AdjustOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="raw, split or all: adjusted for the splits (and dividends) known now; default as stored."
+    ),
+]
 StartOpt = Annotated[
     str | None,
     typer.Option(help="YYYY-MM-DD (00:00 exchange time of that date) or an ISO time with offset."),
@@ -618,6 +624,7 @@ def bars(
         str | None,
         typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
     ] = None,
+    adjust: AdjustOpt = None,
 ) -> None:
     """Print stored bars (never waits for a provider), one source per session."""
     from barfill.api import Barfill
@@ -626,9 +633,12 @@ def bars(
         raise InvalidInput("format", "table, csv or json", fmt)
     Timeframe.parse(timeframe)
     validate_ticker(symbol)
+    from barfill.domain.adjust import parse_adjust
+
+    parse_adjust(adjust)
     with _opened() as app:
         fx = Barfill.wrap(app)
-        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis)
+        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis, adjust=adjust)
     if limit:
         frame = frame.tail(limit)
     if fmt == "csv":
@@ -654,6 +664,46 @@ def bars(
 
 
 @cli.command()
+def actions(
+    symbol: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per action.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Fetch them from the providers first (within rate limits).")
+    ] = False,
+) -> None:
+    """List a symbol's stored splits and cash dividends (every provider's report), by ex date.
+
+    The scheduler refreshes them for every symbol with an enabled definition once per
+    BARFILL_ACTIONS_REFRESH_S; reads adjust raw bars with them (`barfill bars --adjust split`).
+    """
+    from barfill.api import Barfill
+
+    ticker = validate_ticker(symbol)
+    with _opened() as app:
+        fx = Barfill.wrap(app)
+        if refresh:
+            result = fx.refresh_actions([ticker])
+            for line in result.errors:
+                err.print(f"[yellow]{line}[/yellow]")
+        found = fx.actions(ticker)
+    if as_json:
+        for a in found:
+            row: dict[str, object] = {"symbol": a.symbol, "kind": a.kind.value}
+            row.update(ex_date=a.ex_date.isoformat(), ratio=a.ratio, cash=a.cash, provider=a.provider)
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table(
+        "ex date", "kind", "split ratio", "cash / share", "provider", title=f"{ticker} corporate actions"
+    )
+    for a in found:
+        ratio = "" if a.ratio is None else f"{a.ratio:g}"
+        cash = "" if a.cash is None else f"{a.cash:.4f}"
+        table.add_row(a.ex_date.isoformat(), a.kind.value, ratio, cash, a.provider)
+    out.print(table)
+    out.print(f"{len(found)} action(s)")
+
+
+@cli.command()
 def export(
     symbols: Annotated[list[str], typer.Argument()],
     timeframe: TfOpt,
@@ -665,6 +715,7 @@ def export(
         str | None,
         typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
     ] = None,
+    adjust: AdjustOpt = None,
 ) -> None:
     """Export stored bars to CSV or Parquet (several symbols: one file each in the --out folder).
 
@@ -691,7 +742,7 @@ def export(
         fx = Barfill.wrap(app)
         for ticker in tickers:
             target = out_path if len(tickers) == 1 else _inside(out_path, ticker, tf, fmt)
-            n = fx.export(ticker, tf, target, start=start, end=end, format=fmt, basis=basis)  # type: ignore[arg-type]
+            n = fx.export(ticker, tf, target, start=start, end=end, format=fmt, basis=basis, adjust=adjust)  # type: ignore[arg-type]
             out.print(f"{ticker}: {n} bar(s) → {target}")
 
 

@@ -195,13 +195,17 @@ class Client:
         end: str | int | None = None,
         limit: int | None = None,
         layers: Sequence[str] = ("historical", "intraday"),
+        adjust: str | None = None,
     ) -> pd.DataFrame:
         """Stored bars as a DataFrame (index ``ts``, UTC; open high low close volume vwap trade_count).
 
-        Served from the disk cache when the server answers 304 for the same query.
+        ``adjust``: ``raw``, ``split`` or ``all`` (adjusted by the server for the
+        splits and dividends it knows now); ``None``: as stored.
+        Served from the disk cache when the server answers 304 for the same query
+        (a new split or dividend changes an adjusted read's ETag, so the copy is replaced).
         """
         params: dict[str, Any] = {"timeframe": timeframe, "layers": ",".join(layers)}
-        for key, value in (("start", start), ("end", end), ("limit", limit)):
+        for key, value in (("start", start), ("end", end), ("limit", limit), ("adjust", adjust)):
             if value is not None:
                 params[key] = value
         query = json.dumps(params, sort_keys=True)

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     failed_cooldown_s: float = Field(default=3600.0, gt=0)
     failed_cooldown_max_s: float = Field(default=86_400.0, gt=0)
     intraday_refresh_s: float = Field(default=300.0, gt=0)
+    # Corporate actions (splits, dividends) are refetched per symbol this often.
+    actions_refresh_s: float = Field(default=86_400.0, ge=60)
     # Succeeded slices older than this are deleted by the tick (coverage is the record).
     archive_after_s: float = Field(default=7 * 86_400.0, ge=0)
     # Derived timeframes: "SOURCE->TARGET", e.g. "m15->h1".

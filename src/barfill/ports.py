@@ -9,11 +9,13 @@ async (httpx).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from sqlalchemy.engine import Connection
 
+from barfill.domain.actions import CorporateAction
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.capabilities import Capabilities, RateLimit
 from barfill.domain.slices import (
@@ -46,6 +48,23 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ActionsProvider(Protocol):
+    """Optional provider capability: the splits and cash dividends it publishes.
+
+    Bars are stored raw and adjusted on read with these (:mod:`barfill.domain.adjust`).
+    """
+
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """Actions of ``symbol`` with ``start <= ex_date <= end`` (exchange-local dates), every page.
+
+        An unknown symbol or a quiet one gives ``[]``. Raises
+        :class:`barfill.errors.ProviderError` on failure, ``bad_payload`` for
+        a value that is missing or impossible (a ratio of 0, negative cash).
+        """
+        ...
 
 
 @runtime_checkable

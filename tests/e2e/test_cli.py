@@ -229,3 +229,33 @@ def test_export_writes_only_inside_out_and_refuses_unknown_symbols(capsys, env: 
     assert not (tmp_path / "zzzz.csv").exists()
     code, _, err = run(capsys, "export", "EUR/USD", "NOPE", "-t", "d1", "--format", "csv", "--out", "exp2")
     assert code == 2 and "NOPE" in err and not (tmp_path / "exp2").exists()  # nothing half-written
+
+
+def test_actions_and_adjusted_bars(capsys, env: Path) -> None:
+    assert run(capsys, "init")[0] == 0
+    argv = ("ensure", "SPLT", "-t", "d1", "--start", "2024-06-03", "--end", "2024-06-14", "--wait")
+    assert run(capsys, *argv)[0] == 0
+    code, out, _ = run(capsys, "actions", "SPLT")
+    assert code == 0 and "0 action(s)" in out
+    code, out, _ = run(capsys, "actions", "SPLT", "--refresh", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    assert {
+        "symbol": "SPLT",
+        "kind": "split",
+        "ex_date": "2024-06-10",
+        "ratio": 4.0,
+        "cash": None,
+        "provider": "synthetic",
+    } in rows
+    assert {r["kind"] for r in rows} == {"split", "dividend"}
+    code, out, _ = run(capsys, "actions", "SPLT")
+    assert code == 0 and "2024-06-10" in out and f"{len(rows)} action(s)" in out
+    raw = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", "--format", "json", "--adjust", "raw")[1])
+    adj = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", "--format", "json", "--adjust", "split")[1])
+    assert len(raw) == len(adj) == 10
+    for r, a in zip(raw, adj, strict=True):
+        assert a["close"] == (r["close"] / 4 if r["ts"] < "2024-06-10" else r["close"])
+        assert a["basis"] == "split" and r["basis"] == "raw"
+    code, _, err = run(capsys, "bars", "SPLT", "-t", "d1", "--adjust", "dividend")
+    assert code == 2 and "adjust" in err

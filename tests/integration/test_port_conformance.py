@@ -6,7 +6,7 @@ import httpx
 
 from barfill.clock import SystemClock
 from barfill.domain.calendar import get_calendar
-from barfill.ports import Clock, JobQueue, Provider, RateLimiter
+from barfill.ports import ActionsProvider, Clock, JobQueue, Provider, RateLimiter
 from barfill.providers.alpaca import AlpacaProvider
 from barfill.providers.flatfiles import FlatFileProvider
 from barfill.providers.polygon import PolygonProvider
@@ -38,3 +38,13 @@ async def test_implementations_fit_their_ports(sqlite_db: Database, tmp_path) ->
         for p in providers:
             assert isinstance(p, Provider)
             assert p.capabilities.page_limit > 0 and p.capabilities.timeframes
+        # The optional capability: every provider that publishes splits and dividends.
+        actions: list[ActionsProvider] = [
+            PolygonProvider(client, api_key="k", calendar=cal),
+            AlpacaProvider(client, key_id="k", secret_key="s", calendar=cal),
+            YahooProvider(client, calendar=cal),
+            FlatFileProvider(tmp_path, calendar=cal),
+            SyntheticProvider(calendar=cal),
+        ]
+        assert all(isinstance(p, ActionsProvider) for p in actions)
+        assert not isinstance(TradierProvider(client, token="t", calendar=cal), ActionsProvider)

@@ -46,6 +46,8 @@ def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("BARFILL_ALPACA_FEED", "nasdaq", "alpaca_feed"),
         ("BARFILL_POLYGON_RATE_LIMIT", "lots", "polygon_rate_limit"),
         ("BARFILL_DERIVATIONS", '["h1->m15"]', "derivations"),
+        ("BARFILL_ACTIONS_REFRESH_S", "10", "actions_refresh_s"),
+        ("BARFILL_ACTIONS_REFRESH_S", "daily", "actions_refresh_s"),
     ],
 )
 def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str) -> None:

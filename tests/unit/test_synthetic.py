@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,24 @@ def test_two_years_of_hourly_bars_for_twenty_symbols_are_complete() -> None:
     total = sum(len(p.truth(f"SYM{i}", H1, a, b)) for i in range(20))
     i0, i1 = CAL.session_indices(a, b)
     assert total == 20 * int(CAL.bars_per_session(H1, i0, i1).sum())  # no hour without a trade
+
+
+def test_splt_has_a_4_to_1_split_and_quarterly_dividends() -> None:
+    p = provider()
+    day = p.truth("SPLT", Timeframe.d1, ts("2024-06-03"), ts("2024-06-15"))
+    other = p.truth("AAPL", Timeframe.d1, ts("2024-06-03"), ts("2024-06-15"))
+    labels = [str(pd.Timestamp(t, unit="s", tz=CAL.tz).date()) for t in day.ts]
+    i = labels.index("2024-06-10")
+    # The raw bars jump at the split (the generated walk moves a few percent a day at most).
+    assert 3.0 < day.close[i - 1] / day.open[i] < 5.0
+    assert 0.8 < other.close[i - 1] / other.open[i] < 1.25
+    got = asyncio.run(p.fetch_actions("SPLT", dt.date(2024, 1, 1), dt.date(2024, 12, 31)))
+    assert [(a.kind.value, a.ex_date.isoformat(), a.ratio, a.cash) for a in got] == [
+        ("dividend", "2024-02-15", None, 0.88),
+        ("dividend", "2024-05-15", None, 0.88),
+        ("split", "2024-06-10", 4.0, None),
+        ("dividend", "2024-08-15", None, 0.22),
+        ("dividend", "2024-11-15", None, 0.22),
+    ]
+    assert asyncio.run(p.fetch_actions("AAPL", dt.date(2000, 1, 1), dt.date(2030, 1, 1))) == []
+    assert p.action_requests == 2

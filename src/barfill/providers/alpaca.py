@@ -26,24 +26,39 @@ Wire contract, as documented and as this adapter relies on it:
 * 200 requests a minute on the free plan (from Alpaca's plan pages as
   summarised by third parties: unconfirmed at the primary source); 429 when
   exceeded, ``Retry-After`` honoured if sent.
+
+Corporate actions (:meth:`AlpacaProvider.fetch_actions`): ``GET
+/v1/corporate-actions?symbols=T&types=forward_split,reverse_split,cash_dividend
+&start=YYYY-MM-DD&end=YYYY-MM-DD&limit=1000&sort=asc`` (dates are ex dates, both
+inclusive) → ``{corporate_actions: {forward_splits: [{symbol, new_rate,
+old_rate, ex_date, process_date, record_date?, payable_date?}], reverse_splits:
+[...same...], cash_dividends: [{symbol, rate, ex_date, special, foreign, ...}]},
+next_page_token}``. A split's ratio is ``new_rate / old_rate``; the ex date
+(not ``payable_date``, which can be a day earlier) is when prices change.
+Missing lists are empty; ``next_page_token`` is followed to the end. Alpaca's
+corporate-actions history starts in 2020 (unconfirmed: from its announcement).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported
+from barfill.providers.actions import iso_date, refused_as_bad_payload, within
 from barfill.providers.http import (
     HttpAdapter,
     HttpClient,
+    bad_payload,
     fail_payload,
     get_json,
     integer,
@@ -72,6 +87,7 @@ _TIMEFRAMES: dict[Timeframe, str] = {
 }
 _WEEK_LEAD_S = 2 * 86_400  # reach back to a weekend anchor before our Monday label
 _MAX_PAGES = 100_000  # a token chain longer than this is a provider loop
+ACTIONS_LIMIT = 1_000
 
 _Row = tuple[int, float, float, float, float, float, float | None, int | None]
 
@@ -129,6 +145,7 @@ class AlpacaProvider(HttpAdapter):
         }
         self._secrets = (key_id, secret_key)
         self._url = base_url.rstrip("/") + "/v2/stocks/bars"
+        self._actions_url = base_url.rstrip("/") + "/v1/corporate-actions"
         self._feed = feed
         self._adjustment = adjustment
         self._extended = extended_hours
@@ -202,6 +219,39 @@ class AlpacaProvider(HttpAdapter):
             out[symbol] = batch.between(start, end)
         return out
 
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """Forward/reverse splits and cash dividends with ex dates in ``[start, end]`` (module doc)."""
+        params: dict[str, str | int] = {
+            "symbols": symbol.upper(),
+            "types": "forward_split,reverse_split,cash_dividend",
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "limit": ACTIONS_LIMIT,
+            "sort": "asc",
+        }
+        out: list[CorporateAction] = []
+        tokens_seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            payload = await get_json(
+                self._client,
+                self._actions_url,
+                provider=NAME,
+                params=params,
+                headers=self._headers,
+                secrets=self._secrets,
+            )
+            page = mapping(payload, provider=NAME, field="answer")
+            found = mapping(page.get("corporate_actions") or {}, provider=NAME, field="corporate_actions")
+            out.extend(_actions(symbol, found))
+            token = page.get("next_page_token")
+            if token is None or token == "":
+                return within(out, start, end)
+            if not isinstance(token, str) or token in tokens_seen:
+                fail_payload(NAME, f"next_page_token {token!r} repeated or not a string")
+            tokens_seen.add(token)
+            params = {**params, "page_token": token}
+        raise bad_payload(NAME, f"{symbol} corporate actions: over {_MAX_PAGES} pages; refusing to loop")
+
     def _collect(
         self, page: Mapping[str, Any], by_key: Mapping[str, str], rows: dict[str, list[_Row]]
     ) -> None:
@@ -230,3 +280,25 @@ class AlpacaProvider(HttpAdapter):
                         None if trades is None else integer(trades, provider=NAME, field="n", bar=bar),
                     )
                 )
+
+
+def _actions(symbol: str, found: Mapping[str, Any]) -> list[CorporateAction]:
+    """The splits and cash dividends of one ``corporate_actions`` page (other kinds are ignored)."""
+    out: list[CorporateAction] = []
+    for key in ("forward_splits", "reverse_splits", "cash_dividends"):
+        for i, raw in enumerate(rows_list(found.get(key) or [], provider=NAME, field=key)):
+            where = f"{symbol} {key}[{i}]"
+            row = mapping(raw, provider=NAME, field=where)
+            answered = row.get("symbol")
+            if answered is not None and str(answered).upper() != symbol.upper():
+                fail_payload(NAME, f"{key}: asked for {symbol!r}, a row is for {answered!r}")
+            ex = iso_date(row.get("ex_date"), provider=NAME, where=where, field="ex_date")
+            with refused_as_bad_payload(NAME, where):
+                if key == "cash_dividends":
+                    out.append(dividend(symbol, ex, row.get("rate"), NAME))
+                else:
+                    ratio = split_ratio(
+                        row.get("old_rate"), row.get("new_rate"), names=("old_rate", "new_rate")
+                    )
+                    out.append(split(symbol, ex, ratio, NAME))
+    return out

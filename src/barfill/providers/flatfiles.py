@@ -34,6 +34,7 @@ Rules shared by both:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import string
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,12 +44,14 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import I64, BarBatch
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.finality import session_final_at
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, NotPublishedYet, NotSupported, ProviderError
+from barfill.providers.actions import within
 from barfill.providers.http import session_bars
 
 TsUnit = Literal["s", "ms", "us", "ns"]
@@ -315,6 +318,14 @@ class FlatFileProvider:
     (filtered to the regular session here). A session's files are published
     the next morning: ``published_at_local_s`` after local midnight of the
     session date, 07:00 New York the next calendar day by default.
+
+    Corporate actions (barfill's own layout; Polygon publishes none as flat
+    files): ``{dataset}/corporate_actions_v1/splits.csv`` with the columns of
+    Polygon's ``/v3/reference/splits`` (``ticker,execution_date,split_from,
+    split_to``) and ``{dataset}/corporate_actions_v1/dividends.csv`` with those
+    of ``/v3/reference/dividends`` (``ticker,ex_dividend_date,cash_amount``);
+    other columns are ignored, a missing file holds no actions, ``.csv.gz``
+    is read too. A dump of the REST endpoints can be dropped in as is.
     """
 
     def __init__(
@@ -329,6 +340,7 @@ class FlatFileProvider:
     ) -> None:
         self.root = Path(root)
         self.name = name
+        self._actions_dir = self.root / dataset / "corporate_actions_v1"
         calendar = calendar or get_calendar()
         self._readers = {
             tf: GenericFileProvider(
@@ -370,6 +382,45 @@ class FlatFileProvider:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the protocol."""
+
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """Splits and dividends of ``symbol`` with ex dates in ``[start, end]`` from the action files."""
+        return await asyncio.to_thread(self.read_actions, symbol, start, end)
+
+    def read_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """:meth:`fetch_actions`, synchronously."""
+        out: list[CorporateAction] = []
+        for kind, date_col in (("splits", "execution_date"), ("dividends", "ex_dividend_date")):
+            path = _existing(self._actions_dir / f"{kind}.csv")
+            if path is None:
+                continue
+            frame = pl.read_csv(path, infer_schema=False)  # every column as text: checked below
+            missing = {"ticker", date_col} - set(frame.columns)
+            if missing:
+                raise ProviderError(
+                    "bad_file", f"{self.name}: {path.name}: no column {sorted(missing)}", retryable=False
+                )
+            rows = frame.filter(pl.col("ticker").str.to_uppercase() == symbol.upper())
+            for i, row in enumerate(rows.iter_rows(named=True)):
+                where = f"{path.name}: {symbol} row {i + 1}"
+                try:
+                    ex = dt.date.fromisoformat(str(row[date_col]))
+                    if kind == "splits":
+                        ratio = split_ratio(_num(row.get("split_from")), _num(row.get("split_to")))
+                        out.append(split(symbol, ex, ratio, self.name))
+                    else:
+                        out.append(dividend(symbol, ex, _num(row.get("cash_amount")), self.name))
+                except (InvalidInput, ValueError) as e:
+                    raise ProviderError("bad_file", f"{self.name}: {where}: {e}", retryable=False) from None
+        return within(out, start, end)
+
+
+def _num(text: object) -> object:
+    """A CSV cell as a float when it reads as one, else as it is (refused by the domain, naming the field)."""
+    try:
+        return float(str(text))
+    except ValueError:
+        return text
 
 
 def _existing(path: Path) -> Path | None:

@@ -29,24 +29,44 @@ Wire contract, as documented and as this adapter relies on it:
   the next Monday, a weekday stamp to its own Monday, and refuses Saturday.
 * Throttling is HTTP 429; ``Retry-After`` is honoured if sent (unconfirmed
   that Polygon sends it). 401 = missing or unknown key.
+
+Corporate actions (:meth:`PolygonProvider.fetch_actions`, two request chains):
+
+* ``GET /v3/reference/splits?ticker=T&execution_date.gte=&execution_date.lte=
+  &limit=1000&order=asc&sort=execution_date`` → ``{status: OK, results:
+  [{ticker, execution_date: YYYY-MM-DD, split_from, split_to, id?}],
+  next_url?}``; a split's ratio is ``split_to / split_from`` (2:1 is from 1
+  to 2; a reverse split has ``split_from > split_to``). The execution date is
+  the ex date: pre-market of that day already trades split.
+* ``GET /v3/reference/dividends?ticker=T&ex_dividend_date.gte=&…lte=
+  &limit=1000&order=asc&sort=ex_dividend_date`` → ``{results: [{ticker,
+  ex_dividend_date, cash_amount, dividend_type?, ...}], next_url?}``. Staff
+  say ``cash_amount`` is as paid, not split-adjusted (a 2022 thread said the
+  opposite; unconfirmed): barfill stores it as paid.
+* An empty answer has ``results: []`` or no ``results``. ``next_url`` is
+  followed (same host only, key in the header), each page one request.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
+from barfill.providers.actions import iso_date, refused_as_bad_payload, within
 from barfill.providers.http import (
     HttpAdapter,
     HttpClient,
+    bad_payload,
     fail_payload,
     get_json,
     integer,
@@ -75,6 +95,7 @@ _TIMESPANS: dict[Timeframe, tuple[int, str]] = {
 }
 _WEEK_LEAD_S = 2 * 86_400  # reach back to a Sunday (or Saturday) anchor before our Monday label
 _MAX_PAGES = 1_000  # a next_url chain longer than this is a provider loop, not data
+ACTIONS_LIMIT = 1_000
 
 _Row = tuple[int, float, float, float, float, float, float | None, int | None]
 
@@ -92,6 +113,8 @@ class PolygonProvider(HttpAdapter):
             intraday bars to the regular session.
         calendar: the exchange calendar (default XNYS).
     """
+
+    ACTION_REQUESTS = 2  # a refresh of actions: /v3/reference/splits and /v3/reference/dividends
 
     def __init__(
         self,
@@ -162,6 +185,63 @@ class PolygonProvider(HttpAdapter):
         batch = relabel(BarBatch.from_rows(symbol, timeframe, NAME, rows), self._calendar)
         batch = session_bars(batch, self._calendar, extended=self._extended)
         return batch.between(start, end)
+
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """Splits and cash dividends of ``symbol`` with ex dates in ``[start, end]`` (see the module doc)."""
+        splits = await self._reference(symbol, "splits", "execution_date", start, end)
+        dividends = await self._reference(symbol, "dividends", "ex_dividend_date", start, end)
+        out: list[CorporateAction] = []
+        for i, row in enumerate(splits):
+            where = f"{symbol} splits[{i}]"
+            ex = iso_date(row.get("execution_date"), provider=NAME, where=where, field="execution_date")
+            with refused_as_bad_payload(NAME, where):
+                out.append(split(symbol, ex, split_ratio(row.get("split_from"), row.get("split_to")), NAME))
+        for i, row in enumerate(dividends):
+            where = f"{symbol} dividends[{i}]"
+            ex = iso_date(row.get("ex_dividend_date"), provider=NAME, where=where, field="ex_dividend_date")
+            with refused_as_bad_payload(NAME, where):
+                out.append(dividend(symbol, ex, row.get("cash_amount"), NAME))
+        return within(out, start, end)
+
+    async def _reference(
+        self, symbol: str, kind: str, date_field: str, start: dt.date, end: dt.date
+    ) -> list[Mapping[str, Any]]:
+        """Every row of ``/v3/reference/{kind}`` for ``symbol`` in the date range, following next_url."""
+        url = f"{self._base_url}/v3/reference/{kind}"
+        params: dict[str, str | int] | None = {
+            "ticker": symbol,
+            f"{date_field}.gte": start.isoformat(),
+            f"{date_field}.lte": end.isoformat(),
+            "limit": ACTIONS_LIMIT,
+            "order": "asc",
+            "sort": date_field,
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        rows: list[Mapping[str, Any]] = []
+        for _ in range(_MAX_PAGES):
+            payload = await get_json(
+                self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
+            )
+            page = mapping(payload, provider=NAME, field=f"{kind} answer")
+            status = page.get("status")
+            if status not in (None, "OK", "DELAYED"):
+                detail = redact(str(page.get("error") or page.get("message") or ""), (self._api_key,))
+                fail_payload(NAME, f"{symbol} {kind}: status {status!r}: {detail}")
+            for i, raw in enumerate(
+                rows_list(page.get("results") or [], provider=NAME, field=f"{kind} results")
+            ):
+                row = mapping(raw, provider=NAME, field=f"{symbol} {kind}[{len(rows) + i}]")
+                ticker = row.get("ticker")
+                if ticker is not None and str(ticker).upper() != symbol.upper():
+                    fail_payload(NAME, f"{kind}: asked for {symbol!r}, a row is for {ticker!r}")
+                rows.append(row)
+            next_url = page.get("next_url")
+            if not next_url:
+                return rows
+            url, params = self._checked_next(next_url), None
+        raise bad_payload(
+            NAME, f"{symbol} {kind}: more than {_MAX_PAGES} pages of next_url; refusing to loop"
+        )
 
     def _parse_page(self, page: Mapping[str, Any], symbol: str) -> list[_Row]:
         status = page.get("status")

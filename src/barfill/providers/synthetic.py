@@ -21,11 +21,21 @@ of vectorized numpy passes with no per-session Python work.
 
 Regular hours only. Bars still forming at ``now()`` (``calendar.bar_end >
 now``) are never returned.
+
+Corporate actions: one symbol, ``SPLT`` (:data:`SPLIT_SYMBOL`), has a 4:1
+split ex on 2024-06-10 (:data:`SPLIT_EX_DATE`) and a quarterly cash dividend
+ex on the first session on or after the 15th of February, May, August and
+November ($0.88 a share before the split, $0.22 after). Its raw bars before
+the split are the generated prices times 4 (volumes as generated), so they
+jump at the split and its split-adjusted prices are exactly the generated,
+continuous ones. :meth:`SyntheticProvider.fetch_actions` publishes them;
+every other symbol has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import time
 from collections import OrderedDict
@@ -35,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from barfill.domain.actions import CorporateAction, dividend, split
 from barfill.domain.bars import F64, I64, BarBatch
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
@@ -56,6 +67,12 @@ _TWO_PI = 2.0 * np.pi
 _TO_UNIT = 2.0**-32
 _LOW32 = np.uint64(0xFFFFFFFF)
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+
+SPLIT_SYMBOL = "SPLT"
+SPLIT_EX_DATE = dt.date(2024, 6, 10)
+SPLIT_RATIO = 4.0
+DIVIDEND_CASH = 0.88  # per share before the split; / SPLIT_RATIO after it
+_DIVIDEND_MONTHS = (2, 5, 8, 11)
 
 
 def _mix(x: U64) -> U64:
@@ -128,6 +145,7 @@ class SyntheticProvider:
     Attributes:
         requests: how many times :meth:`fetch` was called.
         request_log: ``(symbols, timeframe, start, end)`` of every fetch call.
+        action_requests: how many times :meth:`fetch_actions` was called.
     """
 
     def __init__(
@@ -153,6 +171,7 @@ class SyntheticProvider:
         self.name = name
         self.now = now
         self.requests = 0
+        self.action_requests = 0
         self.request_log: list[tuple[tuple[str, ...], Timeframe, int, int]] = []
         self._attempts: dict[tuple[tuple[str, ...], Timeframe, int, int], int] = {}
         self._daily: OrderedDict[str, _Daily] = OrderedDict()
@@ -194,6 +213,32 @@ class SyntheticProvider:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the protocol."""
+
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """SPLT's split and dividends with ``start <= ex_date <= end`` (see the module doc); else none."""
+        self.action_requests += 1
+        if symbol.upper() != SPLIT_SYMBOL:
+            return []
+        out: list[CorporateAction] = []
+        if start <= SPLIT_EX_DATE <= end:
+            out.append(split(SPLIT_SYMBOL, SPLIT_EX_DATE, SPLIT_RATIO, provider=self.name))
+        for ex in self.dividend_dates(start, end):
+            cash = DIVIDEND_CASH if ex < SPLIT_EX_DATE else DIVIDEND_CASH / SPLIT_RATIO
+            out.append(dividend(SPLIT_SYMBOL, ex, cash, provider=self.name))
+        return sorted(out, key=lambda a: (a.ex_date, a.kind.value))
+
+    def dividend_dates(self, start: dt.date, end: dt.date) -> list[dt.date]:
+        """SPLT's dividend ex dates in ``[start, end]``: the first session on or after each quarter's 15th."""
+        dates = self.calendar.dates
+        out: list[dt.date] = []
+        for year in range(start.year, end.year + 1):
+            for month in _DIVIDEND_MONTHS:
+                i = int(np.searchsorted(dates, np.datetime64(dt.date(year, month, 15), "D")))
+                if i < len(dates):
+                    ex = dates[i].astype(dt.date)
+                    if start <= ex <= end:
+                        out.append(ex)
+        return out
 
     def truth(self, symbol: str, timeframe: Timeframe, start: int, end: int) -> BarBatch:
         """The bars :meth:`fetch` returns for ``symbol`` (same numbers), without faults or latency.
@@ -337,6 +382,10 @@ class SyntheticProvider:
         u_size, _ = _uniforms(grid.base, k[4])
         trades = np.maximum(1, (volume / (20.0 + 80.0 * u_size)).astype(np.int64))
         vwap = np.round(low + (high - low) * (0.25 + 0.5 * u_vwap), 4)
+        if symbol == SPLIT_SYMBOL:  # raw prices: x4 before the split (exact: a power of two)
+            before = self.calendar.dates[grid.session] < np.datetime64(SPLIT_EX_DATE, "D")
+            scale = np.where(before, SPLIT_RATIO, 1.0)
+            open_, high, low, close, vwap = (x * scale for x in (open_, high, low, close, vwap))
         keep = u_missing >= MISSING_MINUTE_RATE
         return {
             "index": np.flatnonzero(keep),

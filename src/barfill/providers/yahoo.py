@@ -31,22 +31,44 @@ Wire contract, as observed and as this adapter relies on it:
   request planned at the edge is not refused by Yahoo, or answered in part.
 * Throttling is aggressive (HTTP 429, sometimes bans): 30 requests a minute
   by default.
+
+Prices are split-adjusted (basis ``split``). barfill keeps them apart rather
+than un-adjusting them on ingest: each bar records its basis, a read never
+mixes two bases (:mod:`barfill.domain.sources`), ``adjust=split`` serves these
+bars as stored, ``adjust=raw`` leaves them out and ``adjust=all`` refuses them
+(:mod:`barfill.domain.adjust`). Un-adjusting would need every split *after*
+the fetch too, and a split Yahoo learns of later would silently shift the
+stored prices' meaning.
+
+Corporate actions (:meth:`YahooProvider.fetch_actions`): the same chart call
+with ``events=div,splits`` (``interval=1mo``: the events do not depend on the
+bars) answers ``result[0].events = {splits: {"<ts>": {date, numerator,
+denominator, splitRatio}}, dividends: {"<ts>": {amount, date}}}``; ``date``
+is Unix seconds on the ex date (read as that exchange-local date), a split's
+ratio is ``numerator / denominator``. No ``events`` key: none. Dividend
+amounts are split-adjusted like the prices (unconfirmed; a 2022 thread shows
+AAPL's $0.82 of 2020-08-07 as 0.205): they are multiplied back by the ratios
+of the later splits in the same answer, so barfill stores cash as paid.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from barfill.domain.actions import ActionKind, CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, HourAlignment, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
+from barfill.providers.actions import refused_as_bad_payload, within
 from barfill.providers.http import (
     HttpAdapter,
     HttpClient,
@@ -145,7 +167,45 @@ class YahooProvider(HttpAdapter):
             out[symbol] = batch.between(start, end)
         return out
 
-    def _parse(self, payload: Any, symbol: str, timeframe: Timeframe) -> BarBatch:
+    async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
+        """Splits and cash dividends with ex dates in ``[start, end]``, from the chart's events."""
+        tz = self._calendar.tz
+        period1 = int(dt.datetime.combine(start, dt.time(), tzinfo=ZoneInfo(tz)).timestamp())
+        period2 = int(
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(tz)).timestamp()
+        )
+        payload = await get_json(
+            self._client,
+            f"{self._base_url}/v8/finance/chart/{quote(symbol, safe='')}",
+            provider=NAME,
+            params={"interval": "1mo", "period1": period1, "period2": period2, "events": "div,splits"},
+            headers=self._headers,
+        )
+        result = self._result(payload, symbol)
+        answered = mapping(result.get("meta") or {}, provider=NAME, field="meta").get("symbol")
+        if answered is not None and str(answered).upper() != symbol.upper():
+            fail_payload(NAME, f"asked for {symbol!r}, answer is for {answered!r}")
+        events = mapping(result.get("events") or {}, provider=NAME, field="events")
+        out: list[CorporateAction] = []
+        for key, row in _events(events, "splits"):
+            where = f"{symbol} events.splits[{key}]"
+            with refused_as_bad_payload(NAME, where):
+                ratio = split_ratio(
+                    row.get("denominator"), row.get("numerator"), names=("denominator", "numerator")
+                )
+                out.append(split(symbol, _event_date(row, where, tz), ratio, NAME))
+        splits = [a for a in out if a.kind == ActionKind.split_]
+        for key, row in _events(events, "dividends"):
+            where = f"{symbol} events.dividends[{key}]"
+            ex = _event_date(row, where, tz)
+            with refused_as_bad_payload(NAME, where):
+                adjusted = dividend(symbol, ex, row.get("amount"), NAME)
+            later = [float(a.ratio or 1.0) for a in splits if a.ex_date > ex]
+            out.append(dividend(symbol, ex, float(adjusted.cash or 0.0) * float(np.prod(later)), NAME))
+        return within(out, start, end)
+
+    def _result(self, payload: Any, symbol: str) -> Mapping[str, Any]:
+        """``chart.result[0]``, or the error the answer stands for."""
         chart = mapping(
             mapping(payload, provider=NAME, field="answer").get("chart"), provider=NAME, field="chart"
         )
@@ -156,7 +216,10 @@ class YahooProvider(HttpAdapter):
         results = rows_list(chart.get("result"), provider=NAME, field="chart.result")
         if len(results) != 1:
             fail_payload(NAME, f"{symbol}: chart.result holds {len(results)} results, expected 1")
-        result = mapping(results[0], provider=NAME, field="chart.result[0]")
+        return mapping(results[0], provider=NAME, field="chart.result[0]")
+
+    def _parse(self, payload: Any, symbol: str, timeframe: Timeframe) -> BarBatch:
+        result = self._result(payload, symbol)
         meta = mapping(result.get("meta") or {}, provider=NAME, field="meta")
         self._check_meta(meta, symbol, timeframe)
         if result.get("timestamp") is None:
@@ -221,3 +284,17 @@ def _int_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
         if isinstance(v, bool) or not isinstance(v, int):
             fail_payload(NAME, f"timestamp: expected integers, got {v!r}")
     return np.asarray(values, dtype=np.int64)
+
+
+def _events(events: Mapping[str, Any], kind: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The ``events[kind]`` rows (an object keyed by Unix-second strings), in key order."""
+    table = mapping(events.get(kind) or {}, provider=NAME, field=f"events.{kind}")
+    return [(k, mapping(v, provider=NAME, field=f"events.{kind}[{k}]")) for k, v in sorted(table.items())]
+
+
+def _event_date(row: Mapping[str, Any], where: str, tz: str) -> dt.date:
+    """The exchange-local date of an event's ``date`` (Unix seconds)."""
+    stamp = row.get("date")
+    if isinstance(stamp, bool) or not isinstance(stamp, int):
+        fail_payload(NAME, f"{where}: field 'date': expected Unix seconds, got {stamp!r}")
+    return dt.datetime.fromtimestamp(stamp, ZoneInfo(tz)).date()

@@ -23,6 +23,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
+from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.store.bars import read_bars
@@ -44,7 +45,7 @@ COLUMNS = {
 
 @dataclass(frozen=True)
 class BarQuery:
-    """A validated bar read: [start, end) in Unix seconds, the layers asked for."""
+    """A validated bar read: [start, end) in Unix seconds, the layers asked for, the adjustment."""
 
     symbol: str
     symbol_id: int
@@ -52,6 +53,7 @@ class BarQuery:
     start: int
     end: int
     layers: tuple[Layer, ...]
+    adjust: Adjust | None = None  # splits/dividends applied on read (barfill.domain.adjust)
 
 
 def _chunks(q: BarQuery) -> list[tuple[int, int]]:
@@ -61,7 +63,7 @@ def _chunks(q: BarQuery) -> list[tuple[int, int]]:
 
 def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
     with app.db.read() as conn:
-        return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers))
+        return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers), adjust=q.adjust)
 
 
 async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:

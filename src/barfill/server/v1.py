@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
+from barfill.domain.adjust import Adjust, parse_adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.intervals import Interval
@@ -38,6 +39,7 @@ from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads
+from barfill.store.actions import actions_fingerprint
 from barfill.store.bars import upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
@@ -252,9 +254,15 @@ def _bar_query(
     end: str | None,
     layers: str,
     limit: int | None,
+    adjust: str | None = None,
 ) -> tuple[bars_out.BarQuery, str]:
-    """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag."""
+    """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
+
+    An adjusted read's ETag also covers the symbol's corporate actions: a new
+    split or dividend changes the answer (and the tag) without any bar changing.
+    """
     tf = parse_timeframe(timeframe)
+    wanted_adjust = parse_adjust(adjust)
     try:
         wanted = tuple(dict.fromkeys(Layer(x.strip()) for x in layers.split(",") if x.strip()))
     except ValueError:
@@ -284,9 +292,13 @@ def _bar_query(
         names = [x.value for x in wanted]
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
-        fp = http_reads.bars_fingerprint(conn, sid, tf, lo, hi, names)
+        fp: tuple[object, ...] = http_reads.bars_fingerprint(conn, sid, tf, lo, hi, names)
+        if wanted_adjust is not None:
+            fp += (wanted_adjust.value,)
+        if wanted_adjust not in (None, Adjust.raw):
+            fp += actions_fingerprint(conn, sid)
     tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp)).encode()).hexdigest()[:32]
-    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted), f'"{tag}"'
+    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust), f'"{tag}"'
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -300,9 +312,18 @@ async def get_bars(
     layers: Annotated[str, Query(max_length=60)] = "historical,intraday",
     limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Only the newest N bars")] = None,
     format: Annotated[Literal["json", "csv", "parquet", "arrow"] | None, Query()] = None,
+    adjust: Annotated[
+        str | None,
+        Query(
+            max_length=8, description="raw, split or all: adjusted on read for the splits/dividends known now"
+        ),
+    ] = None,
 ) -> Response:
-    """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged."""
-    q, etag = await run_in_threadpool(_bar_query, app, symbol, timeframe, start, end, layers, limit)
+    """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged.
+
+    Without ``adjust`` bars come as stored (raw, or a provider's own basis).
+    """
+    q, etag = await run_in_threadpool(_bar_query, app, symbol, timeframe, start, end, layers, limit, adjust)
     fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
     etag = etag[:-1] + f'-{fmt}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}

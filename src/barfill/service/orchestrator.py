@@ -31,6 +31,7 @@ from barfill.domain.intervals import Interval
 from barfill.domain.slices import NewSlice
 from barfill.errors import BarfillError
 from barfill.providers.router import Router
+from barfill.service.actions import refresh_due
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
@@ -183,15 +184,25 @@ async def run_scheduler(
     interval_s: float | None = None,
     on_tick: Callable[[TickResult], None] | None = None,
 ) -> None:
-    """Tick every ``interval_s`` while leader; stand by otherwise. ``on_tick`` sees each result."""
+    """Tick every ``interval_s`` while leader; stand by otherwise. ``on_tick`` sees each result.
+
+    After each tick the leader also starts a background refresh of the corporate
+    actions that are due, unless one is still running
+    (:func:`barfill.service.actions.refresh_due`; within the providers' rate limits).
+    """
     interval = interval_s or app.settings.tick_interval_s
     leader = Leadership(app)
+    refreshing: asyncio.Task[None] | None = None
     try:
         while not stop.is_set():
             try:
                 if await asyncio.to_thread(leader.acquire):
                     result = await asyncio.to_thread(tick, app)
                     log.info("tick %s", result.as_dict())
+                    # Splits and dividends of every defined symbol, once per actions_refresh_s,
+                    # in the background: it waits for rate-limit slots, the tick must not.
+                    if refreshing is None or refreshing.done():
+                        refreshing = asyncio.create_task(_refresh_actions(app))
                     if on_tick is not None:
                         on_tick(result)
             except BarfillError as e:
@@ -199,4 +210,19 @@ async def run_scheduler(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
     finally:
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing
         await asyncio.to_thread(leader.release)
+
+
+async def _refresh_actions(app: App) -> None:
+    """One run of the corporate-actions refresh; failures are logged, never raised into the loop."""
+    try:
+        result = await refresh_due(app)
+    except BarfillError as e:
+        log.warning("actions refresh failed: %s", e)
+        return
+    if result.fetched or result.errors:
+        log.info("actions %s", result)

@@ -38,6 +38,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from barfill.domain.adjust import Adjust, parse_adjust, read_basis
 from barfill.domain.bars import BarBatch, Basis, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.intervals import interval
@@ -51,6 +52,7 @@ from barfill.domain.sources import (
 )
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError, InvalidInput
+from barfill.store.actions import adjust_read
 from barfill.store.schema import bars, symbols
 
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
@@ -329,10 +331,12 @@ class _Rows:
         self.providers = providers
         self.layers = layers
         self.selection = selection
+        self.adjusted: Basis | None = None
 
     @property
     def basis(self) -> Basis:
-        return self.selection.basis or Basis.raw
+        """The basis of the returned prices: the stored one, or the one they were adjusted to."""
+        return self.adjusted or self.selection.basis or Basis.raw
 
 
 def _read(
@@ -348,11 +352,14 @@ def _read(
     basis: Basis | str | None,
     calendar: TradingCalendar | None,
     range_by: Timeframe | None,
+    adjust: Adjust | str | None = None,
 ) -> tuple[Timeframe, str, _Rows]:
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
     wanted = _parse_layers(layers)
     prec = Precedence.of(precedence)
+    wanted_adjust = parse_adjust(adjust)
+    basis = read_basis(wanted_adjust, basis)
     if basis is not None:
         basis = _parse_basis(basis)
     ticker, calendar_name = _symbol(conn, symbol_id)
@@ -387,7 +394,12 @@ def _read(
     if provider is not None:
         query = query.where(bars.c.provider == provider)
     rows = conn.execute(query).all()
-    return tf, ticker, _select(rows, cal, by, span.start, span.end, prec, basis)
+    out = _select(rows, cal, by, span.start, span.end, prec, basis)
+    # Splits and dividends, as known now: one columnar step (barfill.domain.adjust).
+    out.columns, out.adjusted = adjust_read(
+        conn, symbol_id, cal, out.columns, out.basis, wanted_adjust, prec.historical
+    )
+    return tf, ticker, out
 
 
 def _symbol(conn: Connection, symbol_id: int) -> tuple[str, str]:
@@ -477,6 +489,7 @@ def read_bars(
     basis: Basis | str | None = None,
     calendar: TradingCalendar | None = None,
     range_by: Timeframe | None = None,
+    adjust: Adjust | str | None = None,
 ) -> BarBatch:
     """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes): one source per range.
 
@@ -498,6 +511,9 @@ def read_bars(
         calendar: the exchange calendar of the ranges (default: the symbol's).
         range_by: the range unit (default d1; w1 for w1 bars). Derivations into
             w1 select d1 bars by week.
+        adjust: ``raw``, ``split`` or ``all``: prices (and volume) adjusted for
+            the splits and dividends known now (:mod:`barfill.domain.adjust`);
+            ``raw`` reads raw rows only. ``None``: as stored.
 
     Returns:
         A batch whose ``provider`` names the chosen provider, or the chosen ones
@@ -520,6 +536,7 @@ def read_bars(
         basis=basis,
         calendar=calendar,
         range_by=range_by,
+        adjust=adjust,
     )
     present = set(rows.providers.tolist())
     names = [p for p in rows.selection.providers if p in present]
@@ -553,13 +570,14 @@ def read_bars_frame(
     precedence: Precedence | Sequence[str] | None = None,
     basis: Basis | str | None = None,
     calendar: TradingCalendar | None = None,
+    adjust: Adjust | str | None = None,
 ) -> pd.DataFrame:
     """:func:`read_bars` (same selection and arguments) as a DataFrame, with each row's source.
 
     The index is a UTC ``DatetimeIndex`` named ``ts`` (bar open); columns are
     ``open high low close volume vwap`` (float64, vwap NaN when unknown),
     ``trade_count`` (nullable ``Int64``), and strings ``provider``, ``layer``
-    and ``basis`` (one basis for every row).
+    and ``basis`` (one basis for every row: the adjusted one when ``adjust`` is given).
     """
     import pandas as pd
 
@@ -575,6 +593,7 @@ def read_bars_frame(
         basis=basis,
         calendar=calendar,
         range_by=None,
+        adjust=adjust,
     )
     c = rows.columns
     index = pd.DatetimeIndex(pd.to_datetime(c["ts"], unit="s", utc=True), name="ts")

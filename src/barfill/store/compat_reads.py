@@ -17,8 +17,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from barfill.domain.adjust import Adjust
 from barfill.domain.bars import Layer
 from barfill.domain.timeframes import Timeframe
+from barfill.errors import InvalidInput
 from barfill.store.bars import DEFAULT_LAYERS, read_bars_frame
 from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
 
@@ -52,7 +54,21 @@ _FIELDS = ("ts", "open", "high", "low", "close", "volume", "provider")
 def _read(
     conn: Connection, symbol_id: int, timeframe: Timeframe, lo: int, hi: int, layers: Sequence[Layer]
 ) -> ChartBars:
-    frame = read_bars_frame(conn, symbol_id, timeframe, lo, hi, layers=layers)
+    """Split-adjusted bars, as the original backend served them (Polygon's and Yahoo's defaults).
+
+    Its client draws one continuous line across a split and knows no ``adjust``
+    option, so raw bars are split-adjusted here with the actions known now. Bars a
+    provider stored adjusted for dividends too (Alpaca ``adjustment=all``) cannot
+    be un-adjusted and are served as stored rather than refused.
+    """
+    try:
+        frame = read_bars_frame(
+            conn, symbol_id, timeframe, lo, hi, layers=layers, adjust=Adjust.split_adjusted
+        )
+    except InvalidInput as e:
+        if e.field != "adjust":
+            raise
+        frame = read_bars_frame(conn, symbol_id, timeframe, lo, hi, layers=layers)
     index = pd.DatetimeIndex(frame.index).as_unit("s")
     ts = [int(t) for t in index.asi8.tolist()]
     cols = {c: [float(v) for v in frame[c].tolist()] for c in ("open", "high", "low", "close", "volume")}

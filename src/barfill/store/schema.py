@@ -192,3 +192,35 @@ api_keys = Table(
     Column("created_at", Double, nullable=False),
     Column("revoked_at", Double),  # database clock; NULL while the key is valid
 )
+
+# Splits and cash dividends, stored as published; bars stay raw and are adjusted on read.
+corporate_actions = Table(
+    "corporate_actions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), nullable=False),
+    Column("kind", String(8), nullable=False),  # split | dividend
+    Column("ex_date", String(10), nullable=False),  # YYYY-MM-DD, exchange-local
+    Column("effective_at", BigInteger, nullable=False),  # 00:00 local of ex_date, Unix seconds UTC
+    Column("ratio", Double),  # split: new shares per old (4:1 -> 4.0)
+    Column("cash", Double),  # dividend: cash per share, as paid
+    Column("provider", String(40), nullable=False),
+    Column("fetched_at", Double, nullable=False),  # last seen, database clock
+    Column("changed_at", Double, nullable=False),  # first seen or last changed: in bar ETags
+    UniqueConstraint("symbol_id", "kind", "ex_date", "provider"),
+    CheckConstraint("kind IN ('split', 'dividend')", name="kind"),
+    CheckConstraint(
+        "(kind = 'split' AND ratio > 0 AND cash IS NULL) OR "
+        "(kind = 'dividend' AND cash >= 0 AND ratio IS NULL)",
+        name="values",
+    ),
+)
+
+# When each (symbol, provider)'s actions were last refreshed, database clock.
+action_refreshes = Table(
+    "action_refreshes",
+    metadata,
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("refreshed_at", Double, nullable=False),
+)

@@ -58,6 +58,26 @@ class Truth:
         self.calendar = calendar
         self.empty = empty
         self.corrupt: set[tuple[str, Timeframe, int]] = set()
+        # Corporate actions, as paid: (ex date, shares before, shares after) and (ex date, cash).
+        self.splits: dict[str, list[tuple[date, float, float]]] = {
+            "SPLT": [(date(2024, 6, 10), 1, 4)],
+            "RVRS": [(date(2023, 3, 1), 10, 1)],
+        }
+        self.dividends: dict[str, list[tuple[date, float]]] = {
+            "SPLT": [
+                (date(2024, 2, 15), 0.88),
+                (date(2024, 5, 15), 0.88),
+                (date(2024, 8, 15), 0.22),
+                (date(2024, 11, 15), 0.22),
+            ],
+        }
+
+    def actions_in(
+        self, symbol: str, lo: date, hi: date
+    ) -> tuple[list[tuple[date, float, float]], list[tuple[date, float]]]:
+        """The symbol's splits and dividends with ``lo <= ex date <= hi``."""
+        splits = [x for x in self.splits.get(symbol, []) if lo <= x[0] <= hi]
+        return splits, [x for x in self.dividends.get(symbol, []) if lo <= x[0] <= hi]
 
     def labels(self, symbol: str, tf: Timeframe, start: int, end: int, *, extended: bool) -> I64:
         if symbol in self.empty:
@@ -140,6 +160,7 @@ class Wire(abc.ABC):
     def __init__(self, truth: Truth) -> None:
         self.truth = truth
         self.page_size = 2_000
+        self.actions_page_size = 2  # small: pagination of corporate actions is exercised
         self.origin = ""  # set by the server once it has a port
 
     @abc.abstractmethod
@@ -308,6 +329,8 @@ class PolygonWire(Wire):
         if headers.get("authorization") != f"Bearer {self.api_key}":
             got = headers.get("authorization", "").removeprefix("Bearer ")
             return Answer(401, {"status": "ERROR", "request_id": "r1", "error": f"Unknown API Key {got}"})
+        if path.startswith("/v3/reference/"):
+            return self.reference(path, query)
         parts = path.strip("/").split("/")
         if len(parts) != 9 or parts[:3] != ["v2", "aggs", "ticker"] or parts[4] != "range":
             return Answer(404, {"status": "NOT_FOUND"})
@@ -342,6 +365,46 @@ class PolygonWire(Wire):
             body["next_url"] = f"{self.origin}{path}?cursor={token}&adjusted={query.get('adjusted', 'true')}"
         return Answer(200, body)
 
+    def reference(self, path: str, query: dict[str, str]) -> Answer:
+        """``/v3/reference/{splits,dividends}``: filtered by ticker and date, next_url pages."""
+        kind = path.rsplit("/", 1)[-1]
+        field = {"splits": "execution_date", "dividends": "ex_dividend_date"}[kind]
+        ticker = query.get("ticker", "")
+        lo = date.fromisoformat(query.get(f"{field}.gte", "1900-01-01"))
+        hi = date.fromisoformat(query.get(f"{field}.lte", "2999-12-31"))
+        splits, dividends = self.truth.actions_in(ticker, lo, hi)
+        if kind == "splits":
+            items: list[Any] = [
+                {
+                    "execution_date": d.isoformat(),
+                    "id": f"E{i}",
+                    "split_from": a,
+                    "split_to": b,
+                    "ticker": ticker,
+                }
+                for i, (d, a, b) in enumerate(splits)
+            ]
+        else:
+            items = [
+                {
+                    "cash_amount": cash,
+                    "currency": "USD",
+                    "dividend_type": "CD",
+                    "ex_dividend_date": d.isoformat(),
+                    "frequency": 4,
+                    "pay_date": (d + timedelta(days=14)).isoformat(),
+                    "ticker": ticker,
+                }
+                for d, cash in dividends
+            ]
+        size = min(int(query.get("limit", 10)), self.actions_page_size)
+        page, token = _paginate(items, query.get("cursor"), size)
+        body: dict[str, Any] = {"status": "OK", "request_id": "r2", "results": page}
+        if token:
+            keep = "&".join(f"{k}={v}" for k, v in query.items() if k != "cursor")
+            body["next_url"] = f"{self.origin}{path}?cursor={token}&{keep}"
+        return Answer(200, body)
+
 
 class AlpacaWire(Wire):
     """``/v2/stocks/bars``: RFC 3339 stamps, symbol-first pages with next_page_token."""
@@ -365,6 +428,8 @@ class AlpacaWire(Wire):
     def answer(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Answer:
         if headers.get("apca-api-key-id") != self.key_id or headers.get("apca-api-secret-key") != self.secret:
             return Answer(401, {"message": "forbidden."})
+        if path == "/v1/corporate-actions":
+            return self.corporate_actions(query)
         if path != "/v2/stocks/bars":
             return Answer(404, {"message": "Not Found"})
         tf = self.FRAMES[query["timeframe"]]
@@ -384,6 +449,33 @@ class AlpacaWire(Wire):
             bars.setdefault(symbol, []).append(bar)
         self.pages.append(list(bars))
         return Answer(200, {"bars": bars, "next_page_token": token})
+
+    def corporate_actions(self, query: dict[str, str]) -> Answer:
+        """``/v1/corporate-actions``: actions grouped by type, pages with next_page_token."""
+        lo, hi = date.fromisoformat(query["start"]), date.fromisoformat(query["end"])
+        types = set(query["types"].split(","))
+        items: list[tuple[str, Any]] = []
+        for symbol in query["symbols"].split(","):
+            splits, dividends = self.truth.actions_in(symbol, lo, hi)
+            for d, old, new in splits:
+                key = "forward_splits" if new > old else "reverse_splits"
+                if key[:-1] in types:
+                    row = {"symbol": symbol, "new_rate": new, "old_rate": old, "ex_date": d.isoformat()}
+                    row.update(process_date=d.isoformat(), payable_date=(d - timedelta(days=1)).isoformat())
+                    items.append((key, row))
+            if "cash_dividend" in types:
+                for d, cash in dividends:
+                    row = {"symbol": symbol, "rate": cash, "special": False, "foreign": False}
+                    row.update(ex_date=d.isoformat(), process_date=d.isoformat())
+                    items.append(("cash_dividends", row))
+        items.sort(key=lambda kv: kv[1]["ex_date"])
+        page, token = _paginate(
+            items, query.get("page_token"), min(int(query["limit"]), self.actions_page_size)
+        )
+        grouped: dict[str, list[Any]] = {}
+        for key, row in page:
+            grouped.setdefault(key, []).append(row)
+        return Answer(200, {"corporate_actions": grouped, "next_page_token": token})
 
 
 class TradierWire(Wire):
@@ -474,6 +566,8 @@ class YahooWire(Wire):
         symbol = path.rsplit("/", 1)[-1]
         if not path.startswith("/v8/finance/chart/"):
             return Answer(404, {"finance": {"result": None, "error": {"code": "Not Found"}}})
+        if "events" in query:
+            return self.events(symbol, query)
         interval = query["interval"]
         tf = self.INTERVALS[interval]
         p1, p2 = int(query["period1"]), int(query["period2"])
@@ -515,4 +609,30 @@ class YahooWire(Wire):
         result: dict[str, Any] = {"meta": meta, "indicators": {"quote": [cols if stamps else {}]}}
         if stamps:
             result["timestamp"] = stamps
+        return Answer(200, {"chart": {"result": [result], "error": None}})
+
+    def events(self, symbol: str, query: dict[str, str]) -> Answer:
+        """The chart with ``events=div,splits``: events keyed by their stamp (09:30 NY of the ex date).
+
+        Dividend amounts are split-adjusted, as Yahoo shows them: divided by the later splits.
+        """
+        p1, p2 = int(query["period1"]), int(query["period2"])
+        splits, dividends = self.truth.actions_in(symbol, _local_day(p1), _local_day(p2 - 1))
+        events: dict[str, Any] = {}
+        for d, old, new in splits:
+            t = _midnight(d) + 9 * 3600 + 1800
+            row = {"date": t, "numerator": new, "denominator": old, "splitRatio": f"{new:g}:{old:g}"}
+            events.setdefault("splits", {})[str(t)] = row
+        for d, cash in dividends:
+            t = _midnight(d) + 9 * 3600 + 1800
+            later = float(np.prod([new / old for sd, old, new in splits if sd > d]))
+            events.setdefault("dividends", {})[str(t)] = {"amount": cash / later, "date": t}
+        meta = {
+            "symbol": symbol,
+            "exchangeTimezoneName": "America/New_York",
+            "dataGranularity": query["interval"],
+        }
+        result: dict[str, Any] = {"meta": meta, "indicators": {"quote": [{}]}}
+        if events:
+            result["events"] = events
         return Answer(200, {"chart": {"result": [result], "error": None}})
