@@ -478,21 +478,22 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     with _database() as (settings, db):
         s = queue_status(db, QueueReader(db), lease_s=settings.lease_s)
-        if as_json:
-            stdout().print_json(json.dumps(s))
-            return
-        stdout().print("queue: " + "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
-        stdout().print(f"last hour: {s['throughput']['slices']} slices, {s['throughput']['bars']:,} bars")
-        stdout().print(f"definitions: {s['definitions']}  bars stored: {s['bars']:,}")
-        if s["errors"]:
-            table = _table("error", "message", "slices", title="errors")
-            for e in s["errors"]:
-                table.add_row(e["code"], e["message"], str(e["count"]))
-            stdout().print(table)
-        if s["stuck"]:
-            ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
-            silent = f"{len(s['stuck'])} running slice(s) silent for a whole lease"
-            stdout().print(f"[yellow]{silent}[/yellow]: {ids}")
+    # Plain lines (rich only for the error table): a healthy status loads no rich.
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    typer.echo("queue: " + "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
+    typer.echo(f"last hour: {s['throughput']['slices']} slices, {s['throughput']['bars']:,} bars")
+    typer.echo(f"definitions: {s['definitions']}  bars stored: {s['bars']:,}")
+    if s["errors"]:
+        table = _table("error", "message", "slices", title="errors")
+        for e in s["errors"]:
+            table.add_row(e["code"], e["message"], str(e["count"]))
+        stdout().print(table)
+    if s["stuck"]:
+        ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
+        silent = f"{len(s['stuck'])} running slice(s) silent for a whole lease"
+        typer.echo(typer.style(silent, fg="yellow") + f": {ids}")
 
 
 @jobs_cli.command("list")

@@ -82,4 +82,4 @@ def test_status_on_a_fresh_database_loads_the_database_layer_only(tmp_path: Path
     answer = json.loads(out)
     assert answer["counts"]["queued"] == 0 and answer["definitions"] == 0 and answer["bars"] == 0
     assert "sqlalchemy" in loaded
-    assert loaded.isdisjoint((*HEAVY, "alembic"))
+    assert loaded.isdisjoint((*HEAVY, "alembic", "rich"))
