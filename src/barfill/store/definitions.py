@@ -231,7 +231,9 @@ def definitions_to_plan(
         [(sa.and_(s.calendar == name, d.timeframe == tf.value), ts) for (name, tf), ts in window_ends.items()]
     )
     # window = [max(start, first), min(end, end_of)]; a row holds it when it starts at or
-    # before either bound of the max and ends at or after either bound of the min.
+    # before either bound of the max and ends at or after either bound of the min. The
+    # provider check sits inside the EXISTS so that the whole test is one NOT EXISTS,
+    # which PostgreSQL runs as one anti-join instead of a probe per definition.
     held = (
         sa.select(c.id)
         .where(
@@ -240,13 +242,11 @@ def definitions_to_plan(
             c.expires_at.is_(None),
             sa.or_(c.start <= start, c.start <= first_of),
             sa.or_(c.end >= end, c.end >= end_of),
+            sa.or_(d.provider.is_(None), d.provider.in_(sorted(providers))),
         )
         .exists()
     )
-    known = sa.or_(d.provider.is_(None), d.provider.in_(sorted(providers)))
-    query = (
-        _select().where(d.enabled.is_(True), sa.not_(sa.and_(known, held))).order_by(d.priority.desc(), d.id)
-    )
+    query = _select().where(d.enabled.is_(True), ~held).order_by(d.priority.desc(), d.id)
     return [_definition(r) for r in conn.execute(query)]
 
 
