@@ -16,13 +16,14 @@ import pytest
 from barfill.bootstrap import App
 from barfill.domain.calendar import get_calendar
 from barfill.domain.finality import last_complete_end
-from barfill.domain.slices import CoverageSpan
+from barfill.domain.slices import CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.orchestrator import plan_tick
 from barfill.store.coverage import add_coverage, coverage_views
 from barfill.store.db import Database
 from barfill.store.definitions import (
+    Definition,
     definitions_to_plan,
     enabled_by_calendar,
     list_definitions,
@@ -137,7 +138,7 @@ def test_only_definitions_held_by_one_final_row_are_left_out(app: App) -> None:
     assert {d.symbol for d in kept} == {t for t, case in CASES.items() if not case[-1]}
     assert [d.id for d in kept] == [d.id for d in everything if d in kept]  # same order
 
-    def plan(defs: list) -> tuple[list, list[str]]:  # type: ignore[type-arg]
+    def plan(defs: list[Definition]) -> tuple[list[NewSlice], list[str]]:
         calendars = {d.symbol_id: CAL for d in defs}
         return plan_tick(defs, coverage, work, calendars, app.router, now=NOW, max_attempts=5)
 
