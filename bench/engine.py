@@ -3,14 +3,15 @@
 1. **Tick time.** N definitions (N/2 symbols x {h1, d1}, each a fixed two-year
    window ending 2026-11-20 00:00 New York), every window fully covered, on a
    scratch SQLite and a scratch PostgreSQL database; one
-   :func:`barfill.service.orchestrator.tick` is timed, best of 3, at N = 100,
-   1,000 and 10,000. The figures are milliseconds per tick and the growth
-   ratios time(1k)/time(100) and time(10k)/time(1k) (10x the definitions:
-   ~10 means linear). Target: 10k covered definitions tick within 1 s. A
-   tick at 1,000 definitions with nothing covered is reported as a value:
-   planning every definition and enqueueing its slices (the first tick), and
-   in ``extra`` the same tick again, when every slice already exists (it still
-   plans every definition: coverage arrives only as slices complete).
+   :func:`barfill.service.orchestrator.tick` is timed, best of 3, at N = 1,000,
+   10,000 and 100,000 in the same run. The figures are milliseconds per tick
+   (target: 100k covered definitions within 2 s) and the growth: time per
+   definition at N against time per definition at 1k (1.0 is linear, below it
+   sublinear; target at most 1). A tick at 1,000 definitions with nothing
+   covered is reported as a value: planning every definition and enqueueing
+   its slices (the first tick), and in ``extra`` the same tick again, when
+   every slice already exists (it still plans every definition: coverage
+   arrives only as slices complete).
 2. **Demo.** :func:`barfill.service.demo.run_demo` into a temporary SQLite
    file with a silent console: its wall time (target 15 s) and its requests
    against the ideal the demo computes (target 1.05).
@@ -26,30 +27,29 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from rich.console import Console
 
 from barfill.bootstrap import App, build
 from barfill.config import load_settings
 from barfill.domain.calendar import get_calendar
-from barfill.domain.slices import CoverageSpan
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.demo import run_demo
 from barfill.service.orchestrator import TickResult, tick
-from barfill.store.coverage import add_coverage
-from barfill.store.db import Database
-from barfill.store.definitions import upsert_definition
+from barfill.store.db import Database, db_now
+from barfill.store.schema import coverage, job_definitions
 from barfill.store.symbols import ensure_symbols
 from bench.common import Result, scratch_database
 
 NY = ZoneInfo("America/New_York")
 END = int(datetime(2026, 11, 20, tzinfo=NY).timestamp())
 START = END - 730 * 86_400
-SIZES = (100, 1_000, 10_000)
+SIZES = (1_000, 10_000, 100_000)
 TIMEFRAMES = (Timeframe.h1, Timeframe.d1)
-BATCH = 1_000  # definitions (and their coverage) written per transaction
+BATCH = 10_000  # definitions (and their coverage) written per transaction
 REPEATS = 3
-TARGET_TICK_MS = 1_000.0
+TARGET_TICK_MS = 2_000.0
 TARGET_DEMO_S = 15.0
 TARGET_DEMO_RATIO = 1.05
 
@@ -61,18 +61,30 @@ def _app(db: Database) -> App:
 
 
 def _add_definitions(db: Database, first: int, last: int, *, covered: bool) -> None:
-    """Definitions ``first .. last - 1`` (two per symbol), with their windows covered if asked."""
+    """Definitions ``first .. last - 1`` (two per symbol), with their windows covered if asked.
+
+    Written as bulk inserts (set-up is not what is measured): the same rows
+    :func:`upsert_definition` and :func:`add_coverage` would write.
+    """
     for lo in range(first, last, BATCH):
         hi = min(last, lo + BATCH)
         tickers = sorted({f"S{k // len(TIMEFRAMES):05d}" for k in range(lo, hi)})
         with db.write() as conn:
             ids = ensure_symbols(conn, tickers)
-            for k in range(lo, hi):
-                sid = ids[f"S{k // len(TIMEFRAMES):05d}"]
-                tf = TIMEFRAMES[k % len(TIMEFRAMES)]
-                upsert_definition(conn, sid, tf, start=START, end=END)
-                if covered:
-                    add_coverage(conn, sid, tf, [CoverageSpan(START, END)])
+            now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+            per = len(TIMEFRAMES)
+            keys = [(ids[f"S{k // per:05d}"], TIMEFRAMES[k % per].value) for k in range(lo, hi)]
+            window = {"start": START, "end": END}
+            stamps = {"created_at": now, "updated_at": now}
+            conn.execute(
+                sa.insert(job_definitions),
+                [{"symbol_id": sid, "timeframe": tf, **window, **stamps} for sid, tf in keys],
+            )
+            if covered:
+                conn.execute(
+                    sa.insert(coverage),
+                    [{"symbol_id": sid, "timeframe": tf, "updated_at": now, **window} for sid, tf in keys],
+                )
 
 
 def _timed_tick(app: App) -> tuple[float, TickResult]:
@@ -121,16 +133,17 @@ def _covered_ticks(kind: str) -> list[Result]:
                 )
         finally:
             app.close()
-    for small, big in zip(SIZES, SIZES[1:], strict=False):
+    small = SIZES[0]
+    for big in SIZES[1:]:
         results.append(
             Result(
                 "engine",
-                f"{kind}: tick growth {big:,} vs {small:,} definitions",
-                times[big],
-                "ms",
-                baseline=times[small],
-                ratio=times[big] / times[small],
-                target=f"~{big // small} (linear)",
+                f"{kind}: tick growth, time per definition at {big:,} vs {small:,}",
+                times[big] / big * 1000,
+                "us/definition",
+                baseline=times[small] / small * 1000,
+                ratio=(times[big] / big) / (times[small] / small),
+                target="<= 1 (linear)",
             )
         )
     return results

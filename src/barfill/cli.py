@@ -7,6 +7,7 @@ database) is one clear line on stderr and exit code 2; never a traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -15,14 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from barfill.domain.symbols import ticker_file_stem, validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError, InvalidInput
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from barfill.bootstrap import App
     from barfill.config import Settings
     from barfill.service.ensure import EnsureReport
@@ -30,20 +32,29 @@ if TYPE_CHECKING:
     from barfill.store.db import Database
 
 # Start-up: ``barfill --help`` must not pay for pandas, SQLAlchemy, Alembic, the
-# providers or the web stack, so this module imports only typer, rich and light
-# barfill modules; each command imports what it needs when it runs.
+# providers or the web stack, so this module imports only typer and light barfill
+# modules; each command imports what it needs when it runs (rich too: the consoles
+# and tables are made on first use). Help is click's plain text: typer's rich help
+# loads rich and a Markdown parser, doubling the time of ``barfill --help``.
 
 cli = typer.Typer(
     name="barfill",
     help="Keep an OHLCV bar store complete: ensure coverage, fetch gaps in the background.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-jobs_cli = typer.Typer(help="Inspect and steer queued slices.", no_args_is_help=True)
-defs_cli = typer.Typer(help="Desired coverage: list, enable, disable.", no_args_is_help=True)
-universe_cli = typer.Typer(help="Add many symbols at once.", no_args_is_help=True)
-keys_cli = typer.Typer(help="HTTP API keys: create, list, revoke.", no_args_is_help=True)
+
+
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None)
+
+
+jobs_cli = _group("Inspect and steer queued slices.")
+defs_cli = _group("Desired coverage: list, enable, disable.")
+universe_cli = _group("Add many symbols at once.")
+keys_cli = _group("HTTP API keys: create, list, revoke.")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(defs_cli, name="definitions")
 cli.add_typer(universe_cli, name="universe")
@@ -54,8 +65,29 @@ cli.add_typer(keys_cli, name="keys")
 CLI_REQUESTER = "cli"
 UNIVERSE_REQUESTER = "universe"
 
-out = Console()
-err = Console(stderr=True)
+
+@functools.cache
+def stdout() -> Console:
+    """The rich console on stdout, made on first use (``--help`` never loads rich's console)."""
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def stderr() -> Console:
+    """The rich console on stderr, made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _table(*columns: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*columns, **options)
+
+
 _state: dict[str, Any] = {}
 
 DbOpt = Annotated[
@@ -150,16 +182,16 @@ def init() -> None:
         before, after = migrate.upgrade(app.db)
         shown = app.db.engine.url.render_as_string(hide_password=True)
         if before == after:
-            out.print(f"database {shown} is up to date (schema {after})")
+            stdout().print(f"database {shown} is up to date (schema {after})")
         else:
-            out.print(f"database {shown}: schema {before or 'none'} → {after}")
+            stdout().print(f"database {shown}: schema {before or 'none'} → {after}")
 
 
 @cli.command()
 def providers() -> None:
     """Which providers are configured (their keys are never shown)."""
     with _opened(check=False) as app:
-        table = Table("provider", "timeframes", "page limit", "rate limit", "history")
+        table = _table("provider", "timeframes", "page limit", "rate limit", "history")
         for name, p in app.providers.items():
             c = p.capabilities
             hist = ", ".join(f"{k.value} {v}d" for k, v in sorted(c.history_days.items())) or "unlimited"
@@ -170,9 +202,9 @@ def providers() -> None:
                 f"{c.rate_limit.requests}/{c.rate_limit.period_s:g}s",
                 hist,
             )
-        out.print(table)
+        stdout().print(table)
         for notice in app.notices:
-            err.print(f"[yellow]note:[/yellow] {notice}")
+            stderr().print(f"[yellow]note:[/yellow] {notice}")
 
 
 @keys_cli.command("create")
@@ -187,7 +219,8 @@ def keys_create(
     parse_scopes(scopes)
     with _opened() as app, app.db.write() as conn:
         row, key = create_key(conn, name, scopes)
-    err.print(f"created key {row.key_id} ({row.name}, scopes {','.join(row.scopes)}); it is shown only now:")
+    scopes_text = ",".join(row.scopes)
+    stderr().print(f"created key {row.key_id} ({row.name}, scopes {scopes_text}); it is shown only now:")
     print(key)
 
 
@@ -198,11 +231,11 @@ def keys_list() -> None:
 
     with _opened() as app, app.db.read() as conn:
         rows = list_keys(conn)
-    table = Table("id", "name", "scopes", "created", "state")
+    table = _table("id", "name", "scopes", "created", "state")
     for k in rows:
         state = "active" if k.active else f"revoked {_iso(k.revoked_at)}"
         table.add_row(k.key_id, k.name, ",".join(k.scopes), _iso(k.created_at), state)
-    out.print(table)
+    stdout().print(table)
 
 
 @keys_cli.command("revoke")
@@ -214,7 +247,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's public id 
         done = revoke_key(conn, key_id)
     if not done:
         raise InvalidInput("key", "the id or name of an active key (see `barfill keys list`)", key_id)
-    out.print(f"revoked {key_id}")
+    stdout().print(f"revoked {key_id}")
 
 
 # -- hydration -----------------------------------------------------------------
@@ -261,9 +294,9 @@ def ensure_cmd(
             requester=requester,
         )
         for notice in report.notices:
-            err.print(f"[yellow]note:[/yellow] {notice}")
+            stderr().print(f"[yellow]note:[/yellow] {notice}")
         if as_json:
-            out.print_json(
+            stdout().print_json(
                 json.dumps(
                     {"results": [r.as_dict() for r in report.results], "progress": report.progress.as_dict()}
                 )
@@ -286,16 +319,16 @@ def ensure_cmd(
         # Pending ranges (not final yet, no realtime provider) are filled later by the scheduler.
         incomplete = [r for r in final.results if not r.has_coverage and not r.unfillable and not r.pending]
         if incomplete:
-            err.print(
+            stderr().print(
                 f"coverage incomplete for {', '.join(r.symbol for r in incomplete)}; "
                 "see `barfill status` for errors"
             )
             raise typer.Exit(1)
-        out.print("[green]coverage complete[/green]")
+        stdout().print("[green]coverage complete[/green]")
 
 
 def _print_report(report: EnsureReport) -> None:
-    table = Table(
+    table = _table(
         "symbol",
         "tf",
         "def",
@@ -327,13 +360,13 @@ def _print_report(report: EnsureReport) -> None:
             )
             or "-",
         )
-    out.print(table)
+    stdout().print(table)
 
 
 def _watch(app: App, job: JobRef, *, work: bool) -> None:
     from barfill.live import watch
 
-    app.run(watch(app, job, out, work=work))
+    app.run(watch(app, job, stdout(), work=work))
 
 
 # -- long-running processes ----------------------------------------------------
@@ -357,9 +390,9 @@ def worker(
         async def go() -> None:
             stop = asyncio.Event()
             on_signals(stop)
-            err.print(f"worker {w.worker_id}: concurrency {w.concurrency}")
+            stderr().print(f"worker {w.worker_id}: concurrency {w.concurrency}")
             stats = await w.run(stop, drain=drain, grace_s=grace)
-            err.print(f"worker {w.worker_id} stopped: {stats}")
+            stderr().print(f"worker {w.worker_id} stopped: {stats}")
 
         app.run(go())
 
@@ -377,7 +410,7 @@ def scheduler(
 
     with _opened() as app:
         if once:
-            out.print_json(json.dumps(tick(app).as_dict()))
+            stdout().print_json(json.dumps(tick(app).as_dict()))
             return
 
         async def go() -> None:
@@ -424,7 +457,7 @@ def serve(
             json_logs=log_format == "json",
         )
         parts = ["HTTP", *(["scheduler"] if scheduler else []), *(["worker"] if workers else [])]
-        err.print(
+        stderr().print(
             f"serving {' + '.join(parts)} on http://{host}:{port} — web page at http://{host}:{port}/ "
             "(Ctrl-C to stop)"
         )
@@ -451,20 +484,22 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     with _database() as (settings, db):
         s = queue_status(db, QueueReader(db), lease_s=settings.lease_s)
-        if as_json:
-            out.print_json(json.dumps(s))
-            return
-        out.print("queue: " + "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
-        out.print(f"last hour: {s['throughput']['slices']} slices, {s['throughput']['bars']:,} bars")
-        out.print(f"definitions: {s['definitions']}  bars stored: {s['bars']:,}")
-        if s["errors"]:
-            table = Table("error", "message", "slices", title="errors")
-            for e in s["errors"]:
-                table.add_row(e["code"], e["message"], str(e["count"]))
-            out.print(table)
-        if s["stuck"]:
-            ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
-            out.print(f"[yellow]{len(s['stuck'])} running slice(s) silent for a whole lease[/yellow]: {ids}")
+    # Plain lines (rich only for the error table): a healthy status loads no rich.
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    typer.echo("queue: " + "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
+    typer.echo(f"last hour: {s['throughput']['slices']} slices, {s['throughput']['bars']:,} bars")
+    typer.echo(f"definitions: {s['definitions']}  bars stored: {s['bars']:,}")
+    if s["errors"]:
+        table = _table("error", "message", "slices", title="errors")
+        for e in s["errors"]:
+            table.add_row(e["code"], e["message"], str(e["count"]))
+        stdout().print(table)
+    if s["stuck"]:
+        ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
+        silent = f"{len(s['stuck'])} running slice(s) silent for a whole lease"
+        typer.echo(typer.style(silent, fg="yellow") + f": {ids}")
 
 
 @jobs_cli.command("list")
@@ -479,7 +514,7 @@ def jobs_list(
 
     with _opened() as app:
         rows = admin.list_slices(app, status=state, limit=limit)
-        table = Table("id", "symbol", "tf", "start", "end", "provider", "status", "tries", "rows", "error")
+        table = _table("id", "symbol", "tf", "start", "end", "provider", "status", "tries", "rows", "error")
         for r in rows:
             table.add_row(
                 str(r["id"]),
@@ -493,7 +528,7 @@ def jobs_list(
                 str(r["rows_written"]),
                 (r["error_code"] or "") + (f": {r['error_message'][:60]}" if r["error_message"] else ""),
             )
-        out.print(table)
+        stdout().print(table)
 
 
 @jobs_cli.command("retry")
@@ -510,7 +545,7 @@ def jobs_retry(
         raise InvalidInput("--status", "failed, cancelled or all", state)
     with _opened() as app:
         n = app.queue.retry(ids or None, status=state)
-        out.print(f"re-queued {n} slice(s)")
+        stdout().print(f"re-queued {n} slice(s)")
 
 
 @jobs_cli.command("cancel")
@@ -525,7 +560,7 @@ def jobs_cancel(
         raise InvalidInput("ids", "slice ids or --definition ID")
     with _opened() as app:
         n = app.queue.cancel(ids or None, definition_ids=definition or None)
-        out.print(f"cancelled {n} slice(s)")
+        stdout().print(f"cancelled {n} slice(s)")
 
 
 @defs_cli.command("list")
@@ -534,7 +569,7 @@ def defs_list() -> None:
     from barfill.service import admin
 
     with _opened() as app:
-        table = Table("id", "symbol", "tf", "requester", "window", "priority", "enabled", "provider")
+        table = _table("id", "symbol", "tf", "requester", "window", "priority", "enabled", "provider")
         for d in admin.list_defs(app):
             table.add_row(
                 str(d["id"]),
@@ -546,7 +581,7 @@ def defs_list() -> None:
                 "yes" if d["enabled"] else "no",
                 d["provider"] or "auto",
             )
-        out.print(table)
+        stdout().print(table)
 
 
 def _set_enabled(ids: list[int], enabled: bool) -> None:
@@ -554,7 +589,7 @@ def _set_enabled(ids: list[int], enabled: bool) -> None:
 
     with _opened() as app:
         n = admin.set_enabled(app, ids, enabled)
-        out.print(f"{'enabled' if enabled else 'disabled'} {n} definition(s)")
+        stdout().print(f"{'enabled' if enabled else 'disabled'} {n} definition(s)")
 
 
 @defs_cli.command("enable")
@@ -599,11 +634,11 @@ def universe_add(
     tickers = list(dict.fromkeys(tickers))
     with _opened() as app:
         added = admin.add_symbols(app, tickers)
-        out.print(f"{len(tickers)} symbol(s) read, {added} new")
+        stdout().print(f"{len(tickers)} symbol(s) read, {added} new")
         if timeframe:
             fx = Barfill.wrap(app)
             report = fx.ensure(tickers, timeframe, days=days, requester=requester)
-            out.print(
+            stdout().print(
                 f"ensured {len(report.results)} definition(s); "
                 f"{sum(r.slices_queued for r in report.results)} slice(s) queued"
             )
@@ -646,7 +681,7 @@ def bars(
     elif fmt == "json":
         sys.stdout.write(frame.reset_index().to_json(orient="records", date_format="iso") + "\n")
     else:
-        table = Table("ts (UTC)", "open", "high", "low", "close", "volume", "provider", "layer")
+        table = _table("ts (UTC)", "open", "high", "low", "close", "volume", "provider", "layer")
         for ts, row in frame.iterrows():
             table.add_row(
                 str(ts),
@@ -658,9 +693,9 @@ def bars(
                 str(row.provider),
                 str(row.layer),
             )
-        out.print(table)
+        stdout().print(table)
         kind = f", {frame['basis'].iloc[0]} prices" if len(frame) else ""
-        out.print(f"{len(frame)} bar(s){kind}")
+        stdout().print(f"{len(frame)} bar(s){kind}")
 
 
 @cli.command()
@@ -684,7 +719,7 @@ def actions(
         if refresh:
             result = fx.refresh_actions([ticker])
             for line in result.errors:
-                err.print(f"[yellow]{line}[/yellow]")
+                stderr().print(f"[yellow]{line}[/yellow]")
         found = fx.actions(ticker)
     if as_json:
         for a in found:
@@ -692,15 +727,15 @@ def actions(
             row.update(ex_date=a.ex_date.isoformat(), ratio=a.ratio, cash=a.cash, provider=a.provider)
             sys.stdout.write(json.dumps(row) + "\n")
         return
-    table = Table(
+    table = _table(
         "ex date", "kind", "split ratio", "cash / share", "provider", title=f"{ticker} corporate actions"
     )
     for a in found:
         ratio = "" if a.ratio is None else f"{a.ratio:g}"
         cash = "" if a.cash is None else f"{a.cash:.4f}"
         table.add_row(a.ex_date.isoformat(), a.kind.value, ratio, cash, a.provider)
-    out.print(table)
-    out.print(f"{len(found)} action(s)")
+    stdout().print(table)
+    stdout().print(f"{len(found)} action(s)")
 
 
 @cli.command()
@@ -743,7 +778,7 @@ def export(
         for ticker in tickers:
             target = out_path if len(tickers) == 1 else _inside(out_path, ticker, tf, fmt)
             n = fx.export(ticker, tf, target, start=start, end=end, format=fmt, basis=basis, adjust=adjust)  # type: ignore[arg-type]
-            out.print(f"{ticker}: {n} bar(s) → {target}")
+            stdout().print(f"{ticker}: {n} bar(s) → {target}")
 
 
 def _inside(folder: Path, ticker: str, tf: Timeframe, fmt: str) -> Path:
@@ -771,7 +806,7 @@ def demo(
     """The offline demo: 20 symbols, h1 for 730 days and m15 for 60 days, synthetic data; then the page."""
     from barfill.service.demo import run_demo
 
-    run_demo(out, database_url=database_url, keep=keep, serve=serve, host=host, port=port)
+    run_demo(stdout(), database_url=database_url, keep=keep, serve=serve, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -779,8 +814,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli(args=argv, standalone_mode=True)
     except BarfillError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        stderr().print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        stderr().print("interrupted")
         sys.exit(130)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,6 +105,7 @@ def final_until(
     return boundary
 
 
+@lru_cache(maxsize=256)
 def last_complete_end(cal: TradingCalendar, timeframe: Timeframe, now: float) -> int:
     """A bar-label boundary: every bar of ``timeframe`` labelled before it is complete at ``now``.
 
@@ -112,6 +114,9 @@ def last_complete_end(cal: TradingCalendar, timeframe: Timeframe, now: float) ->
     close). Returns the label of the bar holding ``now`` when that bar is
     still forming, else the label after it (for d1 after the close: the next
     midnight), so a range ending here never holds a forming bar.
+
+    Cached: a tick asks it for every definition at one ``now``, and each
+    answer costs a time-zone lookup (calendars are shared and never change).
     """
     ts = int(now)
     label = cal.bucket(timeframe, np.asarray([ts], dtype=np.int64))

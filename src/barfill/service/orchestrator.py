@@ -2,7 +2,10 @@
 
 One tick: reap expired leases, archive old succeeded slices, drop expired
 provisional coverage (so today's bars are fetched again, and as final after
-the close), then plan every enabled definition by priority, leaving out the
+the close), then plan every enabled definition by priority (but those whose
+whole window one final coverage row holds: one query finds them, so a tick
+over many covered definitions costs little; see
+:func:`~barfill.store.definitions.definitions_to_plan`), leaving out the
 ranges already queued or running for the same (symbol, timeframe) and those
 held back (failed slices cooling down, cancelled slices), and enqueue the
 slices (idempotently; a failed slice whose cool-down passed is revived). On PostgreSQL
@@ -27,15 +30,17 @@ from sqlalchemy.engine import Connection
 from barfill.bootstrap import App
 from barfill.domain import intervals as iv
 from barfill.domain.calendar import TradingCalendar, get_calendar
+from barfill.domain.finality import last_complete_end
 from barfill.domain.intervals import Interval
 from barfill.domain.slices import NewSlice
+from barfill.domain.timeframes import Timeframe
 from barfill.errors import BarfillError
 from barfill.providers.router import Router
 from barfill.service.actions import refresh_due
 from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
-from barfill.store.definitions import Definition, list_definitions
+from barfill.store.definitions import Definition, definitions_to_plan, enabled_by_calendar
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
 
@@ -69,7 +74,19 @@ def tick(app: App) -> TickResult:
     with app.db.read() as conn:
         clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
         now = int(clock)
-        defs = list_definitions(conn, enabled=True)
+        in_use = enabled_by_calendar(conn)
+        result.scanned = sum(in_use.values())
+        cals = {name: get_calendar(name) for name in in_use}
+        defs = definitions_to_plan(
+            conn,
+            now=now,
+            first={name: cal.first for name, cal in cals.items()},
+            window_ends={
+                (name, tf): last_complete_end(cal, tf, now) for name, cal in cals.items() for tf in Timeframe
+            },
+            providers=app.router.providers,
+        )
+        symbol_ids = sorted({d.symbol_id for d in defs})
         # Before coverage: a slice finishing in between is then pending or covered, not planned twice.
         work = open_work(
             conn,
@@ -77,9 +94,8 @@ def tick(app: App) -> TickResult:
             cooldown_s=app.settings.failed_cooldown_s,
             cooldown_max_s=app.settings.failed_cooldown_max_s,
         )
-        coverage = coverage_views(conn)
-        calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
-    result.scanned = len(defs)
+        coverage = coverage_views(conn, symbol_ids)
+        calendars = symbol_calendars(conn, symbol_ids)
     new, errors = plan_tick(
         defs,
         coverage,

@@ -38,6 +38,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.store.db import db_now
 from barfill.store.schema import coverage, symbols
+from barfill.store.symbols import CHUNK_ROWS
 
 
 @dataclass(frozen=True)
@@ -370,17 +371,27 @@ def read_coverage_view(conn: Connection, symbol_id: int, timeframe: Timeframe | 
 def coverage_views(
     conn: Connection, symbol_ids: Iterable[int] | None = None
 ) -> dict[tuple[int, Timeframe], CoverageView]:
-    """:func:`read_coverage_view` of every (symbol, timeframe) at once (one query, for the tick)."""
+    """:func:`read_coverage_view` of every (symbol, timeframe) at once, or of ``symbol_ids``' (for the tick).
+
+    One query for all, one per :data:`CHUNK_ROWS` symbols otherwise (bound-parameter limits).
+    """
     query = sa.select(
         coverage.c.symbol_id, coverage.c.timeframe, coverage.c.start, coverage.c.end, coverage.c.expires_at
     ).where(_unexpired(conn))
-    if symbol_ids is not None:
-        query = query.where(coverage.c.symbol_id.in_(sorted(set(symbol_ids))))
+    if symbol_ids is None:
+        queries = [query]
+    else:
+        wanted = sorted(set(symbol_ids))
+        queries = [
+            query.where(coverage.c.symbol_id.in_(wanted[i : i + CHUNK_ROWS]))
+            for i in range(0, len(wanted), CHUNK_ROWS)
+        ]
     final: dict[tuple[int, Timeframe], list[tuple[int, int]]] = defaultdict(list)
     provisional: dict[tuple[int, Timeframe], list[tuple[int, int]]] = defaultdict(list)
-    for sid, tf, start, end, expires_at in conn.execute(query):
-        key = (int(sid), Timeframe(tf))
-        (final if expires_at is None else provisional)[key].append((int(start), int(end)))
+    for chunk in queries:
+        for sid, tf, start, end, expires_at in conn.execute(chunk):
+            key = (int(sid), Timeframe(tf))
+            (final if expires_at is None else provisional)[key].append((int(start), int(end)))
     return {
         key: CoverageView(normalize(final.get(key, [])), normalize(provisional.get(key, [])))
         for key in {*final, *provisional}

@@ -17,7 +17,7 @@ A window is either rolling (``window_days``, ending now) or fixed
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +28,11 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.store.bars import unix_seconds
 from barfill.store.db import db_now
-from barfill.store.schema import job_definitions, symbols
+from barfill.store.schema import coverage, job_definitions, symbols
 from barfill.store.symbols import insert_on_conflict
 
 MAX_WINDOW_DAYS = 36_500
+_DAY_S = 86_400
 DEFAULT_REQUESTER = "default"
 _REQUESTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 
@@ -185,6 +186,76 @@ def list_definitions(conn: Connection, *, enabled: bool | None = None) -> list[D
     if enabled is not None:
         query = query.where(job_definitions.c.enabled == enabled)
     return [_definition(r) for r in conn.execute(query)]
+
+
+def enabled_by_calendar(conn: Connection) -> dict[str, int]:
+    """How many enabled definitions there are on the symbols of each trading calendar (by name)."""
+    query = (
+        sa.select(symbols.c.calendar, sa.func.count())
+        .select_from(job_definitions.join(symbols, symbols.c.id == job_definitions.c.symbol_id))
+        .where(job_definitions.c.enabled.is_(True))
+        .group_by(symbols.c.calendar)
+    )
+    return {str(name): int(n) for name, n in conn.execute(query)}
+
+
+def definitions_to_plan(
+    conn: Connection,
+    *,
+    now: int,
+    first: Mapping[str, int],
+    window_ends: Mapping[tuple[str, Timeframe], int],
+    providers: Collection[str],
+) -> list[Definition]:
+    """The enabled definitions a tick must plan: all but those provably covered, as :func:`list_definitions`.
+
+    Why: a tick over 100k covered definitions must not read and plan each one
+    in Python. A definition is left out when one *final* coverage row holds
+    its whole window, as :func:`barfill.service.planning.window_of` computes it
+    at ``now`` (Unix seconds, database clock): ``[now - window_days, now)`` or
+    ``[start, end)``, its start raised to the calendar's first session
+    (``first``, by calendar name) and its end lowered to the last complete bar
+    (``window_ends``, by calendar name and timeframe). Such a definition has no
+    gap of any kind, so its plan is empty. One whose pinned provider is not in
+    ``providers`` is kept (its plan reports the unknown provider). A calendar
+    or timeframe without bounds given is judged on the window as stored. Everything
+    kept is planned in full, so leaving out too little only costs time.
+    """
+    d, c, s = job_definitions.c, coverage.c, symbols.c
+    days_s = sa.cast(d.window_days, sa.BigInteger) * _DAY_S
+    clock = sa.literal(int(now), sa.BigInteger)
+    start = sa.case((d.window_days.is_not(None), clock - days_s), else_=d.start)
+    end = sa.case((d.window_days.is_not(None), clock), else_=d.end)
+    first_of = _lookup([(s.calendar == name, ts) for name, ts in first.items()])
+    end_of = _lookup(
+        [(sa.and_(s.calendar == name, d.timeframe == tf.value), ts) for (name, tf), ts in window_ends.items()]
+    )
+    # window = [max(start, first), min(end, end_of)]; a row holds it when it starts at or
+    # before either bound of the max and ends at or after either bound of the min. The
+    # provider check sits inside the EXISTS so that the whole test is one NOT EXISTS,
+    # which PostgreSQL runs as one anti-join instead of a probe per definition.
+    held = (
+        sa.select(c.id)
+        .where(
+            c.symbol_id == d.symbol_id,
+            c.timeframe == d.timeframe,
+            c.expires_at.is_(None),
+            sa.or_(c.start <= start, c.start <= first_of),
+            sa.or_(c.end >= end, c.end >= end_of),
+            sa.or_(d.provider.is_(None), d.provider.in_(sorted(providers))),
+        )
+        .exists()
+    )
+    query = _select().where(d.enabled.is_(True), ~held).order_by(d.priority.desc(), d.id)
+    return [_definition(r) for r in conn.execute(query)]
+
+
+def _lookup(cases: list[tuple[sa.ColumnElement[bool], int]]) -> sa.ColumnElement[Any]:
+    """``CASE`` picking the value of the first true condition, else NULL (compares false)."""
+    unknown = sa.cast(sa.null(), sa.BigInteger)
+    if not cases:
+        return unknown
+    return sa.case(*((when, sa.literal(int(v), sa.BigInteger)) for when, v in cases), else_=unknown)
 
 
 def set_enabled(conn: Connection, ids: Iterable[int], enabled: bool) -> int:
