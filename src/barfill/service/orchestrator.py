@@ -5,7 +5,9 @@ provisional coverage (so today's bars are fetched again, and as final after
 the close), then plan every enabled definition by priority, leaving out the
 ranges already queued or running for the same (symbol, timeframe) and those
 held back (failed slices cooling down, cancelled slices), and enqueue the
-slices (idempotently; a failed slice whose cool-down passed is revived). On PostgreSQL
+slices (idempotently; a failed slice whose cool-down passed is revived), and
+plan the re-verification of final sessions now due (low-priority ``verify``
+slices, :mod:`barfill.service.verification`). On PostgreSQL
 one scheduler is elected with an advisory lock held on its own connection; the
 others stand by and take over when that connection goes away. On SQLite
 (one machine) concurrent ticks are harmless: enqueue is idempotent.
@@ -32,11 +34,13 @@ from barfill.domain.slices import NewSlice
 from barfill.errors import BarfillError
 from barfill.providers.router import Router
 from barfill.service.planning import order_for_batching, plan_definition
+from barfill.service.verification import plan_verification
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import Definition, list_definitions
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
+from barfill.store.verifications import due_sessions
 
 log = logging.getLogger("barfill.scheduler")
 _LOCK_KEY = 0x62617266  # "barf": the scheduler's advisory lock id
@@ -47,6 +51,7 @@ class TickResult:
     scanned: int = 0
     slices_created: int = 0  # queued by this tick: inserted, requeued or revived
     slices_revived: int = 0  # of which failed slices brought back after their cool-down
+    verify_planned: int = 0  # re-verification slices planned (service.verification)
     requeued: int = 0  # running slices whose lease expired
     expired: int = 0
     archived: int = 0
@@ -78,17 +83,31 @@ def tick(app: App) -> TickResult:
         )
         coverage = coverage_views(conn)
         calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
+        verifying = app.settings.reverify_after_sessions > 0
+        due = due_sessions(conn, clock) if verifying else []
+        checks = (
+            open_work(
+                conn,
+                now=clock,
+                cooldown_s=app.settings.failed_cooldown_s,
+                cooldown_max_s=app.settings.failed_cooldown_max_s,
+                purpose="verify",
+            )
+            if due
+            else None
+        )
     result.scanned = len(defs)
+    cals = {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs}
     new, errors = plan_tick(
-        defs,
-        coverage,
-        work,
-        {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs},
-        app.router,
-        now=now,
-        max_attempts=app.settings.max_attempts,
+        defs, coverage, work, cals, app.router, now=now, max_attempts=app.settings.max_attempts
     )
     result.errors.extend(errors)
+    if checks is not None:
+        verify = plan_verification(
+            due, defs, checks, cals, app.router, max_attempts=app.settings.max_attempts
+        )
+        result.verify_planned = len(verify)
+        new += verify
     if new:
         enqueued = app.queue.enqueue(order_for_batching(new), revive=False)
         result.slices_created = enqueued.queued

@@ -57,7 +57,10 @@ if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
     import pandas as pd
 
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
-_UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at", "basis"))
+# A rewritten bar loses its bad-bar flag: the committing transaction recomputes it (store.flags).
+_UPDATE_SET = (
+    ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at", "basis")) + ", flag = NULL"
+)
 _ON_CONFLICT = (
     "ON CONFLICT (symbol_id, timeframe, ts, provider, layer) DO UPDATE SET "
     f"{_UPDATE_SET} WHERE excluded.fetched_at >= bars.fetched_at"
@@ -348,6 +351,7 @@ def _read(
     basis: Basis | str | None,
     calendar: TradingCalendar | None,
     range_by: Timeframe | None,
+    include_flagged: bool = False,
 ) -> tuple[Timeframe, str, _Rows]:
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
@@ -386,6 +390,8 @@ def _read(
     )
     if provider is not None:
         query = query.where(bars.c.provider == provider)
+    if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
+        query = query.where(bars.c.flag.is_(None))
     rows = conn.execute(query).all()
     return tf, ticker, _select(rows, cal, by, span.start, span.end, prec, basis)
 
@@ -477,6 +483,7 @@ def read_bars(
     basis: Basis | str | None = None,
     calendar: TradingCalendar | None = None,
     range_by: Timeframe | None = None,
+    include_flagged: bool = False,
 ) -> BarBatch:
     """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes): one source per range.
 
@@ -498,6 +505,7 @@ def read_bars(
         calendar: the exchange calendar of the ranges (default: the symbol's).
         range_by: the range unit (default d1; w1 for w1 bars). Derivations into
             w1 select d1 bars by week.
+        include_flagged: also return bars flagged bad (:mod:`barfill.domain.badbars`).
 
     Returns:
         A batch whose ``provider`` names the chosen provider, or the chosen ones
@@ -520,6 +528,7 @@ def read_bars(
         basis=basis,
         calendar=calendar,
         range_by=range_by,
+        include_flagged=include_flagged,
     )
     present = set(rows.providers.tolist())
     names = [p for p in rows.selection.providers if p in present]
@@ -553,6 +562,7 @@ def read_bars_frame(
     precedence: Precedence | Sequence[str] | None = None,
     basis: Basis | str | None = None,
     calendar: TradingCalendar | None = None,
+    include_flagged: bool = False,
 ) -> pd.DataFrame:
     """:func:`read_bars` (same selection and arguments) as a DataFrame, with each row's source.
 
@@ -575,6 +585,7 @@ def read_bars_frame(
         basis=basis,
         calendar=calendar,
         range_by=None,
+        include_flagged=include_flagged,
     )
     c = rows.columns
     index = pd.DatetimeIndex(pd.to_datetime(c["ts"], unit="s", utc=True), name="ts")
