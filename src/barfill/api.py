@@ -200,6 +200,7 @@ class Barfill:
         end: TimeLike | None = None,
         library: Literal["pandas", "polars"] = "pandas",
         basis: str | None = None,
+        include_flagged: bool = False,
     ) -> Any:
         """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
 
@@ -212,7 +213,9 @@ class Barfill:
         configured historical/realtime order. One adjustment ``basis`` per read
         (``raw``, ``split``, ``dividend``, ``all``): the one asked for, else the
         preferred source's; the ``provider``, ``layer`` and ``basis`` columns say
-        where each row came from.
+        where each row came from. Bars flagged bad (:mod:`barfill.domain.badbars`:
+        a one-bar spike, an empty bar in a busy session) are left out unless
+        ``include_flagged``.
         """
         ticker = validate_ticker(symbol)
         tf = Timeframe.parse(timeframe)
@@ -231,6 +234,7 @@ class Barfill:
                 hi,
                 precedence=self.app.precedence,
                 basis=basis,
+                include_flagged=include_flagged,
             )
         if library == "polars":
             return pl.from_pandas(frame.reset_index())

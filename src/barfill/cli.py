@@ -459,6 +459,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         if s["stuck"]:
             ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
             out.print(f"[yellow]{len(s['stuck'])} running slice(s) silent for a whole lease[/yellow]: {ids}")
+        fixed = s["corrections"]
+        out.print(f"corrections (last day): {fixed['last_day']}")
+        for c in fixed["latest"]:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(c["ts"]))
+            out.print(f"  {c['symbol']} {c['timeframe']} {when} UTC {c['provider']}: {c['kind']}")
 
 
 @jobs_cli.command("list")
@@ -618,6 +623,9 @@ def bars(
         str | None,
         typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
     ] = None,
+    include_flagged: Annotated[
+        bool, typer.Option("--include-flagged", help="Also bars flagged bad (spikes, empty bars).")
+    ] = False,
 ) -> None:
     """Print stored bars (never waits for a provider), one source per session."""
     from barfill.api import Barfill
@@ -628,7 +636,7 @@ def bars(
     validate_ticker(symbol)
     with _opened() as app:
         fx = Barfill.wrap(app)
-        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis)
+        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis, include_flagged=include_flagged)
     if limit:
         frame = frame.tail(limit)
     if fmt == "csv":

@@ -52,6 +52,7 @@ class BarQuery:
     start: int
     end: int
     layers: tuple[Layer, ...]
+    include_flagged: bool = False  # bad bars (domain.badbars) too
 
 
 def _chunks(q: BarQuery) -> list[tuple[int, int]]:
@@ -61,7 +62,9 @@ def _chunks(q: BarQuery) -> list[tuple[int, int]]:
 
 def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
     with app.db.read() as conn:
-        return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers))
+        return read_bars(
+            conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers), include_flagged=q.include_flagged
+        )
 
 
 async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:

@@ -252,6 +252,7 @@ def _bar_query(
     end: str | None,
     layers: str,
     limit: int | None,
+    include_flagged: bool = False,
 ) -> tuple[bars_out.BarQuery, str]:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag."""
     tf = parse_timeframe(timeframe)
@@ -285,8 +286,10 @@ def _bar_query(
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
         fp = http_reads.bars_fingerprint(conn, sid, tf, lo, hi, names)
-    tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp)).encode()).hexdigest()[:32]
-    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted), f'"{tag}"'
+    tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp, include_flagged)).encode()).hexdigest()[
+        :32
+    ]
+    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, include_flagged), f'"{tag}"'
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -300,9 +303,14 @@ async def get_bars(
     layers: Annotated[str, Query(max_length=60)] = "historical,intraday",
     limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Only the newest N bars")] = None,
     format: Annotated[Literal["json", "csv", "parquet", "arrow"] | None, Query()] = None,
+    include_flagged: Annotated[
+        bool, Query(description="Also bars flagged bad (a reverting spike, an empty bar in a busy session)")
+    ] = False,
 ) -> Response:
     """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged."""
-    q, etag = await run_in_threadpool(_bar_query, app, symbol, timeframe, start, end, layers, limit)
+    q, etag = await run_in_threadpool(
+        _bar_query, app, symbol, timeframe, start, end, layers, limit, include_flagged
+    )
     fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
     etag = etag[:-1] + f'-{fmt}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -415,8 +423,21 @@ async def cancel_job(job_id: Id, app: AppDep) -> dict[str, Any]:
 
 @router.get("/status", dependencies=[Read])
 async def get_status(app: AppDep) -> dict[str, Any]:
-    """Queue counts, last-hour throughput, errors grouped, stuck slices."""
+    """Queue counts, last-hour throughput, errors grouped, stuck slices, corrections in the last day."""
     return await run_in_threadpool(admin.status, app)
+
+
+@router.get("/corrections", dependencies=[Read])
+async def get_corrections(
+    app: AppDep,
+    since: Annotated[
+        str | None, Query(max_length=40, description="ISO 8601 or Unix s; default: the last day")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Vendor corrections found by re-verification, newest first: each changed, added or removed bar."""
+    start = _time(since, "since", "UTC")
+    return await run_in_threadpool(admin.corrections, app, since=start, limit=limit)
 
 
 @router.post("/tick", dependencies=[Admin])
