@@ -106,8 +106,7 @@ def clock() -> SimClock:
     return SimClock(ny(*TUE12, 21, 0))
 
 
-@pytest.fixture
-def app(db: Database, server: FakeServer, clock: SimClock) -> Iterator[App]:
+def _build(db: Database, server: FakeServer, clock: SimClock, after_sessions: int) -> App:
     settings = load_settings(
         database_url=db.url,
         polygon_api_key=KEY,
@@ -116,9 +115,14 @@ def app(db: Database, server: FakeServer, clock: SimClock) -> Iterator[App]:
         historical_providers=["polygon"],
         realtime_providers=["polygon"],
         derivations=["m15->h1"],
-        reverify_after_sessions=3,
+        reverify_after_sessions=after_sessions,
     )
-    a = build(settings, clock=clock)
+    return build(settings, clock=clock)
+
+
+@pytest.fixture
+def app(db: Database, server: FakeServer, clock: SimClock) -> Iterator[App]:
+    a = _build(db, server, clock, 3)
     yield a
     a.close()
 
@@ -268,3 +272,19 @@ def test_each_session_is_reverified_once_and_only_differences_are_written(
         assert empty_ts not in hidden.json()["layers"]["historical"]["t"]
         assert empty_ts in everything.json()["layers"]["historical"]["t"]
         assert hidden.headers["etag"] != everything.headers["etag"]
+
+
+def test_zero_sessions_turns_reverification_off(db: Database, server: FakeServer, clock: SimClock) -> None:
+    app = _build(db, server, clock, 0)
+    try:
+        with app.db.write() as conn:
+            sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+            upsert_definition(conn, sid, M15, window_days=10)
+        _step(app, clock, TUE12)
+        for day in ((*MAR, 13), (*MAR, 14), (*MAR, 15), (*MAR, 18)):
+            assert _step(app, clock, day).verify_planned == 0
+        with app.db.read() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(verifications)).scalar_one() == 0
+        assert _requests_over(server, FRI8) == 1
+    finally:
+        app.close()

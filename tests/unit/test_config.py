@@ -46,6 +46,8 @@ def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("BARFILL_ALPACA_FEED", "nasdaq", "alpaca_feed"),
         ("BARFILL_POLYGON_RATE_LIMIT", "lots", "polygon_rate_limit"),
         ("BARFILL_DERIVATIONS", '["h1->m15"]', "derivations"),
+        ("BARFILL_REVERIFY_AFTER_SESSIONS", "-1", "reverify_after_sessions"),
+        ("BARFILL_REVERIFY_AFTER_SESSIONS", "three", "reverify_after_sessions"),
     ],
 )
 def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str) -> None:
