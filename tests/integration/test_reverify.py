@@ -241,8 +241,14 @@ def test_each_session_is_reverified_once_and_only_differences_are_written(
     with app.db.read() as conn:
         assert spike_ts in read_bars(conn, sid, M15, *_day(MON11)).ts
 
-    # Fri Mar 15, then the next week: one check per day, each session once, never again.
-    for day in ((*MAR, 15), (*MAR, 18), (*MAR, 19), (*MAR, 20), (*MAR, 21)):
+    # Fri Mar 15: Mar 12 is re-fetched during an outage that answers no bars: nothing is deleted.
+    kept = _stored(app, sid, TUE12)
+    vendor.missing = set(kept.ts.tolist())
+    assert _step(app, clock, (*MAR, 15)).verify_planned == 1
+    np.testing.assert_array_equal(_stored(app, sid, TUE12).close, kept.close)
+    vendor.missing = set()
+    # The next week: one check per day, each session once, never again.
+    for day in ((*MAR, 18), (*MAR, 19), (*MAR, 20), (*MAR, 21)):
         assert _step(app, clock, day).verify_planned == 1
     assert _flags(app, sid) == {empty_ts: "zero_volume"}  # unchanged by its check: still flagged
     for d in (FRI8, MON11, TUE12, (*MAR, 13), (*MAR, 14), (*MAR, 15)):

@@ -73,20 +73,20 @@ def empty_in_liquid_session(volume: F64, session: I64) -> np.ndarray[Any, np.dty
     """Which bars have zero volume inside a liquid regular session.
 
     Args:
-        volume: each bar's volume.
-        session: each bar's regular-session number (any integer key), or -1
-            for a bar outside regular hours (never flagged).
+        volume: each bar's volume, in time order.
+        session: each bar's regular-session number (non-decreasing over the
+            bars inside sessions), or -1 for a bar outside regular hours
+            (never flagged).
     """
     out = np.zeros(len(volume), dtype=np.bool_)
-    inside = session >= 0
-    if not inside.any():
+    inside = np.flatnonzero(session >= 0)
+    if not len(inside):
         return out
-    keys, inverse = np.unique(session[inside], return_inverse=True)
-    vols = volume[inside]
-    liquid = np.zeros(len(keys), dtype=np.bool_)
-    for k in range(len(keys)):
-        liquid[k] = float(np.median(vols[inverse == k])) >= LIQUID_MEDIAN_VOLUME
-    out[inside] = (vols == 0) & liquid[inverse]
+    keys, vols = session[inside], volume[inside]
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    for run, vol in zip(np.split(inside, cuts), np.split(vols, cuts), strict=True):
+        if float(np.median(vol)) >= LIQUID_MEDIAN_VOLUME:
+            out[run] = vol == 0
     return out
 
 

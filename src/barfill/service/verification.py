@@ -15,13 +15,15 @@ around it, in three places:
 * **commit of a verify slice** (the worker's transaction):
   :func:`apply_verification` compares the re-fetch with the stored bars of
   the same provider (historical layer, flagged bars too), writes only what
-  changed (changed and added bars upserted, removed ones deleted), records
-  every difference in ``corrections``, recomputes bad-bar flags, re-derives
+  changed (changed and added bars upserted, removed ones deleted; an empty
+  answer deletes nothing, as an outage looks the same), records every
+  difference in ``corrections``, recomputes bad-bar flags, re-derives
   derived timeframes over the range, and marks the sessions verified.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -64,6 +66,8 @@ from barfill.store.verifications import (
     stored_bars,
     write_corrections,
 )
+
+log = logging.getLogger("barfill.verification")
 
 # Below every fill slice of ordinary priority: re-verification never delays hydration.
 VERIFY_PRIORITY = -1000
@@ -191,6 +195,11 @@ def apply_verification(
     now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
     fetched = fetched.with_provider(s.provider)
     stored, flags = stored_bars(conn, s.symbol_id, fetched, s.start, s.end)
+    if len(fetched) == 0 and len(stored):
+        # An empty answer looks the same as a provider outage: never taken as the withdrawal
+        # of whole sessions. Nothing is deleted; the sessions count as checked.
+        log.warning("%s %s: re-fetch of %s returned no bars; stored bars kept", s.symbol, s.timeframe, s.id)
+        fetched = stored
     d = diff(stored, fetched)
     Values = dict[str, float | int | None]
     rows: list[tuple[int, str, Values | None, Values | None]] = []
