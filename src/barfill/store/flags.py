@@ -86,10 +86,13 @@ def reflag(
     n_left = len(left)
     own = reasons[n_left : n_left + len(batch)]
     updates: list[dict[str, Any]] = []
-    for t, reason in zip(batch.ts.tolist(), own.tolist(), strict=True):
-        before = None if stored is None else stored.get(t)
-        if reason != before:
-            updates.append({"b_ts": t, "b_flag": reason})
+    if stored is None:  # the hot path: every flag was just cleared; write the (rare) flagged bars
+        picked = np.flatnonzero(own.astype(np.bool_))
+        updates += [{"b_ts": int(batch.ts[i]), "b_flag": own[i]} for i in picked.tolist()]
+    else:
+        for t, reason in zip(batch.ts.tolist(), own.tolist(), strict=True):
+            if reason != stored.get(t):
+                updates.append({"b_ts": t, "b_flag": reason})
     # The nearest stored neighbour on each side now has both its neighbours: judge its spike anew.
     edges = []
     if left:
@@ -115,4 +118,4 @@ def reflag(
             .values(flag=sa.bindparam("b_flag"))
         )
         conn.execute(stmt, updates)
-    return int(sum(r is not None for r in own.tolist()))
+    return int(np.count_nonzero(own.astype(np.bool_)))
