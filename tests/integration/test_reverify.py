@@ -30,7 +30,7 @@ from barfill.store.bars import read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition
-from barfill.store.schema import bars, corrections, verifications
+from barfill.store.schema import bars, corrections, job_runs, verifications
 from barfill.store.symbols import ensure_symbols
 from barfill.testing.clock import SimClock
 from tests.e2e.browser_support import live_server
@@ -116,6 +116,7 @@ def _build(db: Database, server: FakeServer, clock: SimClock, after_sessions: in
         realtime_providers=["polygon"],
         derivations=["m15->h1"],
         reverify_after_sessions=after_sessions,
+        archive_after_s=14 * 86_400.0,  # keeps finished slices and checked sessions through the test
     )
     return build(settings, clock=clock)
 
@@ -278,6 +279,25 @@ def test_each_session_is_reverified_once_and_only_differences_are_written(
         assert empty_ts not in hidden.json()["layers"]["historical"]["t"]
         assert empty_ts in everything.json()["layers"]["historical"]["t"]
         assert hidden.headers["etag"] != everything.headers["etag"]
+        overview = c.get("/web/api/overview").json()
+        assert overview["corrections"] == {"last_day": 0, "latest": []}
+
+    # Checked sessions are forgotten with the archive (corrections stay); none is checked again:
+    # only Mar 19..21, filled but not yet due at the last step, are planned, in one request.
+    clock.advance(15 * 86_400)
+    assert tick(app).verify_planned == 1
+    with app.db.read() as conn:
+        planned = conn.execute(
+            sa.select(job_runs.c.start, job_runs.c.end).where(
+                job_runs.c.purpose == "verify", job_runs.c.status == "queued"
+            )
+        ).one()
+        assert (planned.start, planned.end) == (ny(*MAR, 19), ny(*MAR, 21, 20))
+        left = conn.execute(
+            sa.select(verifications.c.session).where(verifications.c.verified_at.is_not(None))
+        ).all()
+        assert conn.execute(sa.select(sa.func.count()).select_from(corrections)).scalar_one() == 5
+    assert left == []
 
 
 def test_zero_sessions_turns_reverification_off(db: Database, server: FakeServer, clock: SimClock) -> None:
@@ -294,3 +314,59 @@ def test_zero_sessions_turns_reverification_off(db: Database, server: FakeServer
         assert _requests_over(server, FRI8) == 1
     finally:
         app.close()
+
+
+def test_status_shows_the_last_days_corrections(
+    db: Database, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the real clock: one correction found now appears in ``barfill status`` and the dashboard."""
+    from barfill.cli import main
+    from barfill.providers.synthetic import SyntheticProvider
+    from barfill.store.verifications import write_corrections
+    from tests.e2e.helpers import make_app
+
+    app = make_app(db, {"synthetic": SyntheticProvider(calendar=CAL)})
+    try:
+        with app.db.write() as conn:
+            sid = ensure_symbols(conn, ["FIXD"])["FIXD"]
+            old = {
+                "open": 1.0,
+                "high": 2.0,
+                "low": 0.5,
+                "close": 1.5,
+                "volume": 10.0,
+                "vwap": None,
+                "trade_count": None,
+            }
+            write_corrections(
+                conn,
+                [
+                    {
+                        "symbol_id": sid,
+                        "timeframe": "m15",
+                        "ts": ny(*TUE12, 10),
+                        "provider": "polygon",
+                        "kind": "changed",
+                        "old": old,
+                        "new": old | {"close": 1.75},
+                        "detected_at": db.now(),
+                    }
+                ],
+            )
+        with live_server(app, workers=False) as srv, httpx.Client(base_url=srv.base, timeout=30) as c:
+            overview = c.get("/web/api/overview").json()["corrections"]
+            status = c.get("/v1/status").json()["corrections"]
+        assert overview["last_day"] == status["last_day"] == 1
+        assert overview["latest"][0]["new"]["close"] == 1.75 and status["latest"][0]["symbol"] == "FIXD"
+    finally:
+        app.close()
+    for key in [k for k in __import__("os").environ if k.startswith("BARFILL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("BARFILL_DATABASE_URL", db.url)
+    try:
+        main(["status"])
+    except SystemExit as e:
+        assert not e.code
+    out = capsys.readouterr().out
+    assert "corrections (last day): 1" in out
+    assert "FIXD m15 2024-03-12 14:00 UTC polygon: changed" in out

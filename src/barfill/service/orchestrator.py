@@ -40,7 +40,7 @@ from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import Definition, list_definitions
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
-from barfill.store.verifications import due_sessions
+from barfill.store.verifications import due_sessions, prune_verified
 
 log = logging.getLogger("barfill.scheduler")
 _LOCK_KEY = 0x62617266  # "barf": the scheduler's advisory lock id
@@ -70,6 +70,7 @@ def tick(app: App) -> TickResult:
     result.archived = app.queue.archive_finished(app.settings.archive_after_s)
     with app.db.write() as conn:
         result.expired = expire_provisional(conn)
+        prune_verified(conn, older_than_s=app.settings.archive_after_s)
     with app.db.read() as conn:
         clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
         now = int(clock)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Basis, Layer
 from barfill.domain.timeframes import Timeframe
+from barfill.store.db import db_now
 from barfill.store.schema import bars, corrections, verifications
 from barfill.store.symbols import insert_on_conflict
 
@@ -98,6 +99,18 @@ def mark_verified(
             .values(corrections=n)
         )
     return int(done)
+
+
+def prune_verified(conn: Connection, *, older_than_s: float) -> int:
+    """Forget sessions verified more than ``older_than_s`` ago (database clock); returns how many.
+
+    A verified session is never planned again whether its row exists or not
+    (its bars are older than any due time by then): the rows only keep the
+    table small. Corrections are kept.
+    """
+    v = verifications.c
+    cutoff = db_now(conn) - float(older_than_s)
+    return int(conn.execute(sa.delete(verifications).where(v.verified_at < cutoff)).rowcount)
 
 
 def stored_bars(
