@@ -10,7 +10,16 @@ from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.finality import session_final_at
 from barfill.domain.timeframes import Timeframe
-from barfill.domain.verify import coalesce, diff, due_at, session_span, sessions_in, values_of, verifiable
+from barfill.domain.verify import (
+    coalesce,
+    diff,
+    due_at,
+    per_session,
+    session_span,
+    sessions_in,
+    values_of,
+    verifiable,
+)
 from barfill.providers.synthetic import SyntheticProvider
 from tests.e2e.helpers import ts
 
@@ -77,3 +86,9 @@ def test_diff_finds_changed_added_and_removed_bars_only() -> None:
 def test_identical_bars_with_unknown_vwap_are_unchanged() -> None:
     a = _batch([(0, 10.0, 100.0), (900, 11.0, 100.0)])
     assert len(diff(a, a)) == 0
+
+
+def test_corrections_are_counted_per_session() -> None:
+    fri, mon = _index("2024-03-08"), _index("2024-03-11")
+    got = per_session(CAL, [ts("2024-03-08T15:00"), ts("2024-03-08T16:00"), ts("2024-03-11T15:00")])
+    assert got == {int(CAL.midnights[fri]): 2, int(CAL.midnights[mon]): 1}

@@ -115,6 +115,17 @@ def diff(old: BarBatch, new: BarBatch) -> BarDiff:
     )
 
 
+def per_session(cal: TradingCalendar, ts: Sequence[int]) -> dict[int, int]:
+    """How many of the bar times ``ts`` fall in each session, keyed by the session's local midnight."""
+    out: dict[int, int] = {}
+    for t in ts:
+        i = int(np.searchsorted(cal.midnights, t, side="right")) - 1
+        if i >= 0:
+            key = int(cal.midnights[i])
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def values_of(batch: BarBatch, i: int) -> dict[str, float | int | None]:
     """One bar's values as plain JSON-able numbers (vwap None when unknown, trade_count None when -1)."""
     vwap = float(batch.vwap[i])

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from barfill.domain.bars import BarBatch, Basis, Layer
+from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.store.db import db_now
 from barfill.store.schema import bars, corrections, verifications
@@ -136,7 +135,7 @@ def stored_bars(
     batch = BarBatch.from_rows(
         batch_like.symbol, batch_like.timeframe, batch_like.provider, [tuple(r[:8]) for r in rows]
     )
-    return batch.with_basis(batch_like.basis or Basis.raw), {int(r[0]): r[8] for r in rows}
+    return batch.with_basis(batch_like.basis), {int(r[0]): r[8] for r in rows}
 
 
 def delete_stored(conn: Connection, symbol_id: int, batch_like: BarBatch, ts: Sequence[int]) -> int:
@@ -178,14 +177,3 @@ def write_corrections(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         ],
     )
     return len(rows)
-
-
-def sessions_of(midnights: np.ndarray[Any, Any], ts: Iterable[int]) -> dict[int, int]:
-    """How many of ``ts`` fall in each session (keyed by its local midnight)."""
-    out: dict[int, int] = {}
-    for t in ts:
-        i = int(np.searchsorted(midnights, t, side="right")) - 1
-        if i >= 0:
-            key = int(midnights[i])
-            out[key] = out.get(key, 0) + 1
-    return out
