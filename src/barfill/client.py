@@ -195,12 +195,16 @@ class Client:
         end: str | int | None = None,
         limit: int | None = None,
         layers: Sequence[str] = ("historical", "intraday"),
+        include_flagged: bool = False,
     ) -> pd.DataFrame:
         """Stored bars as a DataFrame (index ``ts``, UTC; open high low close volume vwap trade_count).
 
         Served from the disk cache when the server answers 304 for the same query.
+        Bars flagged bad are left out unless ``include_flagged``.
         """
         params: dict[str, Any] = {"timeframe": timeframe, "layers": ",".join(layers)}
+        if include_flagged:
+            params["include_flagged"] = "true"
         for key, value in (("start", start), ("end", end), ("limit", limit)):
             if value is not None:
                 params[key] = value

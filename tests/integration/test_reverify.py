@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from barfill.bootstrap import App, build
+from barfill.client import Client
 from barfill.config import load_settings
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
@@ -281,6 +282,11 @@ def test_each_session_is_reverified_once_and_only_differences_are_written(
         assert hidden.headers["etag"] != everything.headers["etag"]
         overview = c.get("/web/api/overview").json()
         assert overview["corrections"] == {"last_day": 0, "latest": []}
+        with Client(srv.base, use_cache=False) as client:
+            lo, hi = params["start"], params["end"]
+            plain = client.bars("AAPL", "m15", start=lo, end=hi)
+            flagged = client.bars("AAPL", "m15", start=lo, end=hi, include_flagged=True)
+        assert len(flagged) == len(plain) + 1
 
     # Checked sessions are forgotten with the archive (corrections stay); none is checked again:
     # only Mar 19..21, filled but not yet due at the last step, are planned, in one request.

@@ -68,6 +68,7 @@ from barfill.store.verifications import (
 )
 
 log = logging.getLogger("barfill.verification")
+Values = dict[str, float | int | None]  # one bar's values, as a correction records them
 
 # Below every fill slice of ordinary priority: re-verification never delays hydration.
 VERIFY_PRIORITY = -1000
@@ -201,7 +202,6 @@ def apply_verification(
         log.warning("%s %s: re-fetch of %s returned no bars; stored bars kept", s.symbol, s.timeframe, s.id)
         fetched = stored
     d = diff(stored, fetched)
-    Values = dict[str, float | int | None]
     rows: list[tuple[int, str, Values | None, Values | None]] = []
     for io, inew in zip(d.changed_old.tolist(), d.changed_new.tolist(), strict=True):
         rows.append((int(fetched.ts[inew]), "changed", values_of(stored, io), values_of(fetched, inew)))
