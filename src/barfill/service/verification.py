@@ -93,10 +93,11 @@ def record_after_fill(
     if after_sessions <= 0 or s.layer is not Layer.historical or not verifiable(s.timeframe):
         return 0
     due = []
-    for i in sessions_in(cal, s.start, s.end):
+    for i in reversed(sessions_in(cal, s.start, s.end)):  # newest first: a backfill stops at once
         at = due_at(caps, cal, i, after_sessions)
-        if at > now:
-            due.append((int(cal.midnights[i]), at))
+        if at <= now:  # due times grow with the session: every older one is past due too
+            break
+        due.append((int(cal.midnights[i]), at))
     return record_sessions(conn, s.symbol_id, s.timeframe, provider, due, now=now)
 
 
