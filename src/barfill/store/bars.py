@@ -23,7 +23,8 @@ rerunning the same write leaves every row as it was.
 
 Reads never splice providers bar by bar: each range (a session; a week for
 w1) comes from one source and the whole read from one adjustment basis, as
-:mod:`barfill.domain.sources` decides.
+:mod:`barfill.domain.sources` decides. Bars flagged bad (``flag``, see
+:mod:`barfill.store.flags`) are left out unless ``include_flagged``.
 """
 
 from __future__ import annotations
