@@ -486,7 +486,7 @@ def jobs_list(
                 r["timeframe"],
                 _iso(r["start"]),
                 _iso(r["end"]),
-                r["provider"],
+                r["provider"] + (" (verify)" if r["purpose"] == "verify" else ""),
                 r["status"],
                 f"{r['attempts']}/{r['max_attempts']}",
                 str(r["rows_written"]),

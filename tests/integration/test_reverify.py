@@ -262,6 +262,8 @@ def test_each_session_is_reverified_once_and_only_differences_are_written(
             sa.select(sa.func.count()).where(verifications.c.verified_at.is_not(None))
         ).scalar_one()
     assert n_verified == 7  # Mar 8 .. Mar 18, one check each
+    listed_slices = admin.list_slices(app, status="succeeded", limit=1000)
+    assert sum(r["purpose"] == "verify" for r in listed_slices) == 7
     assert tick(app).verify_planned == 0
 
     # Reported over HTTP: /v1/status, /v1/corrections, and bars with and without flagged ones.

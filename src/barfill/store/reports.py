@@ -30,6 +30,7 @@ def list_slices(conn: Connection, *, status: str | None = None, limit: int = 50)
             job_runs.c.rows_written,
             job_runs.c.error_code,
             job_runs.c.error_message,
+            job_runs.c.purpose,  # fill, or verify (a re-check for vendor corrections)
         )
         .join(symbols, symbols.c.id == job_runs.c.symbol_id)
         .order_by(job_runs.c.id.desc())
