@@ -204,6 +204,7 @@ class Barfill:
         library: Literal["pandas", "polars"] = "pandas",
         basis: str | None = None,
         adjust: str | None = None,
+        include_flagged: bool = False,
     ) -> Any:
         """Stored bars as a DataFrame indexed by bar-open time (UTC). Never waits for a provider.
 
@@ -216,7 +217,9 @@ class Barfill:
         configured historical/realtime order. One adjustment ``basis`` per read
         (``raw``, ``split``, ``dividend``, ``all``): the one asked for, else the
         preferred source's; the ``provider``, ``layer`` and ``basis`` columns say
-        where each row came from.
+        where each row came from. Bars flagged bad (:mod:`barfill.domain.badbars`:
+        a one-bar spike, an empty bar in a busy session) are left out unless
+        ``include_flagged``.
 
         ``adjust`` (``raw``, ``split`` or ``all``) adjusts raw bars for the splits
         (and, for ``all``, dividends) known now; see :mod:`barfill.domain.adjust`.
@@ -240,6 +243,7 @@ class Barfill:
                 precedence=self.app.precedence,
                 basis=basis,
                 adjust=adjust,
+                include_flagged=include_flagged,
             )
         if library == "polars":
             return pl.from_pandas(frame.reset_index())

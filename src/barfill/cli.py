@@ -500,6 +500,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         ids = ", ".join(str(x["id"]) for x in s["stuck"][:20])
         silent = f"{len(s['stuck'])} running slice(s) silent for a whole lease"
         typer.echo(typer.style(silent, fg="yellow") + f": {ids}")
+    fixed = s["corrections"]
+    typer.echo(f"corrections (last day): {fixed['last_day']}")
+    for c in fixed["latest"]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(c["ts"]))
+        typer.echo(f"  {c['symbol']} {c['timeframe']} {when} UTC {c['provider']}: {c['kind']}")
 
 
 @jobs_cli.command("list")
@@ -522,7 +527,7 @@ def jobs_list(
                 r["timeframe"],
                 _iso(r["start"]),
                 _iso(r["end"]),
-                r["provider"],
+                r["provider"] + (" (verify)" if r["purpose"] == "verify" else ""),
                 r["status"],
                 f"{r['attempts']}/{r['max_attempts']}",
                 str(r["rows_written"]),
@@ -660,6 +665,9 @@ def bars(
         typer.Option(help="raw, split, dividend or all (default: the preferred source's basis)."),
     ] = None,
     adjust: AdjustOpt = None,
+    include_flagged: Annotated[
+        bool, typer.Option("--include-flagged", help="Also bars flagged bad (spikes, empty bars).")
+    ] = False,
 ) -> None:
     """Print stored bars (never waits for a provider), one source per session."""
     from barfill.api import Barfill
@@ -673,7 +681,15 @@ def bars(
     parse_adjust(adjust)
     with _opened() as app:
         fx = Barfill.wrap(app)
-        frame = fx.bars(symbol, timeframe, start=start, end=end, basis=basis, adjust=adjust)
+        frame = fx.bars(
+            symbol,
+            timeframe,
+            start=start,
+            end=end,
+            basis=basis,
+            adjust=adjust,
+            include_flagged=include_flagged,
+        )
     if limit:
         frame = frame.tail(limit)
     if fmt == "csv":

@@ -196,6 +196,7 @@ class Client:
         limit: int | None = None,
         layers: Sequence[str] = ("historical", "intraday"),
         adjust: str | None = None,
+        include_flagged: bool = False,
     ) -> pd.DataFrame:
         """Stored bars as a DataFrame (index ``ts``, UTC; open high low close volume vwap trade_count).
 
@@ -203,8 +204,11 @@ class Client:
         splits and dividends it knows now); ``None``: as stored.
         Served from the disk cache when the server answers 304 for the same query
         (a new split or dividend changes an adjusted read's ETag, so the copy is replaced).
+        Bars flagged bad are left out unless ``include_flagged``.
         """
         params: dict[str, Any] = {"timeframe": timeframe, "layers": ",".join(layers)}
+        if include_flagged:
+            params["include_flagged"] = "true"
         for key, value in (("start", start), ("end", end), ("limit", limit), ("adjust", adjust)):
             if value is not None:
                 params[key] = value

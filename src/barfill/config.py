@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     actions_refresh_s: float = Field(default=86_400.0, ge=60)
     # Succeeded slices older than this are deleted by the tick (coverage is the record).
     archive_after_s: float = Field(default=7 * 86_400.0, ge=0)
+    # Each final session is re-fetched once this many sessions after it became final,
+    # and the differences written and counted (vendor corrections); 0 turns it off.
+    reverify_after_sessions: int = Field(default=3, ge=0, le=250)
     # Derived timeframes: "SOURCE->TARGET", e.g. "m15->h1".
     derivations: list[str] = ["m15->h1", "m15->h4", "m1->m5", "d1->w1"]
 

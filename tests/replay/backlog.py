@@ -54,6 +54,7 @@ async def run_backlog(db_url: str) -> BacklogOutcome:
             polygon_rate_limit="5/60",
             derivations=[],
             lease_s=3_600.0,
+            reverify_after_sessions=0,  # requests == the plan: no re-verification (test_reverify)
         )
         app = build(settings, clock=clock)  # the real wiring; adapters read the (simulated) database clock
         try:

@@ -148,6 +148,9 @@ def settings_for(db_url: str, config: Config, urls: dict[str, str], folder: Path
         "backoff_base_s": 2.0,
         "backoff_cap_s": 60.0,
         "http_timeout_s": 10.0,
+        # The replay checks that each session is requested as final exactly once: the one
+        # deliberate second request, re-verification, is tested in tests/integration/test_reverify.py.
+        "reverify_after_sessions": 0,
     }
     if "polygon" in config.servers:
         s |= {"polygon_api_key": "pk", "polygon_base_url": urls["polygon"]}

@@ -48,6 +48,8 @@ def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("BARFILL_DERIVATIONS", '["h1->m15"]', "derivations"),
         ("BARFILL_ACTIONS_REFRESH_S", "10", "actions_refresh_s"),
         ("BARFILL_ACTIONS_REFRESH_S", "daily", "actions_refresh_s"),
+        ("BARFILL_REVERIFY_AFTER_SESSIONS", "-1", "reverify_after_sessions"),
+        ("BARFILL_REVERIFY_AFTER_SESSIONS", "three", "reverify_after_sessions"),
     ],
 )
 def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str) -> None:

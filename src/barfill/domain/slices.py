@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
+
+
+class Purpose(StrEnum):
+    """Why a slice exists: ``fill`` a gap, or ``verify`` final sessions once (vendor corrections)."""
+
+    fill = "fill"
+    verify = "verify"
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,12 @@ class PlannedSlice:
 
 @dataclass(frozen=True)
 class NewSlice:
-    """A slice to enqueue. Enqueueing is idempotent on (definition, start, end, provider, layer).
+    """A slice to enqueue. Enqueueing is idempotent on (definition, start, end, provider, layer, purpose).
 
     ``layer``: ``historical`` for a final range (stored once), ``intraday``
     for a provisional one served by a realtime provider (see
-    :mod:`barfill.domain.finality`).
+    :mod:`barfill.domain.finality`). ``purpose``: see :class:`Purpose`
+    (:mod:`barfill.domain.verify`).
     """
 
     definition_id: int
@@ -40,6 +49,7 @@ class NewSlice:
     priority: int = 0
     max_attempts: int = 5
     layer: Layer = Layer.historical
+    purpose: Purpose = Purpose.fill
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class ClaimedSlice:
     max_attempts: int
     lease_token: str
     layer: Layer = Layer.historical
+    purpose: Purpose = Purpose.fill
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class BarQuery:
     end: int
     layers: tuple[Layer, ...]
     adjust: Adjust | None = None  # splits/dividends applied on read (barfill.domain.adjust)
+    include_flagged: bool = False  # bad bars (domain.badbars) too
 
 
 def _chunks(q: BarQuery) -> list[tuple[int, int]]:
@@ -63,7 +64,16 @@ def _chunks(q: BarQuery) -> list[tuple[int, int]]:
 
 def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
     with app.db.read() as conn:
-        return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers), adjust=q.adjust)
+        return read_bars(
+            conn,
+            q.symbol_id,
+            q.timeframe,
+            lo,
+            hi,
+            layers=list(layers),
+            adjust=q.adjust,
+            include_flagged=q.include_flagged,
+        )
 
 
 async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:

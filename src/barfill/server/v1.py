@@ -255,6 +255,7 @@ def _bar_query(
     layers: str,
     limit: int | None,
     adjust: str | None = None,
+    include_flagged: bool = False,
 ) -> tuple[bars_out.BarQuery, str]:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
 
@@ -297,8 +298,8 @@ def _bar_query(
             fp += (wanted_adjust.value,)
         if wanted_adjust not in (None, Adjust.raw):
             fp += actions_fingerprint(conn, sid)
-    tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp)).encode()).hexdigest()[:32]
-    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust), f'"{tag}"'
+    tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp, include_flagged)).encode()).hexdigest()
+    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged), f'"{tag[:32]}"'
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -318,12 +319,17 @@ async def get_bars(
             max_length=8, description="raw, split or all: adjusted on read for the splits/dividends known now"
         ),
     ] = None,
+    include_flagged: Annotated[
+        bool, Query(description="Also bars flagged bad (a reverting spike, an empty bar in a busy session)")
+    ] = False,
 ) -> Response:
     """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged.
 
     Without ``adjust`` bars come as stored (raw, or a provider's own basis).
     """
-    q, etag = await run_in_threadpool(_bar_query, app, symbol, timeframe, start, end, layers, limit, adjust)
+    q, etag = await run_in_threadpool(
+        _bar_query, app, symbol, timeframe, start, end, layers, limit, adjust, include_flagged
+    )
     fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
     etag = etag[:-1] + f'-{fmt}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -436,8 +442,21 @@ async def cancel_job(job_id: Id, app: AppDep) -> dict[str, Any]:
 
 @router.get("/status", dependencies=[Read])
 async def get_status(app: AppDep) -> dict[str, Any]:
-    """Queue counts, last-hour throughput, errors grouped, stuck slices."""
+    """Queue counts, last-hour throughput, errors grouped, stuck slices, corrections in the last day."""
     return await run_in_threadpool(admin.status, app)
+
+
+@router.get("/corrections", dependencies=[Read])
+async def get_corrections(
+    app: AppDep,
+    since: Annotated[
+        str | None, Query(max_length=40, description="ISO 8601 or Unix s; default: the last day")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Vendor corrections found by re-verification, newest first: each changed, added or removed bar."""
+    start = _time(since, "since", "UTC")
+    return await run_in_threadpool(admin.corrections, app, since=start, limit=limit)
 
 
 @router.post("/tick", dependencies=[Admin])

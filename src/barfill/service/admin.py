@@ -16,8 +16,12 @@ if TYPE_CHECKING:  # at run time App comes from the caller: `barfill status` sta
     from barfill.store.queue_reports import QueueReports
 
 
+DAY_S = 86_400.0
+LATEST_CORRECTIONS = 5  # shown by status next to the last day's count
+
+
 def status(app: App) -> dict[str, Any]:
-    """Queue counts, last-hour throughput, errors grouped by message, slices past their lease."""
+    """Queue counts, last-hour throughput, errors grouped by message, slices past their lease, corrections."""
     return queue_status(app.db, app.queue, lease_s=app.settings.lease_s)
 
 
@@ -27,9 +31,12 @@ def queue_status(db: Database, q: QueueReports, *, lease_s: float) -> dict[str, 
     ``lease_s``: a running slice silent that long is reported stuck.
     """
     slices, rows = q.throughput(3600)
+    day_ago = db.now() - DAY_S
     with db.read() as conn:
         n_defs = reports.definition_count(conn)
         n_bars = reports.total_bars(conn)
+        n_fixed = reports.count_corrections(conn, since=day_ago)
+        latest = reports.list_corrections(conn, since=day_ago, limit=LATEST_CORRECTIONS)
     return {
         "counts": q.counts(),
         "throughput": {"slices": slices, "bars": rows},
@@ -38,7 +45,17 @@ def queue_status(db: Database, q: QueueReports, *, lease_s: float) -> dict[str, 
         "stuck": [asdict(s) for s in q.stuck(lease_s)],
         "definitions": n_defs,
         "bars": n_bars,
+        # Vendor corrections found by re-verification (service.verification) in the last day.
+        "corrections": {"last_day": n_fixed, "latest": latest},
     }
+
+
+def corrections(app: App, *, since: float | None, limit: int) -> dict[str, Any]:
+    """Corrections detected since ``since`` (Unix s; default: a day ago on the database clock)."""
+    start = app.db.now() - DAY_S if since is None else float(since)
+    with app.db.read() as conn:
+        rows = reports.list_corrections(conn, since=start, limit=limit)
+    return {"since": start, "count": len(rows), "corrections": rows}
 
 
 def list_slices(app: App, *, status: str | None, limit: int) -> list[dict[str, Any]]:

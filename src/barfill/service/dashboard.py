@@ -1,4 +1,4 @@
-"""What the web dashboard shows: queue, throughput, jobs, failures, providers, coverage map.
+"""What the web dashboard shows: queue, throughput, jobs, failures, providers, corrections, coverage map.
 
 Everything is read on the database clock, so every API process of one
 database shows the same picture.
@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from barfill.bootstrap import App
 from barfill.domain import gcra
@@ -18,10 +19,12 @@ from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.service.planning import window_of
-from barfill.store import web_reports
+from barfill.store import reports, web_reports
+from barfill.store.db import db_now
 from barfill.store.definitions import get_definition
 
 MAX_MAP_DAYS = 366
+MAX_CORRECTION_ROWS = 20
 _DAY = 86_400
 
 
@@ -33,6 +36,9 @@ def overview(app: App) -> dict[str, Any]:
         defs = web_reports.definitions_for(conn)
         failures = web_reports.failure_groups(conn)
         per_provider = web_reports.provider_counts(conn)
+        day_ago = float(conn.execute(sa.select(db_now(conn))).scalar_one()) - _DAY
+        fixed = reports.count_corrections(conn, since=day_ago)
+        latest = reports.list_corrections(conn, since=day_ago, limit=MAX_CORRECTION_ROWS)
     progress = q.progress([int(d["id"]) for d in defs])
     definitions = []
     for d in defs:
@@ -70,6 +76,8 @@ def overview(app: App) -> dict[str, Any]:
         "definitions": definitions,
         "failures": failures,
         "providers": providers(app, per_provider),
+        # Vendor corrections found by re-verification in the last day, newest first.
+        "corrections": {"last_day": fixed, "latest": latest},
     }
 
 

@@ -8,7 +8,9 @@ over many covered definitions costs little; see
 :func:`~barfill.store.definitions.definitions_to_plan`), leaving out the
 ranges already queued or running for the same (symbol, timeframe) and those
 held back (failed slices cooling down, cancelled slices), and enqueue the
-slices (idempotently; a failed slice whose cool-down passed is revived). On PostgreSQL
+slices (idempotently; a failed slice whose cool-down passed is revived), and
+plan the re-verification of final sessions now due (low-priority ``verify``
+slices, :mod:`barfill.service.verification`). On PostgreSQL
 one scheduler is elected with an advisory lock held on its own connection; the
 others stand by and take over when that connection goes away. On SQLite
 (one machine) concurrent ticks are harmless: enqueue is idempotent.
@@ -38,11 +40,18 @@ from barfill.errors import BarfillError
 from barfill.providers.router import Router
 from barfill.service.actions import refresh_due
 from barfill.service.planning import order_for_batching, plan_definition
+from barfill.service.verification import plan_verification
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
-from barfill.store.definitions import Definition, definitions_to_plan, enabled_by_calendar
+from barfill.store.definitions import (
+    Definition,
+    definitions_to_plan,
+    enabled_by_calendar,
+    list_definitions,
+)
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
+from barfill.store.verifications import due_sessions, prune_verified
 
 log = logging.getLogger("barfill.scheduler")
 _LOCK_KEY = 0x62617266  # "barf": the scheduler's advisory lock id
@@ -53,6 +62,7 @@ class TickResult:
     scanned: int = 0
     slices_created: int = 0  # queued by this tick: inserted, requeued or revived
     slices_revived: int = 0  # of which failed slices brought back after their cool-down
+    verify_planned: int = 0  # re-verification slices planned (service.verification)
     requeued: int = 0  # running slices whose lease expired
     expired: int = 0
     archived: int = 0
@@ -71,6 +81,7 @@ def tick(app: App) -> TickResult:
     result.archived = app.queue.archive_finished(app.settings.archive_after_s)
     with app.db.write() as conn:
         result.expired = expire_provisional(conn)
+        prune_verified(conn, older_than_s=app.settings.archive_after_s)
     with app.db.read() as conn:
         clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
         now = int(clock)
@@ -96,16 +107,34 @@ def tick(app: App) -> TickResult:
         )
         coverage = coverage_views(conn, symbol_ids)
         calendars = symbol_calendars(conn, symbol_ids)
+        # Re-verification looks at every enabled definition with a session due, covered or not.
+        due = due_sessions(conn, clock) if app.settings.reverify_after_sessions > 0 else []
+        checked = sorted({row.symbol_id for row in due})
+        owners = list_definitions(conn, enabled=True, symbol_ids=checked) if due else []
+        checks = (
+            open_work(
+                conn,
+                now=clock,
+                cooldown_s=app.settings.failed_cooldown_s,
+                cooldown_max_s=app.settings.failed_cooldown_max_s,
+                purpose="verify",
+            )
+            if due
+            else None
+        )
+        check_calendars = symbol_calendars(conn, checked) if due else {}
+    by_symbol = {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs}
     new, errors = plan_tick(
-        defs,
-        coverage,
-        work,
-        {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs},
-        app.router,
-        now=now,
-        max_attempts=app.settings.max_attempts,
+        defs, coverage, work, by_symbol, app.router, now=now, max_attempts=app.settings.max_attempts
     )
     result.errors.extend(errors)
+    if checks is not None:
+        check_cals = {i: get_calendar(check_calendars.get(i, app.settings.calendar)) for i in checked}
+        verify = plan_verification(
+            due, owners, checks, check_cals, app.router, max_attempts=app.settings.max_attempts
+        )
+        result.verify_planned = len(verify)
+        new += verify
     if new:
         enqueued = app.queue.enqueue(order_for_batching(new), revive=False)
         result.slices_created = enqueued.queued

@@ -20,6 +20,11 @@ range is not final yet for its provider is released until it is (no attempt
 counted); a provisional slice whose range has become final is finished as
 ``superseded`` unfetched. Committing a final slice removes the provisional
 bars and coverage of its range in the same transaction.
+
+Bad bars (:mod:`barfill.domain.badbars`) are flagged in the committing
+transaction. A committed final slice schedules its sessions' one
+re-verification; a ``verify`` slice re-fetches from the provider whose bars
+are stored and commits only the differences (:mod:`barfill.service.verification`).
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.finality import Finality, classify, final_at, final_until
 from barfill.domain.intervals import Interval
 from barfill.domain.planner import estimate_units
-from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan
+from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan, Purpose
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
+from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
 from barfill.store.definitions import get_definition
+from barfill.store.flags import reflag
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
@@ -69,6 +76,8 @@ class WorkerStats:
     reaped: int = 0
     deferred: int = 0  # final slices given back until their range is final for their provider
     superseded: int = 0  # provisional slices whose range became final before they ran
+    verified: int = 0  # sessions re-verified against their provider
+    corrections: int = 0  # bars those re-verifications changed, added or removed
     db_errors: int = 0
     requests: int = 0
     bars_written: int = 0
@@ -243,11 +252,13 @@ class Worker:
         ]
 
     def _group(self, claimed: Sequence[ClaimedSlice]) -> list[list[ClaimedSlice]]:
-        by_range: dict[tuple[str, str, int, int, str], list[ClaimedSlice]] = defaultdict(list)
+        by_range: dict[tuple[str, str, int, int, str, str], list[ClaimedSlice]] = defaultdict(list)
         for s in claimed:
-            by_range[(s.provider, s.timeframe.value, s.start, s.end, s.layer.value)].append(s)
+            by_range[(s.provider, s.timeframe.value, s.start, s.end, s.layer.value, s.purpose.value)].append(
+                s
+            )
         groups: list[list[ClaimedSlice]] = []
-        for (provider_name, _, _, _, _), same in by_range.items():
+        for (provider_name, *_), same in by_range.items():
             caps = self.app.providers[provider_name].capabilities
             group: list[ClaimedSlice] = []
             units = 0
@@ -308,10 +319,13 @@ class Worker:
                     log.warning("slice %s: heartbeat failed (%s)", s.id, e)
 
     async def _fetch_and_commit(self, group: list[ClaimedSlice], lost: set[int]) -> None:
-        first = group[0]  # a group shares one range, provider and layer
+        first = group[0]  # a group shares one range, provider, layer and purpose
         cal = self._calendar(first.symbol_id)
         attempted: list[str] = []
-        pinned = await asyncio.to_thread(self._pinned, first.definition_id)
+        if first.purpose is Purpose.verify:  # a re-check asks the provider whose bars are stored
+            pinned: str | None = first.provider
+        else:
+            pinned = await asyncio.to_thread(self._pinned, first.definition_id)
         now = await asyncio.to_thread(self.app.db.now)  # the rule runs on the database clock
         if await self._not_due(group, cal, pinned, now):
             return
@@ -442,7 +456,9 @@ class Worker:
         until = None
         if not live and provider is not None:
             until = final_until(provider.capabilities, cal, now, first.timeframe)
+        verify = first.purpose is Purpose.verify
         items: list[CompletionItem] = []
+        fetched: dict[int, BarBatch] = {}
         for s in group:
             if s.id in lost:
                 self.stats.lease_lost += 1
@@ -457,11 +473,29 @@ class Worker:
             if reasons:
                 await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
                 continue
-            items.append((s, [batch], [CoverageSpan(s.start, s.end, expires)]))
+            fetched[s.id] = batch
+            # A verify slice writes only what changed (in ``check``); its range is covered already.
+            items.append((s, [], []) if verify else (s, [batch], [CoverageSpan(s.start, s.end, expires)]))
         if not items:
+            return
+        if verify:
+            await self._commit_verify(items, fetched, cal)
             return
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
+            batch = fetched[s.id]
+            reflag(conn, s.symbol_id, batch, layer=layer, calendar=cal)
+            served = self.app.providers.get(batch.provider)
+            if not live and served is not None:
+                record_after_fill(
+                    conn,
+                    s,
+                    batch.provider,
+                    served.capabilities,
+                    cal,
+                    after_sessions=self.app.settings.reverify_after_sessions,
+                    now=now,
+                )
             if not live:  # final bars landed: nothing provisional may outlive them
                 drop_provisional_after(
                     conn,
@@ -491,6 +525,32 @@ class Worker:
         self.stats.bars_written += result.rows
         telemetry.SLICES_DONE.inc(len(result.done))
         telemetry.BARS_WRITTEN.inc(result.rows)
+
+    async def _commit_verify(
+        self, items: list[CompletionItem], fetched: dict[int, BarBatch], cal: TradingCalendar
+    ) -> None:
+        """Commit verify slices: in one transaction, each slice's differences, corrections and check."""
+        counts = VerifyCounts()
+
+        def check(conn: Connection, s: ClaimedSlice) -> None:
+            apply_verification(
+                conn,
+                s,
+                fetched[s.id],
+                cal,
+                derivations=self.derivations,
+                precedence=self.app.precedence,
+                counts=counts,
+            )
+
+        result = await asyncio.to_thread(
+            self.app.queue.complete_many, items, layer=Layer.historical, also=check
+        )
+        self.stats.succeeded += len(result.done)
+        self.stats.lease_lost += len(result.lost)
+        self.stats.verified += counts.sessions
+        self.stats.corrections += counts.total
+        telemetry.SLICES_DONE.inc(len(result.done))
 
     async def _fail(
         self,

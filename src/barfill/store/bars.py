@@ -23,7 +23,8 @@ rerunning the same write leaves every row as it was.
 
 Reads never splice providers bar by bar: each range (a session; a week for
 w1) comes from one source and the whole read from one adjustment basis, as
-:mod:`barfill.domain.sources` decides.
+:mod:`barfill.domain.sources` decides. Bars flagged bad (``flag``, see
+:mod:`barfill.store.flags`) are left out unless ``include_flagged``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
     import pandas as pd
 
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
-_UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at", "basis"))
+# A rewritten bar loses its bad-bar flag: the committing transaction recomputes it (store.flags).
+_UPDATE_SET = (
+    ", ".join(f"{c} = excluded.{c}" for c in (*_VALUE_COLUMNS, "fetched_at", "basis")) + ", flag = NULL"
+)
 _ON_CONFLICT = (
     "ON CONFLICT (symbol_id, timeframe, ts, provider, layer) DO UPDATE SET "
     f"{_UPDATE_SET} WHERE excluded.fetched_at >= bars.fetched_at"
@@ -353,6 +357,7 @@ def _read(
     calendar: TradingCalendar | None,
     range_by: Timeframe | None,
     adjust: Adjust | str | None = None,
+    include_flagged: bool = False,
 ) -> tuple[Timeframe, str, _Rows]:
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
@@ -393,6 +398,8 @@ def _read(
     )
     if provider is not None:
         query = query.where(bars.c.provider == provider)
+    if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
+        query = query.where(bars.c.flag.is_(None))
     rows = conn.execute(query).all()
     out = _select(rows, cal, by, span.start, span.end, prec, basis)
     # Splits and dividends, as known now: one columnar step (barfill.domain.adjust).
@@ -490,6 +497,7 @@ def read_bars(
     calendar: TradingCalendar | None = None,
     range_by: Timeframe | None = None,
     adjust: Adjust | str | None = None,
+    include_flagged: bool = False,
 ) -> BarBatch:
     """Bars with ``start <= ts < end`` (Unix seconds or aware datetimes): one source per range.
 
@@ -514,6 +522,7 @@ def read_bars(
         adjust: ``raw``, ``split`` or ``all``: prices (and volume) adjusted for
             the splits and dividends known now (:mod:`barfill.domain.adjust`);
             ``raw`` reads raw rows only. ``None``: as stored.
+        include_flagged: also return bars flagged bad (:mod:`barfill.domain.badbars`).
 
     Returns:
         A batch whose ``provider`` names the chosen provider, or the chosen ones
@@ -537,6 +546,7 @@ def read_bars(
         calendar=calendar,
         range_by=range_by,
         adjust=adjust,
+        include_flagged=include_flagged,
     )
     present = set(rows.providers.tolist())
     names = [p for p in rows.selection.providers if p in present]
@@ -571,6 +581,7 @@ def read_bars_frame(
     basis: Basis | str | None = None,
     calendar: TradingCalendar | None = None,
     adjust: Adjust | str | None = None,
+    include_flagged: bool = False,
 ) -> pd.DataFrame:
     """:func:`read_bars` (same selection and arguments) as a DataFrame, with each row's source.
 
@@ -594,6 +605,7 @@ def read_bars_frame(
         calendar=calendar,
         range_by=None,
         adjust=adjust,
+        include_flagged=include_flagged,
     )
     c = rows.columns
     index = pd.DatetimeIndex(pd.to_datetime(c["ts"], unit="s", utc=True), name="ts")

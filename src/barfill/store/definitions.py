@@ -17,7 +17,7 @@ A window is either rolling (``window_days``, ending now) or fixed
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,11 +180,15 @@ def get_definition(conn: Connection, definition_id: int) -> Definition | None:
     return None if row is None else _definition(row)
 
 
-def list_definitions(conn: Connection, *, enabled: bool | None = None) -> list[Definition]:
-    """Every definition (or only the enabled / disabled ones), highest priority first, then by id."""
+def list_definitions(
+    conn: Connection, *, enabled: bool | None = None, symbol_ids: Sequence[int] | None = None
+) -> list[Definition]:
+    """Every definition (or the enabled / disabled ones, of some symbols), by priority, then by id."""
     query = _select().order_by(job_definitions.c.priority.desc(), job_definitions.c.id)
     if enabled is not None:
         query = query.where(job_definitions.c.enabled == enabled)
+    if symbol_ids is not None:
+        query = query.where(job_definitions.c.symbol_id.in_(list(symbol_ids)))
     return [_definition(r) for r in conn.execute(query)]
 
 

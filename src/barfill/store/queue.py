@@ -47,6 +47,7 @@ from barfill.domain.slices import (
     CoverageSpan,
     EnqueueResult,
     NewSlice,
+    Purpose,
 )
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, LeaseLost
@@ -65,7 +66,7 @@ _RUNNING = sa.literal_column("'running'", sa.String)
 _MAX_ERROR_MESSAGE = 4_000
 _MAX_ERROR_CODE = 64
 __all__ = ["Progress", "SqlQueue", "StuckSlice"]
-_RUNNABLE_KEY = ["definition_id", "start", "end", "provider", "layer"]
+_RUNNABLE_KEY = ["definition_id", "start", "end", "provider", "layer", "purpose"]
 
 # A uuid4 in SQLite SQL: random hex with the version nibble and the variant bits set.
 _SQLITE_UUID4 = (
@@ -168,6 +169,7 @@ class SqlQueue(QueueReports):
                 job_runs.c.end,
                 job_runs.c.provider,
                 job_runs.c.layer,
+                job_runs.c.purpose,
                 job_runs.c.attempts,
                 job_runs.c.max_attempts,
                 job_runs.c.lease_token,
@@ -222,6 +224,7 @@ class SqlQueue(QueueReports):
                 max_attempts=r.max_attempts,
                 lease_token=r.lease_token,
                 layer=Layer(r.layer),
+                purpose=Purpose(r.purpose),
             )
             for r in rows
         ]
@@ -308,6 +311,7 @@ class SqlQueue(QueueReports):
                 "end": int(s.end),
                 "provider": s.provider,
                 "layer": Layer(s.layer).value,
+                "purpose": Purpose(s.purpose).value,
                 "priority": s.priority,
                 "max_attempts": s.max_attempts,
             }

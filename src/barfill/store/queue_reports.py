@@ -81,7 +81,8 @@ class QueueReports:
                     sa.func.count(),
                     sa.func.coalesce(sa.func.sum(job_runs.c.rows_written), 0),
                 )
-                .where(job_runs.c.definition_id.in_(wanted))
+                # A job's progress is its hydration: re-verification is background work.
+                .where(job_runs.c.definition_id.in_(wanted), job_runs.c.purpose == "fill")
                 .group_by(job_runs.c.definition_id, job_runs.c.status)
             )
             with self.db.read() as conn:
@@ -213,6 +214,7 @@ def open_work(
     cooldown_max_s: float,
     symbol_ids: Collection[int] | None = None,
     timeframe: Timeframe | None = None,
+    purpose: str = "fill",
 ) -> OpenWork:
     """One query: the queued, running, failed and cancelled slices' ranges, sorted into :class:`OpenWork`.
 
@@ -222,10 +224,12 @@ def open_work(
     range again and :meth:`~barfill.store.queue.SqlQueue.enqueue` revives it.
     Call it before reading coverage in the same pass: a slice that completes
     in between is then either pending or covered, never planned twice.
+    ``purpose``: the slices of this purpose only (``fill`` plans gaps,
+    ``verify`` plans re-verification; neither blocks the other).
     """
     r = job_runs.c
     query = sa.select(r.symbol_id, r.timeframe, r.start, r.end, r.status, r.finished_at, r.revivals).where(
-        r.status.in_(("queued", "running", "failed", "cancelled"))
+        r.status.in_(("queued", "running", "failed", "cancelled")), r.purpose == purpose
     )
     if symbol_ids is not None or timeframe is not None:
         # Through the definitions: job_runs is indexed on (definition_id, status).

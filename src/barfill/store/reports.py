@@ -1,14 +1,15 @@
-"""Read-only queries for operators: slice listings, definitions with tickers, bar counts."""
+"""Read-only queries for operators: slice listings, definitions with tickers, bar counts, corrections."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.errors import InvalidInput
-from barfill.store.schema import JOB_STATUSES, bars, job_definitions, job_runs, symbols
+from barfill.store.schema import JOB_STATUSES, bars, corrections, job_definitions, job_runs, symbols
 
 
 def list_slices(conn: Connection, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -29,6 +30,7 @@ def list_slices(conn: Connection, *, status: str | None = None, limit: int = 50)
             job_runs.c.rows_written,
             job_runs.c.error_code,
             job_runs.c.error_message,
+            job_runs.c.purpose,  # fill, or verify (a re-check for vendor corrections)
         )
         .join(symbols, symbols.c.id == job_runs.c.symbol_id)
         .order_by(job_runs.c.id.desc())
@@ -70,3 +72,44 @@ def definition_count(conn: Connection) -> int:
 
 def symbol_count(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(symbols)).scalar_one())
+
+
+def list_corrections(conn: Connection, *, since: float, limit: int = 1000) -> list[dict[str, Any]]:
+    """Corrections detected at or after ``since`` (database clock), newest first."""
+    c = corrections.c
+    query = (
+        sa.select(
+            c.id,
+            symbols.c.ticker,
+            c.timeframe,
+            c.ts,
+            c.provider,
+            c.kind,
+            c.old_values,
+            c.new_values,
+            c.detected_at,
+        )
+        .join(symbols, symbols.c.id == c.symbol_id)
+        .where(c.detected_at >= since)
+        .order_by(c.detected_at.desc(), c.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": int(r.id),
+            "symbol": str(r.ticker),
+            "timeframe": str(r.timeframe),
+            "ts": int(r.ts),
+            "provider": str(r.provider),
+            "kind": str(r.kind),
+            "old": None if r.old_values is None else json.loads(r.old_values),
+            "new": None if r.new_values is None else json.loads(r.new_values),
+            "detected_at": float(r.detected_at),
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def count_corrections(conn: Connection, *, since: float) -> int:
+    c = corrections.c
+    return int(conn.execute(sa.select(sa.func.count()).where(c.detected_at >= since)).scalar_one())

@@ -69,6 +69,9 @@ bars = Table(
     Column("basis", String(8), nullable=False, server_default="raw"),
     CheckConstraint("layer IN ('historical', 'intraday', 'forecast')", name="layer"),
     CheckConstraint("basis IN ('raw', 'split', 'dividend', 'all')", name="basis"),
+    # Why a bad bar was flagged (domain.badbars), NULL for a good one. Flagged bars are
+    # kept and left out of reads by default; they are not gaps.
+    Column("flag", String(16)),
     sqlite_with_rowid=False,
 )
 
@@ -140,11 +143,14 @@ job_runs = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
-    UniqueConstraint("definition_id", "start", "end", "provider", "layer"),
+    # fill: fetch a gap; verify: re-fetch final sessions once to catch vendor corrections.
+    Column("purpose", String(8), nullable=False, server_default="fill"),
+    UniqueConstraint("definition_id", "start", "end", "provider", "layer", "purpose"),
     # Times the tick brought this slice back from failed (its cool-down doubles each time).
     Column("revivals", Integer, nullable=False, server_default="0"),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
     CheckConstraint('"start" < "end"', name="span"),
+    CheckConstraint("purpose IN ('fill', 'verify')", name="purpose"),
     # Runnable rows only: the claim scans this, never the finished history.
     Index(
         "ix_job_runs_running_lease",
@@ -177,6 +183,44 @@ Index(
     job_runs.c.id,
     postgresql_where=text("status = 'queued'"),
     sqlite_where=text("status = 'queued'"),
+)
+
+# Final sessions awaiting (or past) their one re-verification against their provider.
+# A row is written when a session's final bars are committed before they are due.
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("symbol_id", Integer, primary_key=True),
+    Column("timeframe", String(4), primary_key=True),
+    Column("session", BigInteger, primary_key=True),  # the session's local midnight (its d1 label)
+    Column("provider", String(40), nullable=False),  # the provider whose bars are stored
+    Column("due_at", Double, nullable=False),  # database clock: N sessions after it became final
+    Column("verified_at", Double),  # NULL until re-fetched and compared
+    Column("corrections", Integer, nullable=False, server_default="0"),
+    Column("created_at", Double, nullable=False),
+    Index(
+        "ix_verifications_due_at",
+        "due_at",
+        postgresql_where=text("verified_at IS NULL"),
+        sqlite_where=text("verified_at IS NULL"),
+    ),
+)
+
+# Every difference a re-verification found and wrote: vendor corrections.
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("symbol_id", Integer, nullable=False),
+    Column("timeframe", String(4), nullable=False),
+    Column("ts", BigInteger, nullable=False),  # bar open, Unix seconds UTC
+    Column("provider", String(40), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("old_values", Text),  # JSON {open, high, low, close, volume, vwap, trade_count}; NULL when added
+    Column("new_values", Text),  # JSON, NULL when removed
+    Column("detected_at", Double, nullable=False),  # database clock
+    CheckConstraint("kind IN ('changed', 'added', 'removed')", name="kind"),
+    Index(None, "detected_at"),
 )
 
 # HTTP API keys. The secret part is never stored: only a salted SHA-256 of it.

@@ -146,6 +146,24 @@ function drawProviders(list) {
   );
 }
 
+function drawCorrections(fixed) {
+  $("fix-count").textContent = `${fmtInt(fixed.last_day)} correction(s) in the last day` +
+    (fixed.last_day > fixed.latest.length ? `; the latest ${fixed.latest.length} below` : "");
+  const close = (v) => (v ? String(v.close) : "—");
+  $("corrections").tBodies[0].replaceChildren(
+    ...fixed.latest.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.kind = c.kind;
+      const when = new Date(c.ts * 1000).toISOString().slice(0, 16).replace("T", " ");
+      tr.append(
+        td(c.symbol), td(c.timeframe), td(when), td(c.provider), td(c.kind),
+        td(`${close(c.old)} → ${close(c.new)}`, "num"),
+      );
+      return tr;
+    }),
+  );
+}
+
 function drawMap(map) {
   const table = document.createElement("table");
   table.setAttribute("aria-label", `Coverage of ${map.timeframe} by symbol and day`);
@@ -215,6 +233,7 @@ async function refresh() {
     drawJobs(o.definitions);
     drawFailures(o.failures);
     drawProviders(o.providers);
+    drawCorrections(o.corrections);
     drawMap(map);
     await drawThroughput(o.throughput);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
