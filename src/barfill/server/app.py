@@ -41,6 +41,7 @@ from barfill.errors import BarfillError, DatabaseError, InvalidInput
 from barfill.server import metrics
 from barfill.server.deps import Auth, is_loopback
 from barfill.server.events import EventHub
+from barfill.server.read_cache import BarReads
 
 log = logging.getLogger("barfill.http")
 
@@ -69,7 +70,9 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
     fastapi_app.state.barfill = app
     fastapi_app.state.barfill_options = opts
     fastapi_app.state.barfill_auth = Auth(app, loopback=is_loopback(opts.host))
-    fastapi_app.state.barfill_events = EventHub(app)
+    reads = BarReads(app.db)
+    fastapi_app.state.barfill_reads = reads
+    fastapi_app.state.barfill_events = EventHub(app, reads.version)
     _error_handlers(fastapi_app)
 
     from barfill.server import events, v1
@@ -131,6 +134,7 @@ async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):
                 await task
         await hub.stop()
+        fastapi_app.state.barfill_reads.close()
 
 
 def error_body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:

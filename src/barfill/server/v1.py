@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from typing import Annotated, Any, Literal
@@ -32,6 +33,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.server import bars_out
 from barfill.server.deps import ERROR_RESPONSES, get_app, require
+from barfill.server.read_cache import BarReads
 from barfill.service import admin
 from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
@@ -252,8 +254,13 @@ def _bar_query(
     end: str | None,
     layers: str,
     limit: int | None,
+    default_end: int,
 ) -> tuple[bars_out.BarQuery, str]:
-    """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag."""
+    """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
+
+    ``default_end`` is the end when ``end`` is not given: just past the forming
+    bar, on the bar grid (the same range, and ETag, all bar long).
+    """
     tf = parse_timeframe(timeframe)
     try:
         wanted = tuple(dict.fromkeys(Layer(x.strip()) for x in layers.split(",") if x.strip()))
@@ -264,27 +271,25 @@ def _bar_query(
     lo, hi = _time(start, "start", app.calendar.tz), _time(end, "end", app.calendar.tz)
     ticker = validate_ticker(symbol)
     span = app.settings.api_max_range_bars * tf.seconds
-    with app.db.read() as conn:  # one connection for the whole check: this is the 304 hot path
+    if hi is None:
+        hi = default_end
+    if lo is None:
+        lo = max(MIN_TIME, hi - span) if limit is not None else max(MIN_TIME, hi - 365 * 86_400)
+    if hi <= lo:
+        raise InvalidInput("end", "a time after start", end)
+    if hi - lo > span:
+        raise InvalidInput(
+            "start", f"a range of at most {app.settings.api_max_range_bars} {tf.value} bar lengths", start
+        )
+    names = [x.value for x in wanted]
+    with app.db.read() as conn:  # one connection for the whole check
         found = symbol_id(conn, ticker)
         if found is None:
             raise HTTPException(404, f"Symbol {ticker} not found")
         sid = found
-        if hi is None:
-            # Just past the forming bar, on the bar grid: the same default range (and ETag) all bar long.
-            now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
-            hi = (now // tf.seconds + 1) * tf.seconds
-        if lo is None:
-            lo = max(MIN_TIME, hi - span) if limit is not None else max(MIN_TIME, hi - 365 * 86_400)
-        if hi <= lo:
-            raise InvalidInput("end", "a time after start", end)
-        if hi - lo > span:
-            raise InvalidInput(
-                "start", f"a range of at most {app.settings.api_max_range_bars} {tf.value} bar lengths", start
-            )
-        names = [x.value for x in wanted]
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
-        fp = http_reads.bars_fingerprint(conn, sid, tf, lo, hi, names)
+        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names)
     tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp)).encode()).hexdigest()[:32]
     return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted), f'"{tag}"'
 
@@ -301,8 +306,24 @@ async def get_bars(
     limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Only the newest N bars")] = None,
     format: Annotated[Literal["json", "csv", "parquet", "arrow"] | None, Query()] = None,
 ) -> Response:
-    """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged."""
-    q, etag = await run_in_threadpool(_bar_query, app, symbol, timeframe, start, end, layers, limit)
+    """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged.
+
+    A read asked again while nothing was stored is answered from this
+    process's :class:`~barfill.server.read_cache.ReadCache` (no database
+    access before the 304).
+    """
+    reads: BarReads = request.app.state.barfill_reads
+    tf = parse_timeframe(timeframe)
+    now = reads.clock.now()
+    if now is None:
+        now = await run_in_threadpool(reads.clock.measure)
+    default_end = (int(now) // tf.seconds + 1) * tf.seconds
+    key = (symbol, timeframe, start, end if end is not None else default_end, layers, limit)
+    found = reads.cache.get(key)
+    if found is None:
+        make = functools.partial(_bar_query, app, symbol, timeframe, start, end, layers, limit, default_end)
+        found = await run_in_threadpool(reads.cache.compute, key, make)
+    q, etag = found
     fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
     etag = etag[:-1] + f'-{fmt}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -498,6 +519,7 @@ def _write_forecast(app: App, body: ForecastBody) -> dict[str, Any]:
     with app.db.write() as conn:
         now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
         written = upsert_bars(conn, sid, batch, layer=Layer.forecast, fetched_at=now)
+        http_reads.notify_changed(conn)
     return {"symbol": ticker, "timeframe": tf.value, "model": body.model, "written": written}
 
 

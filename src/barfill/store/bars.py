@@ -335,6 +335,26 @@ class _Rows:
         return self.selection.basis or Basis.raw
 
 
+# What a read fetches per row: fixed-width numbers only, so rows go straight into one numpy
+# record array (no per-row Python strings). ``source`` indexes the (provider, layer, basis)
+# triples of the range, found first by a GROUP BY that runs inside the database.
+_READ_ROW = np.dtype(
+    [
+        ("ts", np.int64),
+        ("open", np.float64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("close", np.float64),
+        ("volume", np.float64),
+        ("vwap", np.float64),
+        ("trade_count", np.int64),
+        ("source", np.int64),
+    ]
+)
+# SQLite turns NaN into NULL, so a NULL vwap is fetched as -inf and made NaN in numpy.
+_NO_VWAP = {"sqlite": "-9e999", "postgresql": "'NaN'::float8"}
+
+
 def _read(
     conn: Connection,
     symbol_id: int,
@@ -360,34 +380,49 @@ def _read(
     by = range_by if range_by is not None else range_timeframe(tf)
     # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
     lo, hi = range_span(cal, by, span.start, span.end)
-    query = (
-        sa.select(
-            bars.c.ts,
-            bars.c.open,
-            bars.c.high,
-            bars.c.low,
-            bars.c.close,
-            bars.c.volume,
-            bars.c.vwap,
-            bars.c.fetched_at,
-            sa.func.coalesce(bars.c.trade_count, -1),
-            bars.c.provider,
-            bars.c.layer,
-            bars.c.basis,
-        )
-        .where(
-            bars.c.symbol_id == symbol_id,
-            bars.c.timeframe == tf.value,
-            bars.c.ts >= lo,
-            bars.c.ts < hi,
-            bars.c.layer.in_(wanted),
-        )
-        .order_by(bars.c.ts)
+    dialect = conn.dialect.name
+    mark = "?" if dialect == "sqlite" else "%s"
+    where = (
+        f"symbol_id = {mark} AND timeframe = {mark} AND ts >= {mark} AND ts < {mark} "
+        f"AND layer IN ({', '.join([mark] * len(wanted))})"
     )
+    params: list[Any] = [symbol_id, tf.value, lo, hi, *wanted]
     if provider is not None:
-        query = query.where(bars.c.provider == provider)
-    rows = conn.execute(query).all()
-    return tf, ticker, _select(rows, cal, by, span.start, span.end, prec, basis)
+        where += f" AND provider = {mark}"
+        params.append(provider)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            f"SELECT provider, layer, basis, max(fetched_at) FROM bars WHERE {where} "
+            "GROUP BY provider, layer, basis",
+            params,
+        )
+        sources = [(str(p), str(la), str(b), float(f)) for p, la, b, f in cur.fetchall()]
+        if not sources:
+            return tf, ticker, _empty_rows(basis)
+        # One source: its code is the constant 0; several: a CASE numbers them inside the database.
+        code = "0"
+        if len(sources) > 1:
+            whens = " ".join(
+                f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}"
+                for i in range(len(sources))
+            )
+            code = f"CASE {whens} END"
+            params = [x for p, la, b, _ in sources for x in (p, la, b)] + params
+        cur.execute(
+            f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
+            f"coalesce(trade_count, -1), {code} FROM bars WHERE {where} ORDER BY ts",
+            params,
+        )
+        rows = np.fromiter(cur, dtype=_READ_ROW)
+    except (psycopg.Error, sqlite3.Error) as e:
+        raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
+    finally:
+        cur.close()
+    if dialect == "sqlite":
+        vwap = rows["vwap"]
+        vwap[np.isneginf(vwap)] = np.nan
+    return tf, ticker, _select(rows, sources, cal, by, span.start, span.end, prec, basis)
 
 
 def _symbol(conn: Connection, symbol_id: int) -> tuple[str, str]:
@@ -415,8 +450,20 @@ def _parse_basis(basis: Basis | str) -> Basis:
         raise InvalidInput("basis", "one of " + ", ".join(b.value for b in Basis), basis) from e
 
 
+def _empty_rows(basis: Basis | None) -> _Rows:
+    empty_f = np.empty(0, dtype=np.float64)
+    empty: dict[str, np.ndarray[Any, Any]] = {
+        c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
+    }
+    empty["ts"] = np.empty(0, dtype=np.int64)
+    empty["trade_count"] = np.empty(0, dtype=np.int64)
+    none = np.empty(0, dtype=object)
+    return _Rows(empty, none, none, Selection(np.zeros(0, dtype=np.bool_), basis, ()))
+
+
 def _select(
-    rows: Sequence[Any],
+    rows: np.ndarray[Any, Any],
+    sources: Sequence[tuple[str, str, str, float]],
     calendar: TradingCalendar,
     by: Timeframe,
     start: int,
@@ -424,44 +471,37 @@ def _select(
     precedence: Precedence,
     basis: Basis | None,
 ) -> _Rows:
-    if not rows:
-        empty_f = np.empty(0, dtype=np.float64)
-        empty: dict[str, np.ndarray[Any, Any]] = {
-            c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
-        }
-        empty["ts"] = np.empty(0, dtype=np.int64)
-        empty["trade_count"] = np.empty(0, dtype=np.int64)
-        none = np.empty(0, dtype=object)
-        return _Rows(empty, none, none, Selection(np.zeros(0, dtype=np.bool_), basis, ()))
-    raw = list(zip(*rows, strict=True))
-    ts = np.array(raw[0], dtype=np.int64)
-    # None (SQL NULL) becomes NaN in a float64 array: vwap's "none" (trade_count's is -1, in SQL).
-    numeric = np.array(raw[1:8], dtype=np.float64)
-    trade_count = np.array(raw[8], dtype=np.int64)
-    providers = np.array(raw[9], dtype=object)
-    layers = np.array(raw[10], dtype=object)
-    bases = np.array(raw[11], dtype=object)
-    selection = select_sources(
-        range_labels(calendar, by, ts),
-        providers,
-        layers,
-        bases,
-        precedence=precedence,
-        basis=basis,
-        fetched_at=numeric[6],
-    )
+    """Keep one source per range (see :mod:`barfill.domain.sources`), then clip to [start, end)."""
+    ts = rows["ts"]
+    code = rows["source"]
+    names = np.array([(p, la, b) for p, la, b, _ in sources], dtype=object).reshape(len(sources), 3)
+    if len(sources) == 1 and (basis is None or basis.value == sources[0][2]):
+        # One source, in the read's basis: every row is kept (no range labels needed).
+        provider, layer, only = sources[0][:3]
+        selection = Selection(np.ones(len(ts), dtype=np.bool_), Basis(only), ((provider, layer),))
+    else:
+        fetched = np.array([f for *_, f in sources], dtype=np.float64)
+        selection = select_sources(
+            range_labels(calendar, by, ts),
+            names[code, 0],
+            names[code, 1],
+            names[code, 2],
+            precedence=precedence,
+            basis=basis,
+            # Each row stands for its source's newest fetch: the basis rule looks at no more.
+            fetched_at=fetched[code],
+        )
     keep = selection.keep & (ts >= start) & (ts < end)
+    if bool(keep.all()):
+        kept = rows
+    else:
+        kept = rows[keep]
+        code = code[keep]
     cols: dict[str, np.ndarray[Any, Any]] = {
-        "ts": ts[keep],
-        "open": numeric[0][keep],
-        "high": numeric[1][keep],
-        "low": numeric[2][keep],
-        "close": numeric[3][keep],
-        "volume": numeric[4][keep],
-        "vwap": numeric[5][keep],
-        "trade_count": trade_count[keep],
+        name: np.ascontiguousarray(kept[name])
+        for name in ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
     }
-    return _Rows(cols, providers[keep], layers[keep], selection)
+    return _Rows(cols, names[code, 0], names[code, 1], selection)
 
 
 def read_bars(

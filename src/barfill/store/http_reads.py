@@ -46,6 +46,29 @@ def bars_fingerprint(
     return int(row[0]), float(row[1]), int(row[2]), int(row[3])
 
 
+def read_fingerprint(
+    conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int, layers: Sequence[str]
+) -> tuple[Any, ...]:
+    """Everything a bar answer of this range depends on, for its ETag: equal means unchanged.
+
+    Today the bars themselves; another input of the answer (corporate actions
+    for adjusted reads) adds its own fingerprint to the tuple. A writer of
+    such an input outside a slice completion calls :func:`notify_changed`.
+    """
+    return (bars_fingerprint(conn, symbol_id, timeframe, start, end, layers),)
+
+
+def notify_changed(conn: Connection) -> None:
+    """Tell every API process, when this transaction commits, that stored data changed.
+
+    PostgreSQL: ``NOTIFY barfill`` (what slice completions send), which moves
+    each server's :class:`~barfill.server.read_cache.DataVersion`. SQLite
+    needs nothing: every commit moves it.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify('barfill', :p)"), {"p": '{"changed": true}'})
+
+
 def newest_start(
     conn: Connection,
     symbol_id: int,
