@@ -181,8 +181,12 @@ class Auth:
         return found
 
 
-def get_app(request: Request) -> App:
-    """The barfill App this server was built with."""
+async def get_app(request: Request) -> App:
+    """The barfill App this server was built with.
+
+    ``async`` only so FastAPI calls it on the event loop: a plain function
+    dependency costs a thread hop per request.
+    """
     app: App = request.app.state.barfill
     return app
 

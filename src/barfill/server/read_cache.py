@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy.engine import make_url
 
+from barfill.domain.timeframes import Timeframe
 from barfill.store.db import Database
 
 if TYPE_CHECKING:
@@ -113,12 +114,20 @@ class _Entry(Generic[T]):
 
 
 class ReadCache(Generic[T]):
-    """Values computed from the database, kept while the :class:`DataVersion` stands still."""
+    """Values computed from the database, kept while the :class:`DataVersion` stands still.
 
-    def __init__(self, version: DataVersion, *, max_age_s: float = MAX_AGE_S) -> None:
+    ``max_age_s`` bounds how long a value is trusted when the version could
+    miss a write (PostgreSQL: a writer that does not notify); with SQLite's
+    exact version there is no age limit. Concurrent misses of one key compute
+    it once: the others wait for that result instead of all querying.
+    """
+
+    def __init__(self, version: DataVersion, *, max_age_s: float | None = MAX_AGE_S) -> None:
         self.version = version
         self.max_age_s = max_age_s
         self._entries: dict[Hashable, _Entry[T]] = {}
+        self._computing: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -127,7 +136,9 @@ class ReadCache(Generic[T]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if time.monotonic() - entry.stamp > self.max_age_s or entry.version != self.version.current():
+        if self.max_age_s is not None and time.monotonic() - entry.stamp > self.max_age_s:
+            return None
+        if entry.version != self.version.current():
             return None
         self.hits += 1
         return entry.value
@@ -137,15 +148,28 @@ class ReadCache(Generic[T]):
 
         Reading the version first means a write that lands while ``make`` runs
         moves the version past the kept one, so the value is not served again.
+        Blocking: call it from a worker thread.
         """
-        self.misses += 1
-        version = self.version.current()
-        stamp = time.monotonic()
-        value = make()
-        if version is not None:
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key] = _Entry(version, stamp, value)
+        if self.version.current() is None:  # nothing can be kept: no reason to wait for another
+            self.misses += 1
+            return make()
+        with self._lock:
+            flight = self._computing.setdefault(key, threading.Lock())
+        with flight:
+            found = self.get(key)
+            if found is not None:
+                return found
+            self.misses += 1
+            version = self.version.current()
+            stamp = time.monotonic()
+            value = make()
+            if version is not None:
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[key] = _Entry(version, stamp, value)
+        with self._lock:
+            if len(self._computing) >= MAX_ENTRIES:
+                self._computing.clear()
         return value
 
 
@@ -184,8 +208,43 @@ class BarReads:
 
     def __init__(self, db: Database) -> None:
         self.version = DataVersion(db)
-        self.cache: ReadCache[tuple[BarQuery, str]] = ReadCache(self.version)
+        # SQLite's version sees every commit: no age limit needed there.
+        self.cache: ReadCache[tuple[BarQuery, str]] = ReadCache(
+            self.version, max_age_s=None if db.is_sqlite else MAX_AGE_S
+        )
         self.clock = ClockEstimate(db)
+
+    def key(
+        self,
+        symbol: str,
+        timeframe: str,
+        start: str | None,
+        end: str | None,
+        layers: str,
+        limit: int | None,
+        default_end: int,
+    ) -> Hashable:
+        """The cache key of a bar read, from its parameters as sent (one key, one answer)."""
+        return (symbol, timeframe, start, end if end is not None else default_end, layers, limit)
 
     def close(self) -> None:
         self.version.close()
+
+
+def default_end(now: float, timeframe: Timeframe) -> int:
+    """A read's end when none is given: just past the forming bar, on the bar grid.
+
+    The same all bar long, so a chart polling "the newest N" keeps one ETag
+    until a bar could have changed.
+    """
+    return (int(now) // timeframe.seconds + 1) * timeframe.seconds
+
+
+def format_etag(tag: str, fmt: str) -> str:
+    """The ETag of one read in one format (``"<tag>-json"``)."""
+    return tag[:-1] + f'-{fmt}"'
+
+
+def etag_matches(etag: str, if_none_match: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag``."""
+    return etag in [t.strip() for t in if_none_match.split(",")]

@@ -33,7 +33,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.server import bars_out
 from barfill.server.deps import ERROR_RESPONSES, get_app, require
-from barfill.server.read_cache import BarReads
+from barfill.server.read_cache import BarReads, default_end, etag_matches, format_etag
 from barfill.service import admin
 from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
@@ -190,7 +190,7 @@ def _symbol_id(app: App, ticker: str) -> tuple[str, int]:
 
 
 @router.post("/ensure", response_model=EnsureOut, dependencies=[Write])
-async def post_ensure(body: EnsureBody, app: AppDep) -> dict[str, Any]:
+async def post_ensure(request: Request, body: EnsureBody, app: AppDep) -> dict[str, Any]:
     """Record the desired coverage and queue what is missing; answers at once (idempotent)."""
     if (body.symbol is None) == (body.symbols is None):
         raise InvalidInput("symbols", "either symbol or symbols (a non-empty list)")
@@ -211,6 +211,8 @@ async def post_ensure(body: EnsureBody, app: AppDep) -> dict[str, Any]:
         priority=body.priority,
         provider=body.provider,
     )
+    if any(r.slices_queued for r in report.results):
+        request.app.state.barfill_wake.set()  # this process's worker, if any, claims now
     return {
         "results": [r.as_dict() for r in report.results],
         "job": encode_job(report.job),
@@ -244,6 +246,11 @@ _BARS_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     304: {"description": "Not modified (If-None-Match matched the ETag)"},
 }
+
+
+def bars_format(accept: str) -> str:
+    """The format of a bar read without ``format=``: Arrow when the client accepts it, else JSON."""
+    return "arrow" if _ARROW in accept else "json"
 
 
 def _bar_query(
@@ -317,17 +324,17 @@ async def get_bars(
     now = reads.clock.now()
     if now is None:
         now = await run_in_threadpool(reads.clock.measure)
-    default_end = (int(now) // tf.seconds + 1) * tf.seconds
-    key = (symbol, timeframe, start, end if end is not None else default_end, layers, limit)
+    until = default_end(now, tf)
+    key = reads.key(symbol, timeframe, start, end, layers, limit, until)
     found = reads.cache.get(key)
     if found is None:
-        make = functools.partial(_bar_query, app, symbol, timeframe, start, end, layers, limit, default_end)
+        make = functools.partial(_bar_query, app, symbol, timeframe, start, end, layers, limit, until)
         found = await run_in_threadpool(reads.cache.compute, key, make)
-    q, etag = found
-    fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
-    etag = etag[:-1] + f'-{fmt}"'
+    q, tag = found
+    fmt = format or bars_format(request.headers.get("accept", ""))
+    etag = format_etag(tag, fmt)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if etag_matches(etag, request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
     if fmt == "csv":
         return StreamingResponse(bars_out.csv_stream(app, q), media_type="text/csv", headers=headers)

@@ -91,8 +91,12 @@ class Worker:
         lease_s: float | None = None,
         poll_s: float | None = None,
         derivations: Sequence[Derivation] | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self.app = app
+        # Set by whoever enqueues in this process (the HTTP server's ensure): an idle worker
+        # claims at once instead of at its next poll.
+        self.wake = wake
         self.concurrency = concurrency or app.settings.worker_concurrency
         self.worker_id = worker_id or default_worker_id()
         self.lease_s = lease_s or app.settings.lease_s
@@ -160,10 +164,10 @@ class Worker:
             outage = 0
             if not groups:
                 if inflight:  # our own work finishing frees room: wait for it (real time)
-                    await _wait_any(inflight, stop, timeout=self.poll_s)
+                    await _wait_any(inflight, stop, timeout=self.poll_s, wake=self.wake)
                 else:  # idle: poll again after poll_s (or the rate-limit wait) on the app's clock
                     pause = self.poll_s if idle_wait is None else idle_wait
-                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause))
+                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause), wake=self.wake)
                 continue
             for group in groups:
                 inflight.add(asyncio.create_task(self._process(group)))
@@ -536,10 +540,16 @@ async def _wait_any(
     timeout: float | None = None,
     *,
     sleeper: Coroutine[Any, Any, None] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Return when a task finishes, ``stop`` is set, ``timeout`` passes or ``sleeper`` returns."""
+    """Return when a task finishes, ``stop`` or ``wake`` is set, ``timeout`` passes or ``sleeper`` returns.
+
+    ``wake`` is cleared on return: it means "look again", once.
+    """
     stopper = asyncio.create_task(stop.wait())
-    extra = {asyncio.create_task(sleeper)} if sleeper is not None else set()
+    extra: set[asyncio.Task[Any]] = {asyncio.create_task(sleeper)} if sleeper is not None else set()
+    if wake is not None:
+        extra.add(asyncio.create_task(wake.wait()))
     try:
         await asyncio.wait({*tasks, stopper, *extra}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -547,3 +557,5 @@ async def _wait_any(
             helper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
+        if wake is not None:
+            wake.clear()
