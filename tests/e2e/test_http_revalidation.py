@@ -18,6 +18,7 @@ from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.store.api_keys import create_key, revoke_key
 from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.http_reads import notify_changed
@@ -90,5 +91,39 @@ def test_revalidation_runs_no_sql_and_ends_when_bars_land(db: Database) -> None:
                 ).status_code
                 == 304
             )
+    finally:
+        app.close()
+
+
+def test_revalidation_still_needs_a_valid_key(sqlite_db: Database) -> None:
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(sqlite_db, {"synthetic": provider})
+    _store(sqlite_db, provider, START, END)
+    with sqlite_db.write() as conn:
+        key = create_key(conn, "chart", "read")[1]
+        other = create_key(conn, "gone", "read")
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            bearer = {"Authorization": f"Bearer {key}"}
+            first = c.get("/v1/bars/AAPL", params=PARAMS, headers=bearer)
+            assert first.status_code == 200
+            etag = first.headers["etag"]
+            assert (
+                c.get("/v1/bars/AAPL", params=PARAMS, headers={**bearer, "If-None-Match": etag}).status_code
+                == 304
+            )
+            # The cached read is no shortcut past the key check.
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag}).status_code == 401
+            wrong = {"X-API-Key": key[:-2] + "xx", "If-None-Match": etag}
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers=wrong).status_code == 401
+            with sqlite_db.write() as conn:
+                revoke_key(conn, other[0].key_id)
+            revoked = {"Authorization": f"Bearer {other[1]}", "If-None-Match": etag}
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers=revoked).status_code == 401
+            # An unknown parameter is the route's to refuse, cached read or not.
+            odd = c.get(
+                "/v1/bars/AAPL", params={**PARAMS, "limit": "0"}, headers={**bearer, "If-None-Match": etag}
+            )
+            assert odd.status_code == 422
     finally:
         app.close()
