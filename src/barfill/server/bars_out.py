@@ -69,6 +69,10 @@ async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.
     parts: list[BarBatch] = []
     for lo, hi in _chunks(q):
         parts.append(await run_in_threadpool(_read, app, q, lo, hi, [layer]))
+    if not parts:  # an empty range (nothing stored for "the newest N")
+        f64 = np.empty(0, dtype=np.float64)
+        none = np.empty(0, dtype=np.int64)
+        parts.append(BarBatch(q.symbol, q.timeframe, "", none, f64, f64, f64, f64, f64))
     cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
     providers = sorted({p for b in parts for p in b.provider.split("+") if p})
     return cols, "+".join(providers)

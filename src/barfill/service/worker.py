@@ -54,6 +54,8 @@ from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.worker")
+# A group this many times smaller than a page is started alone (see Worker.run).
+SMALL_FRACTION = 10
 
 
 @dataclass
@@ -169,8 +171,13 @@ class Worker:
                     pause = self.poll_s if idle_wait is None else idle_wait
                     await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause), wake=self.wake)
                 continue
-            for group in groups:
-                inflight.add(asyncio.create_task(self._process(group)))
+            for i, group in enumerate(groups):
+                task = asyncio.create_task(self._process(group))
+                inflight.add(task)
+                if i == 0 and len(groups) > 1 and self._is_small(group):
+                    # A chart's newest screen (planning.split_newest): let it land before the
+                    # big pages claimed with it compete with it for this process.
+                    await _wait_any({task}, stop)
         await self._shutdown(inflight, grace_s)
         return self.stats
 
@@ -234,6 +241,16 @@ class Worker:
             for s in group:
                 await asyncio.to_thread(self._release_quietly, s)
         return keep
+
+    def _is_small(self, group: Sequence[ClaimedSlice]) -> bool:
+        """Whether a group is a small fraction of its provider's page (a newest-screen slice)."""
+        first = group[0]
+        provider = self.app.providers.get(first.provider)
+        if provider is None:
+            return False
+        caps = provider.capabilities
+        units = estimate_units(first.timeframe, caps, self._calendar(first.symbol_id), first.start, first.end)
+        return units * SMALL_FRACTION <= caps.page_limit
 
     def _max_symbols(self, provider: str) -> int:
         p = self.app.providers.get(provider)

@@ -78,8 +78,12 @@ def newest_start(
     layers: Sequence[str],
     n: int,
 ) -> int:
-    """The open time of the ``n``-th newest distinct bar time in [start, end), or ``start`` if fewer."""
-    found = conn.execute(
+    """The open time of the ``n``-th newest distinct bar time in [start, end).
+
+    With fewer bars, the oldest one's (so a read of "the newest N" on a thin
+    store reads only what is there), and ``end`` when there are none.
+    """
+    newest = (
         sa.select(bars.c.ts)
         .where(
             bars.c.symbol_id == symbol_id,
@@ -90,10 +94,11 @@ def newest_start(
         )
         .distinct()
         .order_by(bars.c.ts.desc())
-        .offset(n - 1)
-        .limit(1)
-    ).scalar_one_or_none()
-    return start if found is None else int(found)
+        .limit(n)
+        .subquery()
+    )
+    found = conn.execute(sa.select(sa.func.min(newest.c.ts))).scalar_one_or_none()
+    return end if found is None else int(found)
 
 
 def provisional_coverage(conn: Connection, symbol_id: int, timeframe: Timeframe) -> list[dict[str, Any]]:
