@@ -14,6 +14,7 @@ Times in every format are bar-open Unix seconds, UTC.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from barfill.bootstrap import App
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
+from barfill.server.read_cache import BarReads
 from barfill.store.bars import read_bars
 
 CHUNK_BARS = 100_000
@@ -64,8 +66,26 @@ def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> B
         return read_bars(conn, q.symbol_id, q.timeframe, lo, hi, layers=list(layers))
 
 
-async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
-    """One layer's columns over the whole range (read in chunks) and its provider label."""
+async def read_layer(
+    app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None
+) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+    """One layer's columns over the whole range (read in chunks) and its provider label.
+
+    With ``reads``, columns read while the data version stood still are
+    served again from memory (they are never modified after this).
+    """
+    if reads is None:
+        return await _read_layer(app, q, layer)
+    key = ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer)
+    found = reads.columns.get(key)
+    if found is None:
+        version, stamp = reads.version.current(), time.monotonic()
+        found = await _read_layer(app, q, layer)
+        reads.columns.put(key, found, version, stamp)
+    return found
+
+
+async def _read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
     parts: list[BarBatch] = []
     for lo, hi in _chunks(q):
         parts.append(await run_in_threadpool(_read, app, q, lo, hi, [layer]))
@@ -78,7 +98,7 @@ async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.
     return cols, "+".join(providers)
 
 
-async def json_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
+async def json_stream(app: App, q: BarQuery, *, reads: BarReads | None = None) -> AsyncIterator[bytes]:
     """``{symbol, timeframe, start, end, layers: {<layer>: {provider, count, t, o, h, l, c, v, vw, n}}}``.
 
     ``vw`` (vwap) is null and ``n`` (trade count) is -1 where unknown. An
@@ -89,7 +109,7 @@ async def json_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
     yield orjson.dumps(head)[:-1] + b',"layers":{'
     seen_final: np.ndarray[Any, Any] | None = None
     for i, layer in enumerate(q.layers):
-        cols, provider = await read_layer(app, q, layer)
+        cols, provider = await read_layer(app, q, layer, reads=reads)
         if layer == Layer.historical:
             seen_final = cols["t"]
         elif layer == Layer.intraday and seen_final is not None and len(seen_final):

@@ -35,8 +35,9 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import numpy as np
 from sqlalchemy.engine import make_url
 
 from barfill.domain.timeframes import Timeframe
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 MAX_AGE_S = 5.0
 MAX_ENTRIES = 10_000
+# Bar columns kept for repeated reads (2 years of m1 for one symbol: about 12 MB).
+COLUMN_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -122,9 +125,19 @@ class ReadCache(Generic[T]):
     it once: the others wait for that result instead of all querying.
     """
 
-    def __init__(self, version: DataVersion, *, max_age_s: float | None = MAX_AGE_S) -> None:
+    def __init__(
+        self,
+        version: DataVersion,
+        *,
+        max_age_s: float | None = MAX_AGE_S,
+        weigh: Callable[[T], int] | None = None,
+        max_weight: int = MAX_ENTRIES,
+    ) -> None:
         self.version = version
         self.max_age_s = max_age_s
+        self.weigh = weigh or (lambda _: 1)
+        self.max_weight = max_weight
+        self._weight = 0
         self._entries: dict[Hashable, _Entry[T]] = {}
         self._computing: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -163,14 +176,29 @@ class ReadCache(Generic[T]):
             version = self.version.current()
             stamp = time.monotonic()
             value = make()
-            if version is not None:
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
-                self._entries[key] = _Entry(version, stamp, value)
+            self.put(key, value, version, stamp)
         with self._lock:
             if len(self._computing) >= MAX_ENTRIES:
                 self._computing.clear()
         return value
+
+    def put(self, key: Hashable, value: T, version: tuple[int, int] | None, stamp: float) -> None:
+        """Keep ``value``, computed from data read at ``version`` (taken *before* reading) and ``stamp``.
+
+        The oldest entries go first when the total weight would pass ``max_weight``.
+        """
+        weight = self.weigh(value)
+        if version is None or weight > self.max_weight:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._weight -= self.weigh(old.value)
+            while self._entries and self._weight + weight > self.max_weight:
+                oldest = next(iter(self._entries))
+                self._weight -= self.weigh(self._entries.pop(oldest).value)
+            self._entries[key] = _Entry(version, stamp, value)
+            self._weight += weight
 
 
 class ClockEstimate:
@@ -203,14 +231,20 @@ class ClockEstimate:
         return now
 
 
+Columns = dict[str, "np.ndarray[Any, Any]"]
+
+
 class BarReads:
-    """One server process's bar-read memory: the data version, the cache of reads, the clock estimate."""
+    """One server process's bar-read memory: the data version, validated reads with their ETags,
+    recently read bar columns (at most ``COLUMN_BYTES``), and the clock estimate."""
 
     def __init__(self, db: Database) -> None:
         self.version = DataVersion(db)
         # SQLite's version sees every commit: no age limit needed there.
-        self.cache: ReadCache[tuple[BarQuery, str]] = ReadCache(
-            self.version, max_age_s=None if db.is_sqlite else MAX_AGE_S
+        max_age = None if db.is_sqlite else MAX_AGE_S
+        self.cache: ReadCache[tuple[BarQuery, str]] = ReadCache(self.version, max_age_s=max_age)
+        self.columns: ReadCache[tuple[Columns, str]] = ReadCache(
+            self.version, max_age_s=max_age, weigh=_column_bytes, max_weight=COLUMN_BYTES
         )
         self.clock = ClockEstimate(db)
 
@@ -229,6 +263,10 @@ class BarReads:
 
     def close(self) -> None:
         self.version.close()
+
+
+def _column_bytes(value: tuple[Columns, str]) -> int:
+    return sum(int(a.nbytes) for a in value[0].values()) + 1_000
 
 
 def default_end(now: float, timeframe: Timeframe) -> int:

@@ -342,7 +342,8 @@ async def get_bars(
         media = "application/vnd.apache.parquet" if fmt == "parquet" else _ARROW
         stream = bars_out.arrow_stream(app, q, parquet=fmt == "parquet")
         return StreamingResponse(stream, media_type=media, headers=headers)
-    return StreamingResponse(bars_out.json_stream(app, q), media_type="application/json", headers=headers)
+    stream = bars_out.json_stream(app, q, reads=reads)
+    return StreamingResponse(stream, media_type="application/json", headers=headers)
 
 
 # -- coverage --------------------------------------------------------------------------------

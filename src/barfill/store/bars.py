@@ -351,6 +351,12 @@ _READ_ROW = np.dtype(
         ("source", np.int64),
     ]
 )
+# (database, symbol id, timeframe) -> the (provider, layer, basis) sources a read of it found.
+# A read numbers its rows by these in the fetch itself; a row of any other source (numbered -1)
+# sends it back to finding the range's sources first (one more scan). Only ever a shortcut.
+_SEEN: dict[tuple[str, int, str], tuple[tuple[str, str, str], ...]] = {}
+_SEEN_MAX_SERIES = 100_000
+_SEEN_MAX_SOURCES = 16
 # SQLite turns NaN into NULL, so a NULL vwap is fetched as -inf and made NaN in numpy.
 _NO_VWAP = {"sqlite": "-9e999", "postgresql": "'NaN'::float8"}
 
@@ -390,39 +396,73 @@ def _read(
     if provider is not None:
         where += f" AND provider = {mark}"
         params.append(provider)
+    memo = (str(conn.engine.url), symbol_id, tf.value)
+    guess = _SEEN.get(memo)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(
-            f"SELECT provider, layer, basis, max(fetched_at) FROM bars WHERE {where} "
-            "GROUP BY provider, layer, basis",
-            params,
-        )
-        sources = [(str(p), str(la), str(b), float(f)) for p, la, b, f in cur.fetchall()]
-        if not sources:
-            return tf, ticker, _empty_rows(basis)
-        # One source: its code is the constant 0; several: a CASE numbers them inside the database.
-        code = "0"
-        if len(sources) > 1:
-            whens = " ".join(
-                f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}"
-                for i in range(len(sources))
+        rows = None
+        if guess is not None:
+            # The sources this series had last time, numbered in the fetch itself: one scan.
+            rows = _fetch(cur, dialect, where, params, guess)
+            sources = [(*g, 0.0) for g in guess]
+            if len(rows) and int(rows["source"].min()) < 0:
+                rows = None  # a source not in the guess: find them all, then fetch again
+        if rows is None:
+            cur.execute(
+                f"SELECT provider, layer, basis, max(fetched_at) FROM bars WHERE {where} "
+                "GROUP BY provider, layer, basis",
+                params,
             )
-            code = f"CASE {whens} END"
-            params = [x for p, la, b, _ in sources for x in (p, la, b)] + params
-        cur.execute(
-            f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
-            f"coalesce(trade_count, -1), {code} FROM bars WHERE {where} ORDER BY ts",
-            params,
-        )
-        rows = np.fromiter(cur, dtype=_READ_ROW)
+            sources = [(str(p), str(la), str(b), float(f)) for p, la, b, f in cur.fetchall()]
+            if not sources:
+                return tf, ticker, _empty_rows(basis)
+            _remember(memo, guess, sources)
+            rows = _fetch(cur, dialect, where, params, [x[:3] for x in sources])
     except (psycopg.Error, sqlite3.Error) as e:
         raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
     finally:
         cur.close()
+    if len(rows) == 0:
+        return tf, ticker, _empty_rows(basis)
     if dialect == "sqlite":
         vwap = rows["vwap"]
         vwap[np.isneginf(vwap)] = np.nan
     return tf, ticker, _select(rows, sources, cal, by, span.start, span.end, prec, basis)
+
+
+def _fetch(
+    cur: Any, dialect: str, where: str, params: list[Any], sources: Sequence[tuple[str, str, str]]
+) -> np.ndarray[Any, Any]:
+    """The rows as one record array, each numbered by its source in ``sources`` (-1: none of them)."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    whens = " ".join(
+        f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}" for i in range(len(sources))
+    )
+    cur.execute(
+        f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
+        f"coalesce(trade_count, -1), CASE {whens} ELSE -1 END FROM bars WHERE {where} ORDER BY ts",
+        [x for source in sources for x in source] + params,
+    )
+    return np.fromiter(cur, dtype=_READ_ROW)
+
+
+def _remember(
+    memo: tuple[str, int, str],
+    guess: Sequence[tuple[str, str, str]] | None,
+    found: Sequence[tuple[str, str, str, float]],
+) -> None:
+    """Keep the sources a series has, as the next read's guess (see :data:`_SEEN`).
+
+    Only while each (provider, layer) has one basis there, so the guess's
+    rows never need their fetch times to pick the read's basis.
+    """
+    known = dict.fromkeys([*(guess or ()), *(x[:3] for x in found)])
+    if len(known) > _SEEN_MAX_SOURCES or len({(p, la) for p, la, _ in known}) != len(known):
+        _SEEN.pop(memo, None)
+        return
+    if len(_SEEN) >= _SEEN_MAX_SERIES:
+        _SEEN.clear()
+    _SEEN[memo] = tuple(known)
 
 
 def _symbol(conn: Connection, symbol_id: int) -> tuple[str, str]:
@@ -475,9 +515,10 @@ def _select(
     ts = rows["ts"]
     code = rows["source"]
     names = np.array([(p, la, b) for p, la, b, _ in sources], dtype=object).reshape(len(sources), 3)
-    if len(sources) == 1 and (basis is None or basis.value == sources[0][2]):
+    single = len(code) > 0 and int(code.min()) == int(code.max())
+    if single and (basis is None or basis.value == sources[int(code[0])][2]):
         # One source, in the read's basis: every row is kept (no range labels needed).
-        provider, layer, only = sources[0][:3]
+        provider, layer, only = sources[int(code[0])][:3]
         selection = Selection(np.ones(len(ts), dtype=np.bool_), Basis(only), ((provider, layer),))
     else:
         fetched = np.array([f for *_, f in sources], dtype=np.float64)
