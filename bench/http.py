@@ -6,14 +6,21 @@ On SQLite (the embedded default), one symbol with two years of m15 and of m1
 
 * chart read latency p50/p99 of ``GET /v1/bars`` (columnar JSON, whole
   range) against the raw SQL fetch of the same rows (``SELECT ... ORDER BY
-  ts`` through the DBAPI) in the same run: target ratio <= 2;
+  ts`` through the DBAPI) in the same run: target ratio <= 2. Measured
+  *cold* (right after an unrelated commit, so the server's read memory is
+  invalid and everything is read from the database) and *warm* (the same read
+  again: validation, ETag and bar columns kept in memory) apart;
 * requests/s and p99 of small cached reads (newest 500 m15 bars with
   ``If-None-Match`` → 304) from 50 concurrent keep-alive clients, run from a
   third process (``bench.http_load``) whose own CPU time is reported too: on
   2 cores the load generator takes a share of the machine from the server;
 * on an empty store, time from ``POST /v1/ensure`` (m1, 2 years) to the
-  newest 500 bars being served, against one provider round-trip of the same
-  slice measured in the same run (synthetic provider with 200 ms latency).
+  newest 500 bars being served (by the server's own worker), against one
+  provider round-trip of the newest slice as planned, measured in the same
+  run (synthetic provider with 200 ms latency; a full 50,000-bar page's
+  round-trip is reported too). The synthetic provider generates its bars
+  inside the server process, so the pages fetched behind the newest one
+  compete with the reads for its CPU, as a real provider's parsing would.
 """
 
 from __future__ import annotations
