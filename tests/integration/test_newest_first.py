@@ -29,3 +29,27 @@ def test_newest_slice_is_claimed_first(db: Database) -> None:
         assert order[-1].symbol == "MSFT"
     finally:
         app.close()
+
+
+def test_fresh_ensure_fetches_its_newest_screen_on_its_own(db: Database) -> None:
+    from barfill.domain.timeframes import Timeframe
+    from barfill.service.planning import NEWEST_SCREEN_BARS
+
+    cal = get_calendar()
+    app = make_app(db, {"synthetic": SyntheticProvider(calendar=cal)})
+    try:
+        ensure(app, ["AAPL"], "m1", days=730)
+        order = []
+        while claimed := app.queue.claim("w", 1, 60.0):
+            order.append(claimed[0])
+        first, rest = order[0], order[1:]
+        # The first slice holds the newest bars, a screen of them (whole sessions), not a full page.
+        bars = len(cal.bar_opens(Timeframe.m1, first.start, first.end))
+        assert NEWEST_SCREEN_BARS <= bars < NEWEST_SCREEN_BARS + 2 * 390
+        assert all(s.end <= first.start for s in rest)
+        # Nothing lost or fetched twice: the slices still tile the window.
+        spans = sorted((s.start, s.end) for s in order)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert spans[-1][1] == first.end and (first.start, first.end) in spans
+    finally:
+        app.close()

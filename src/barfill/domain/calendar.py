@@ -181,8 +181,10 @@ class TradingCalendar:
             return np.empty(0, dtype=np.int64)
         # All sessions' labels at once: each session's first label, then steps within it.
         offsets_in_session = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        labels = np.repeat(first, counts) + step * offsets_in_session
-        return np.unique(labels.astype(np.int64))
+        labels: I64 = (np.repeat(first, counts) + step * offsets_in_session).astype(np.int64)
+        if len(labels) < 2 or bool(np.all(labels[1:] > labels[:-1])):
+            return labels  # the usual case: already sorted and distinct, so no np.unique (hashing)
+        return np.unique(labels)
 
     def bucket(self, timeframe: Timeframe, ts: I64) -> I64:
         """The label of the ``timeframe`` bar that each ``ts`` falls in (local clock)."""

@@ -37,9 +37,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barfill.bootstrap import App
 from barfill.errors import BarfillError, DatabaseError, InvalidInput
-from barfill.server import metrics
+from barfill.server import metrics, revalidate
 from barfill.server.deps import Auth, is_loopback
 from barfill.server.events import EventHub
+from barfill.server.read_cache import BarReads
 
 log = logging.getLogger("barfill.http")
 
@@ -68,7 +69,11 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
     fastapi_app.state.barfill = app
     fastapi_app.state.barfill_options = opts
     fastapi_app.state.barfill_auth = Auth(app, loopback=is_loopback(opts.host))
-    fastapi_app.state.barfill_events = EventHub(app)
+    reads = BarReads(app.db)
+    fastapi_app.state.barfill_reads = reads
+    fastapi_app.state.barfill_events = EventHub(app, reads.version)
+    # Set after an enqueue here, so this process's worker claims at once (see Worker.wake).
+    fastapi_app.state.barfill_wake = asyncio.Event()
     _error_handlers(fastapi_app)
 
     from barfill.server import compat, events, v1, web
@@ -76,6 +81,8 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
     for module in (v1, events, metrics, compat, web):
         fastapi_app.include_router(module.router)
 
+    bars_route = next((r for r in fastapi_app.routes if getattr(r, "path", None) == revalidate.ROUTE), None)
+    fastapi_app.add_middleware(revalidate.RevalidateBars, state=fastapi_app.state, route=bars_route)
     fastapi_app.add_middleware(_RequestLog, json_logs=opts.json_logs)
     if app.settings.api_cors_origins:
         fastapi_app.add_middleware(
@@ -121,7 +128,9 @@ async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
             )
         )
     if opts.workers:
-        tasks.append(asyncio.create_task(Worker(app, concurrency=opts.concurrency).run(stop)))
+        wake: asyncio.Event = fastapi_app.state.barfill_wake
+        worker = Worker(app, concurrency=opts.concurrency, wake=wake)
+        tasks.append(asyncio.create_task(worker.run(stop)))
     try:
         yield
     finally:
@@ -130,6 +139,7 @@ async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):
                 await task
         await hub.stop()
+        fastapi_app.state.barfill_reads.close()
 
 
 def error_body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:

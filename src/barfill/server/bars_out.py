@@ -14,6 +14,7 @@ Times in every format are bar-open Unix seconds, UTC.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from barfill.bootstrap import App
 from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
+from barfill.server.read_cache import BarReads
 from barfill.store.bars import read_bars
 
 CHUNK_BARS = 100_000
@@ -76,17 +78,39 @@ def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> B
         )
 
 
-async def read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
-    """One layer's columns over the whole range (read in chunks) and its provider label."""
+async def read_layer(
+    app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None
+) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+    """One layer's columns over the whole range (read in chunks) and its provider label.
+
+    With ``reads``, columns read while the data version stood still are
+    served again from memory (they are never modified after this).
+    """
+    if reads is None:
+        return await _read_layer(app, q, layer)
+    key = ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer, q.adjust, q.include_flagged)
+    found = reads.columns.get(key)
+    if found is None:
+        version, stamp = reads.version.current(), time.monotonic()
+        found = await _read_layer(app, q, layer)
+        reads.columns.put(key, found, version, stamp)
+    return found
+
+
+async def _read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
     parts: list[BarBatch] = []
     for lo, hi in _chunks(q):
         parts.append(await run_in_threadpool(_read, app, q, lo, hi, [layer]))
+    if not parts:  # an empty range (nothing stored for "the newest N")
+        f64 = np.empty(0, dtype=np.float64)
+        none = np.empty(0, dtype=np.int64)
+        parts.append(BarBatch(q.symbol, q.timeframe, "", none, f64, f64, f64, f64, f64))
     cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
     providers = sorted({p for b in parts for p in b.provider.split("+") if p})
     return cols, "+".join(providers)
 
 
-async def json_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
+async def json_stream(app: App, q: BarQuery, *, reads: BarReads | None = None) -> AsyncIterator[bytes]:
     """``{symbol, timeframe, start, end, layers: {<layer>: {provider, count, t, o, h, l, c, v, vw, n}}}``.
 
     ``vw`` (vwap) is null and ``n`` (trade count) is -1 where unknown. An
@@ -97,7 +121,7 @@ async def json_stream(app: App, q: BarQuery) -> AsyncIterator[bytes]:
     yield orjson.dumps(head)[:-1] + b',"layers":{'
     seen_final: np.ndarray[Any, Any] | None = None
     for i, layer in enumerate(q.layers):
-        cols, provider = await read_layer(app, q, layer)
+        cols, provider = await read_layer(app, q, layer, reads=reads)
         if layer == Layer.historical:
             seen_final = cols["t"]
         elif layer == Layer.intraday and seen_final is not None and len(seen_final):

@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from barfill.bootstrap import App
 from barfill.errors import BarfillError, InvalidInput
 from barfill.server.deps import ERROR_RESPONSES, get_app, require
+from barfill.server.read_cache import DataVersion
 from barfill.service.progress import JobRef, job_progress
 from barfill.store import http_reads
 
@@ -55,10 +56,16 @@ KEEPALIVE_S = 15.0
 
 
 class EventHub:
-    """One per server process: wakes event streams when new data may be there."""
+    """One per server process: wakes event streams when new data may be there.
 
-    def __init__(self, app: App) -> None:
+    On PostgreSQL it also moves ``version`` (the process's
+    :class:`~barfill.server.read_cache.DataVersion`) on every notification,
+    and tells it when notifications may have been missed.
+    """
+
+    def __init__(self, app: App, version: DataVersion | None = None) -> None:
         self.app = app
+        self.version = version
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.notifications = 0
@@ -78,6 +85,8 @@ class EventHub:
             self._task = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:
+        if self.version is not None:
+            self.version.listening(False)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,6 +101,8 @@ class EventHub:
 
     def _bump(self) -> None:
         self.notifications += 1
+        if self.version is not None:
+            self.version.bump()
         event, self._wake = self._wake, asyncio.Event()
         event.set()
 
@@ -103,10 +114,14 @@ class EventHub:
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                     await conn.execute("LISTEN barfill")
                     backoff = 0.5
+                    if self.version is not None:
+                        self.version.listening(True)
                     self._bump()  # anything missed while (re)connecting is read by the next poll
                     async for _ in conn.notifies():
                         self._bump()
             except (psycopg.Error, OSError) as e:
+                if self.version is not None:
+                    self.version.listening(False)
                 log.warning("LISTEN connection lost (%s); polling until it is back", type(e).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

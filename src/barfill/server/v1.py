@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
-from barfill.domain.adjust import Adjust, parse_adjust
+from barfill.domain.adjust import parse_adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.intervals import Interval
@@ -33,13 +34,13 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.server import bars_out
 from barfill.server.deps import ERROR_RESPONSES, get_app, require
+from barfill.server.read_cache import BarReads, default_end, etag_matches, format_etag
 from barfill.service import admin
 from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads
-from barfill.store.actions import actions_fingerprint
 from barfill.store.bars import upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
@@ -190,7 +191,7 @@ def _symbol_id(app: App, ticker: str) -> tuple[str, int]:
 
 
 @router.post("/ensure", response_model=EnsureOut, dependencies=[Write])
-async def post_ensure(body: EnsureBody, app: AppDep) -> dict[str, Any]:
+async def post_ensure(request: Request, body: EnsureBody, app: AppDep) -> dict[str, Any]:
     """Record the desired coverage and queue what is missing; answers at once (idempotent)."""
     if (body.symbol is None) == (body.symbols is None):
         raise InvalidInput("symbols", "either symbol or symbols (a non-empty list)")
@@ -211,6 +212,8 @@ async def post_ensure(body: EnsureBody, app: AppDep) -> dict[str, Any]:
         priority=body.priority,
         provider=body.provider,
     )
+    if any(r.slices_queued for r in report.results):
+        request.app.state.barfill_wake.set()  # this process's worker, if any, claims now
     return {
         "results": [r.as_dict() for r in report.results],
         "job": encode_job(report.job),
@@ -246,6 +249,11 @@ _BARS_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def bars_format(accept: str) -> str:
+    """The format of a bar read without ``format=``: Arrow when the client accepts it, else JSON."""
+    return "arrow" if _ARROW in accept else "json"
+
+
 def _bar_query(
     app: App,
     symbol: str,
@@ -254,13 +262,16 @@ def _bar_query(
     end: str | None,
     layers: str,
     limit: int | None,
+    default_end: int,
     adjust: str | None = None,
     include_flagged: bool = False,
 ) -> tuple[bars_out.BarQuery, str]:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
 
-    An adjusted read's ETag also covers the symbol's corporate actions: a new
-    split or dividend changes the answer (and the tag) without any bar changing.
+    ``default_end`` is the end when ``end`` is not given: just past the forming
+    bar, on the bar grid (the same range, and ETag, all bar long). An adjusted
+    read's ETag also covers the symbol's corporate actions: a new split or
+    dividend changes the answer (and the tag) without any bar changing.
     """
     tf = parse_timeframe(timeframe)
     wanted_adjust = parse_adjust(adjust)
@@ -273,33 +284,28 @@ def _bar_query(
     lo, hi = _time(start, "start", app.calendar.tz), _time(end, "end", app.calendar.tz)
     ticker = validate_ticker(symbol)
     span = app.settings.api_max_range_bars * tf.seconds
-    with app.db.read() as conn:  # one connection for the whole check: this is the 304 hot path
+    if hi is None:
+        hi = default_end
+    if lo is None:
+        lo = max(MIN_TIME, hi - span) if limit is not None else max(MIN_TIME, hi - 365 * 86_400)
+    if hi <= lo:
+        raise InvalidInput("end", "a time after start", end)
+    if hi - lo > span:
+        raise InvalidInput(
+            "start", f"a range of at most {app.settings.api_max_range_bars} {tf.value} bar lengths", start
+        )
+    names = [x.value for x in wanted]
+    with app.db.read() as conn:  # one connection for the whole check
         found = symbol_id(conn, ticker)
         if found is None:
             raise HTTPException(404, f"Symbol {ticker} not found")
         sid = found
-        if hi is None:
-            # Just past the forming bar, on the bar grid: the same default range (and ETag) all bar long.
-            now = int(float(conn.execute(sa.select(db_now(conn))).scalar_one()))
-            hi = (now // tf.seconds + 1) * tf.seconds
-        if lo is None:
-            lo = max(MIN_TIME, hi - span) if limit is not None else max(MIN_TIME, hi - 365 * 86_400)
-        if hi <= lo:
-            raise InvalidInput("end", "a time after start", end)
-        if hi - lo > span:
-            raise InvalidInput(
-                "start", f"a range of at most {app.settings.api_max_range_bars} {tf.value} bar lengths", start
-            )
-        names = [x.value for x in wanted]
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
-        fp: tuple[object, ...] = http_reads.bars_fingerprint(conn, sid, tf, lo, hi, names)
-        if wanted_adjust is not None:
-            fp += (wanted_adjust.value,)
-        if wanted_adjust not in (None, Adjust.raw):
-            fp += actions_fingerprint(conn, sid)
-    tag = hashlib.sha256(repr((ticker, tf.value, lo, hi, names, fp, include_flagged)).encode()).hexdigest()
-    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged), f'"{tag[:32]}"'
+        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust)
+    shape = (ticker, tf.value, lo, hi, names, fp, wanted_adjust, include_flagged)
+    tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
+    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged), f'"{tag}"'
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -325,15 +331,28 @@ async def get_bars(
 ) -> Response:
     """Stored bars, never waiting for a provider. ``ETag`` + ``If-None-Match`` → 304 when unchanged.
 
-    Without ``adjust`` bars come as stored (raw, or a provider's own basis).
+    A read asked again while nothing was stored is answered from this
+    process's :class:`~barfill.server.read_cache.ReadCache` (no database
+    access before the 304).
     """
-    q, etag = await run_in_threadpool(
-        _bar_query, app, symbol, timeframe, start, end, layers, limit, adjust, include_flagged
-    )
-    fmt = format or ("arrow" if _ARROW in request.headers.get("accept", "") else "json")
-    etag = etag[:-1] + f'-{fmt}"'
+    reads: BarReads = request.app.state.barfill_reads
+    tf = parse_timeframe(timeframe)
+    now = reads.clock.now()
+    if now is None:
+        now = await run_in_threadpool(reads.clock.measure)
+    until = default_end(now, tf)
+    key = reads.key(symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged)
+    found = reads.cache.get(key)
+    if found is None:
+        make = functools.partial(
+            _bar_query, app, symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged
+        )
+        found = await run_in_threadpool(reads.cache.compute, key, make)
+    q, tag = found
+    fmt = format or bars_format(request.headers.get("accept", ""))
+    etag = format_etag(tag, fmt)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if etag_matches(etag, request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
     if fmt == "csv":
         return StreamingResponse(bars_out.csv_stream(app, q), media_type="text/csv", headers=headers)
@@ -341,7 +360,8 @@ async def get_bars(
         media = "application/vnd.apache.parquet" if fmt == "parquet" else _ARROW
         stream = bars_out.arrow_stream(app, q, parquet=fmt == "parquet")
         return StreamingResponse(stream, media_type=media, headers=headers)
-    return StreamingResponse(bars_out.json_stream(app, q), media_type="application/json", headers=headers)
+    stream = bars_out.json_stream(app, q, reads=reads)
+    return StreamingResponse(stream, media_type="application/json", headers=headers)
 
 
 # -- coverage --------------------------------------------------------------------------------
@@ -538,6 +558,7 @@ def _write_forecast(app: App, body: ForecastBody) -> dict[str, Any]:
     with app.db.write() as conn:
         now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
         written = upsert_bars(conn, sid, batch, layer=Layer.forecast, fetched_at=now)
+        http_reads.notify_changed(conn)
     return {"symbol": ticker, "timeframe": tf.value, "model": body.model, "written": written}
 
 

@@ -29,6 +29,7 @@ from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
 from barfill.store.actions import due_for_refresh, mark_refreshed, replace_actions
+from barfill.store.http_reads import notify_changed
 from barfill.store.schema import job_definitions, symbols
 
 log = logging.getLogger("barfill.actions")
@@ -89,6 +90,8 @@ def _store(
     with app.db.write() as conn:
         changed = 0 if actions is None else replace_actions(conn, symbol_id, provider, actions, tz)
         mark_refreshed(conn, symbol_id, provider)
+        if changed:  # adjusted answers changed: API processes re-check their cached reads
+            notify_changed(conn)
     return changed
 
 

@@ -23,6 +23,7 @@ gaps four ways, at ``now`` on the database clock:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,11 +34,14 @@ from barfill.domain.finality import Finality, last_complete_end, servable_until,
 from barfill.domain.intervals import Interval
 from barfill.domain.planner import find_gaps, plan_slices
 from barfill.domain.slices import NewSlice, PlannedSlice
+from barfill.domain.timeframes import Timeframe
 from barfill.providers.router import Router
 from barfill.store.coverage import CoverageView
 from barfill.store.definitions import Definition
 
 DAY_S = 86_400
+NEWEST_SCREEN_BARS = 1_000  # a chart's first screen, with room to spare
+NEWEST_SPLIT_FACTOR = 10
 _FAR = 2**62
 
 
@@ -157,6 +161,7 @@ def plan_definition(
             slices += _slices(defn, planned.slices, realtime, Layer.intraday, max_attempts)
             not_final = iv.union(not_final, planned.unfillable)
 
+    slices = split_newest(slices, calendar, tf)
     unfillable_list, why = _merge_by_reason(reasons)
     missing = sum(len(calendar.bar_opens(tf, h[0].start, h[-1].end)) for h in holes)
     return DefinitionPlan(
@@ -171,6 +176,34 @@ def plan_definition(
         pending=not_final,
         unfillable_reasons=why,
     )
+
+
+def split_newest(
+    slices: Sequence[NewSlice], calendar: TradingCalendar, timeframe: Timeframe
+) -> list[NewSlice]:
+    """The newest slice, when big, cut at a session open into its last sessions and the rest.
+
+    A chart opened on an empty store shows its right edge: the newest
+    ``NEWEST_SCREEN_BARS`` bars. Fetched inside a full page (up to 50,000
+    bars), they wait for that whole page to be generated, sent, validated
+    and written; as a slice of their own (enqueued, so claimed, first: see
+    :func:`order_for_batching`) they are readable after one small round-trip.
+    It costs one request more per definition whose newest slice is over
+    ``NEWEST_SPLIT_FACTOR`` screens, and none otherwise.
+    """
+    if not slices:
+        return list(slices)
+    newest = max(slices, key=lambda s: (s.end, s.start))
+    opens = calendar.bar_opens(timeframe, newest.start, newest.end)
+    if len(opens) <= NEWEST_SPLIT_FACTOR * NEWEST_SCREEN_BARS:
+        return list(slices)
+    first = int(opens[-NEWEST_SCREEN_BARS])
+    sessions = calendar.sessions(first, first + 1)
+    cut = sessions[0].open if sessions else first
+    if not newest.start < cut < newest.end:
+        return list(slices)
+    rest = [s for s in slices if s is not newest]
+    return [*rest, dataclasses.replace(newest, end=cut), dataclasses.replace(newest, start=cut)]
 
 
 def _merge_by_reason(reasons: dict[Interval, str]) -> tuple[list[Interval], list[str]]:

@@ -61,6 +61,8 @@ from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.worker")
+# A group this many times smaller than a page is started alone (see Worker.run).
+SMALL_FRACTION = 10
 
 
 @dataclass
@@ -100,8 +102,12 @@ class Worker:
         lease_s: float | None = None,
         poll_s: float | None = None,
         derivations: Sequence[Derivation] | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self.app = app
+        # Set by whoever enqueues in this process (the HTTP server's ensure): an idle worker
+        # claims at once instead of at its next poll.
+        self.wake = wake
         self.concurrency = concurrency or app.settings.worker_concurrency
         self.worker_id = worker_id or default_worker_id()
         self.lease_s = lease_s or app.settings.lease_s
@@ -169,13 +175,18 @@ class Worker:
             outage = 0
             if not groups:
                 if inflight:  # our own work finishing frees room: wait for it (real time)
-                    await _wait_any(inflight, stop, timeout=self.poll_s)
+                    await _wait_any(inflight, stop, timeout=self.poll_s, wake=self.wake)
                 else:  # idle: poll again after poll_s (or the rate-limit wait) on the app's clock
                     pause = self.poll_s if idle_wait is None else idle_wait
-                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause))
+                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause), wake=self.wake)
                 continue
-            for group in groups:
-                inflight.add(asyncio.create_task(self._process(group)))
+            for i, group in enumerate(groups):
+                task = asyncio.create_task(self._process(group))
+                inflight.add(task)
+                if i == 0 and len(groups) > 1 and self._is_small(group):
+                    # A chart's newest screen (planning.split_newest): let it land before the
+                    # big pages claimed with it compete with it for this process.
+                    await _wait_any({task}, stop)
         await self._shutdown(inflight, grace_s)
         return self.stats
 
@@ -239,6 +250,16 @@ class Worker:
             for s in group:
                 await asyncio.to_thread(self._release_quietly, s)
         return keep
+
+    def _is_small(self, group: Sequence[ClaimedSlice]) -> bool:
+        """Whether a group is a small fraction of its provider's page (a newest-screen slice)."""
+        first = group[0]
+        provider = self.app.providers.get(first.provider)
+        if provider is None:
+            return False
+        caps = provider.capabilities
+        units = estimate_units(first.timeframe, caps, self._calendar(first.symbol_id), first.start, first.end)
+        return units * SMALL_FRACTION <= caps.page_limit
 
     def _max_symbols(self, provider: str) -> int:
         p = self.app.providers.get(provider)
@@ -596,10 +617,16 @@ async def _wait_any(
     timeout: float | None = None,
     *,
     sleeper: Coroutine[Any, Any, None] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Return when a task finishes, ``stop`` is set, ``timeout`` passes or ``sleeper`` returns."""
+    """Return when a task finishes, ``stop`` or ``wake`` is set, ``timeout`` passes or ``sleeper`` returns.
+
+    ``wake`` is cleared on return: it means "look again", once.
+    """
     stopper = asyncio.create_task(stop.wait())
-    extra = {asyncio.create_task(sleeper)} if sleeper is not None else set()
+    extra: set[asyncio.Task[Any]] = {asyncio.create_task(sleeper)} if sleeper is not None else set()
+    if wake is not None:
+        extra.add(asyncio.create_task(wake.wait()))
     try:
         await asyncio.wait({*tasks, stopper, *extra}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -607,3 +634,5 @@ async def _wait_any(
             helper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
+        if wake is not None:
+            wake.clear()

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 from barfill.domain.adjust import Adjust, parse_adjust, read_basis
 from barfill.domain.bars import BarBatch, Basis, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
-from barfill.domain.intervals import interval
+from barfill.domain.intervals import Interval, interval
 from barfill.domain.sources import (
     Precedence,
     Selection,
@@ -343,6 +343,32 @@ class _Rows:
         return self.adjusted or self.selection.basis or Basis.raw
 
 
+# What a read fetches per row: fixed-width numbers only, so rows go straight into one numpy
+# record array (no per-row Python strings). ``source`` indexes the (provider, layer, basis)
+# triples of the range, found first by a GROUP BY that runs inside the database.
+_READ_ROW = np.dtype(
+    [
+        ("ts", np.int64),
+        ("open", np.float64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("close", np.float64),
+        ("volume", np.float64),
+        ("vwap", np.float64),
+        ("trade_count", np.int64),
+        ("source", np.int64),
+    ]
+)
+# (database, symbol id, timeframe) -> the (provider, layer, basis) sources a read of it found.
+# A read numbers its rows by these in the fetch itself; a row of any other source (numbered -1)
+# sends it back to finding the range's sources first (one more scan). Only ever a shortcut.
+_SEEN: dict[tuple[str, int, str], tuple[tuple[str, str, str], ...]] = {}
+_SEEN_MAX_SERIES = 100_000
+_SEEN_MAX_SOURCES = 16
+# SQLite turns NaN into NULL, so a NULL vwap is fetched as -inf and made NaN in numpy.
+_NO_VWAP = {"sqlite": "-9e999", "postgresql": "'NaN'::float8"}
+
+
 def _read(
     conn: Connection,
     symbol_id: int,
@@ -370,43 +396,112 @@ def _read(
     ticker, calendar_name = _symbol(conn, symbol_id)
     cal = calendar if calendar is not None else get_calendar(calendar_name)
     by = range_by if range_by is not None else range_timeframe(tf)
-    # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
-    lo, hi = range_span(cal, by, span.start, span.end)
-    query = (
-        sa.select(
-            bars.c.ts,
-            bars.c.open,
-            bars.c.high,
-            bars.c.low,
-            bars.c.close,
-            bars.c.volume,
-            bars.c.vwap,
-            bars.c.fetched_at,
-            sa.func.coalesce(bars.c.trade_count, -1),
-            bars.c.provider,
-            bars.c.layer,
-            bars.c.basis,
-        )
-        .where(
-            bars.c.symbol_id == symbol_id,
-            bars.c.timeframe == tf.value,
-            bars.c.ts >= lo,
-            bars.c.ts < hi,
-            bars.c.layer.in_(wanted),
-        )
-        .order_by(bars.c.ts)
+    out = _fetch_rows(
+        conn, symbol_id, ticker, tf, span, wanted, provider, prec, basis, cal, by, include_flagged
     )
-    if provider is not None:
-        query = query.where(bars.c.provider == provider)
-    if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
-        query = query.where(bars.c.flag.is_(None))
-    rows = conn.execute(query).all()
-    out = _select(rows, cal, by, span.start, span.end, prec, basis)
     # Splits and dividends, as known now: one columnar step (barfill.domain.adjust).
     out.columns, out.adjusted = adjust_read(
         conn, symbol_id, cal, out.columns, out.basis, wanted_adjust, prec.historical
     )
     return tf, ticker, out
+
+
+def _fetch_rows(
+    conn: Connection,
+    symbol_id: int,
+    ticker: str,
+    tf: Timeframe,
+    span: Interval,
+    wanted: list[str],
+    provider: str | None,
+    prec: Precedence,
+    basis: Basis | None,
+    cal: TradingCalendar,
+    by: Timeframe,
+    include_flagged: bool,
+) -> _Rows:
+    """The stored rows of ``span`` selected one source per range (before any adjustment)."""
+    # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
+    lo, hi = range_span(cal, by, span.start, span.end)
+    dialect = conn.dialect.name
+    mark = "?" if dialect == "sqlite" else "%s"
+    where = (
+        f"symbol_id = {mark} AND timeframe = {mark} AND ts >= {mark} AND ts < {mark} "
+        f"AND layer IN ({', '.join([mark] * len(wanted))})"
+    )
+    params: list[Any] = [symbol_id, tf.value, lo, hi, *wanted]
+    if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
+        where += " AND flag IS NULL"
+    if provider is not None:
+        where += f" AND provider = {mark}"
+        params.append(provider)
+    memo = (str(conn.engine.url), symbol_id, tf.value)
+    guess = _SEEN.get(memo)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        rows = None
+        if guess is not None:
+            # The sources this series had last time, numbered in the fetch itself: one scan.
+            rows = _fetch(cur, dialect, where, params, guess)
+            sources = [(*g, 0.0) for g in guess]
+            if len(rows) and int(rows["source"].min()) < 0:
+                rows = None  # a source not in the guess: find them all, then fetch again
+        if rows is None:
+            cur.execute(
+                f"SELECT provider, layer, basis, max(fetched_at) FROM bars WHERE {where} "
+                "GROUP BY provider, layer, basis",
+                params,
+            )
+            sources = [(str(p), str(la), str(b), float(f)) for p, la, b, f in cur.fetchall()]
+            if not sources:
+                return _empty_rows(basis)
+            _remember(memo, guess, sources)
+            rows = _fetch(cur, dialect, where, params, [x[:3] for x in sources])
+    except (psycopg.Error, sqlite3.Error) as e:
+        raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
+    finally:
+        cur.close()
+    if len(rows) == 0:
+        return _empty_rows(basis)
+    if dialect == "sqlite":
+        vwap = rows["vwap"]
+        vwap[np.isneginf(vwap)] = np.nan
+    return _select(rows, sources, cal, by, span.start, span.end, prec, basis)
+
+
+def _fetch(
+    cur: Any, dialect: str, where: str, params: list[Any], sources: Sequence[tuple[str, str, str]]
+) -> np.ndarray[Any, Any]:
+    """The rows as one record array, each numbered by its source in ``sources`` (-1: none of them)."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    whens = " ".join(
+        f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}" for i in range(len(sources))
+    )
+    cur.execute(
+        f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
+        f"coalesce(trade_count, -1), CASE {whens} ELSE -1 END FROM bars WHERE {where} ORDER BY ts",
+        [x for source in sources for x in source] + params,
+    )
+    return np.fromiter(cur, dtype=_READ_ROW)
+
+
+def _remember(
+    memo: tuple[str, int, str],
+    guess: Sequence[tuple[str, str, str]] | None,
+    found: Sequence[tuple[str, str, str, float]],
+) -> None:
+    """Keep the sources a series has, as the next read's guess (see :data:`_SEEN`).
+
+    Only while each (provider, layer) has one basis there, so the guess's
+    rows never need their fetch times to pick the read's basis.
+    """
+    known = dict.fromkeys([*(guess or ()), *(x[:3] for x in found)])
+    if len(known) > _SEEN_MAX_SOURCES or len({(p, la) for p, la, _ in known}) != len(known):
+        _SEEN.pop(memo, None)
+        return
+    if len(_SEEN) >= _SEEN_MAX_SERIES:
+        _SEEN.clear()
+    _SEEN[memo] = tuple(known)
 
 
 def _symbol(conn: Connection, symbol_id: int) -> tuple[str, str]:
@@ -434,8 +529,20 @@ def _parse_basis(basis: Basis | str) -> Basis:
         raise InvalidInput("basis", "one of " + ", ".join(b.value for b in Basis), basis) from e
 
 
+def _empty_rows(basis: Basis | None) -> _Rows:
+    empty_f = np.empty(0, dtype=np.float64)
+    empty: dict[str, np.ndarray[Any, Any]] = {
+        c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
+    }
+    empty["ts"] = np.empty(0, dtype=np.int64)
+    empty["trade_count"] = np.empty(0, dtype=np.int64)
+    none = np.empty(0, dtype=object)
+    return _Rows(empty, none, none, Selection(np.zeros(0, dtype=np.bool_), basis, ()))
+
+
 def _select(
-    rows: Sequence[Any],
+    rows: np.ndarray[Any, Any],
+    sources: Sequence[tuple[str, str, str, float]],
     calendar: TradingCalendar,
     by: Timeframe,
     start: int,
@@ -443,44 +550,38 @@ def _select(
     precedence: Precedence,
     basis: Basis | None,
 ) -> _Rows:
-    if not rows:
-        empty_f = np.empty(0, dtype=np.float64)
-        empty: dict[str, np.ndarray[Any, Any]] = {
-            c: empty_f for c in ("open", "high", "low", "close", "volume", "vwap")
-        }
-        empty["ts"] = np.empty(0, dtype=np.int64)
-        empty["trade_count"] = np.empty(0, dtype=np.int64)
-        none = np.empty(0, dtype=object)
-        return _Rows(empty, none, none, Selection(np.zeros(0, dtype=np.bool_), basis, ()))
-    raw = list(zip(*rows, strict=True))
-    ts = np.array(raw[0], dtype=np.int64)
-    # None (SQL NULL) becomes NaN in a float64 array: vwap's "none" (trade_count's is -1, in SQL).
-    numeric = np.array(raw[1:8], dtype=np.float64)
-    trade_count = np.array(raw[8], dtype=np.int64)
-    providers = np.array(raw[9], dtype=object)
-    layers = np.array(raw[10], dtype=object)
-    bases = np.array(raw[11], dtype=object)
-    selection = select_sources(
-        range_labels(calendar, by, ts),
-        providers,
-        layers,
-        bases,
-        precedence=precedence,
-        basis=basis,
-        fetched_at=numeric[6],
-    )
+    """Keep one source per range (see :mod:`barfill.domain.sources`), then clip to [start, end)."""
+    ts = rows["ts"]
+    code = rows["source"]
+    names = np.array([(p, la, b) for p, la, b, _ in sources], dtype=object).reshape(len(sources), 3)
+    single = len(code) > 0 and int(code.min()) == int(code.max())
+    if single and (basis is None or basis.value == sources[int(code[0])][2]):
+        # One source, in the read's basis: every row is kept (no range labels needed).
+        provider, layer, only = sources[int(code[0])][:3]
+        selection = Selection(np.ones(len(ts), dtype=np.bool_), Basis(only), ((provider, layer),))
+    else:
+        fetched = np.array([f for *_, f in sources], dtype=np.float64)
+        selection = select_sources(
+            range_labels(calendar, by, ts),
+            names[code, 0],
+            names[code, 1],
+            names[code, 2],
+            precedence=precedence,
+            basis=basis,
+            # Each row stands for its source's newest fetch: the basis rule looks at no more.
+            fetched_at=fetched[code],
+        )
     keep = selection.keep & (ts >= start) & (ts < end)
+    if bool(keep.all()):
+        kept = rows
+    else:
+        kept = rows[keep]
+        code = code[keep]
     cols: dict[str, np.ndarray[Any, Any]] = {
-        "ts": ts[keep],
-        "open": numeric[0][keep],
-        "high": numeric[1][keep],
-        "low": numeric[2][keep],
-        "close": numeric[3][keep],
-        "volume": numeric[4][keep],
-        "vwap": numeric[5][keep],
-        "trade_count": trade_count[keep],
+        name: np.ascontiguousarray(kept[name])
+        for name in ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
     }
-    return _Rows(cols, providers[keep], layers[keep], selection)
+    return _Rows(cols, names[code, 0], names[code, 1], selection)
 
 
 def read_bars(

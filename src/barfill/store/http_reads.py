@@ -16,15 +16,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from barfill.domain.adjust import Adjust
 from barfill.domain.timeframes import Timeframe
+from barfill.store.actions import actions_fingerprint
 from barfill.store.db import db_now
 from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
 
 
 def bars_fingerprint(
     conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int, layers: Sequence[str]
-) -> tuple[int, float, int, int]:
-    """(rows, newest fetch, first ts, last ts) of a range: changes whenever its bars do.
+) -> tuple[int, float, int, int, int]:
+    """(rows, newest fetch, flagged rows, first ts, last ts) of a range: changes whenever its bars do.
 
     A write always carries a newer ``fetched_at`` and a deletion changes the
     count, so equal fingerprints mean equal answers.
@@ -33,6 +35,8 @@ def bars_fingerprint(
         sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.max(bars.c.fetched_at), 0.0),
+            # A flag set or cleared without a rewrite (a neighbour judged again) changes this.
+            sa.func.count(bars.c.flag),
             sa.func.coalesce(sa.func.min(bars.c.ts), 0),
             sa.func.coalesce(sa.func.max(bars.c.ts), 0),
         ).where(
@@ -43,7 +47,40 @@ def bars_fingerprint(
             bars.c.layer.in_(list(layers)),
         )
     ).one()
-    return int(row[0]), float(row[1]), int(row[2]), int(row[3])
+    return int(row[0]), float(row[1]), int(row[2]), int(row[3]), int(row[4])
+
+
+def read_fingerprint(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe,
+    start: int,
+    end: int,
+    layers: Sequence[str],
+    *,
+    adjust: Adjust | None = None,
+) -> tuple[Any, ...]:
+    """Everything a bar answer of this range depends on, for its ETag: equal means unchanged.
+
+    The bars themselves and, for an adjusted read, the symbol's corporate
+    actions. A writer of such an input outside a slice completion calls
+    :func:`notify_changed`.
+    """
+    fp: tuple[Any, ...] = (bars_fingerprint(conn, symbol_id, timeframe, start, end, layers),)
+    if adjust not in (None, Adjust.raw):
+        fp += actions_fingerprint(conn, symbol_id)
+    return fp
+
+
+def notify_changed(conn: Connection) -> None:
+    """Tell every API process, when this transaction commits, that stored data changed.
+
+    PostgreSQL: ``NOTIFY barfill`` (what slice completions send), which moves
+    each server's :class:`~barfill.server.read_cache.DataVersion`. SQLite
+    needs nothing: every commit moves it.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify('barfill', :p)"), {"p": '{"changed": true}'})
 
 
 def newest_start(
@@ -55,8 +92,12 @@ def newest_start(
     layers: Sequence[str],
     n: int,
 ) -> int:
-    """The open time of the ``n``-th newest distinct bar time in [start, end), or ``start`` if fewer."""
-    found = conn.execute(
+    """The open time of the ``n``-th newest distinct bar time in [start, end).
+
+    With fewer bars, the oldest one's (so a read of "the newest N" on a thin
+    store reads only what is there), and ``end`` when there are none.
+    """
+    newest = (
         sa.select(bars.c.ts)
         .where(
             bars.c.symbol_id == symbol_id,
@@ -67,10 +108,11 @@ def newest_start(
         )
         .distinct()
         .order_by(bars.c.ts.desc())
-        .offset(n - 1)
-        .limit(1)
-    ).scalar_one_or_none()
-    return start if found is None else int(found)
+        .limit(n)
+        .subquery()
+    )
+    found = conn.execute(sa.select(sa.func.min(newest.c.ts))).scalar_one_or_none()
+    return end if found is None else int(found)
 
 
 def provisional_coverage(conn: Connection, symbol_id: int, timeframe: Timeframe) -> list[dict[str, Any]]:

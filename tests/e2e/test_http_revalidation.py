@@ -1,0 +1,129 @@
+"""Revalidating a bar read (If-None-Match → 304) runs no SQL, until something is stored.
+
+The server keeps each read's ETag while its data version stands still
+(SQLite: ``PRAGMA data_version``; PostgreSQL: ``NOTIFY barfill``). A write by
+another connection, as another process would make, must end the 304s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from barfill.bootstrap import App
+from barfill.domain.bars import Layer
+from barfill.domain.calendar import get_calendar
+from barfill.domain.timeframes import Timeframe
+from barfill.providers.synthetic import SyntheticProvider
+from barfill.store.api_keys import create_key, revoke_key
+from barfill.store.bars import upsert_bars
+from barfill.store.db import Database
+from barfill.store.http_reads import notify_changed
+from barfill.store.symbols import ensure_symbols
+from tests.e2e.helpers import make_app, ts
+from tests.e2e.http_server import LiveServer
+
+START, END = ts("2024-03-04T14:30"), ts("2024-03-09T00:00")
+PARAMS = {"timeframe": "m15", "start": str(START), "end": str(END), "layers": "historical"}
+
+
+def _store(db: Database, provider: SyntheticProvider, start: int, end: int) -> None:
+    with db.write() as conn:
+        sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+        batch = provider.truth("AAPL", Timeframe.m15, start, end)
+        upsert_bars(conn, sid, batch, layer=Layer.historical, fetched_at=time.time())
+        notify_changed(conn)
+
+
+def _wait(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_revalidation_runs_no_sql_and_ends_when_bars_land(db: Database) -> None:
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(db, {"synthetic": provider})
+    _store(db, provider, START, ts("2024-03-06T00:00"))
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            version = server.fastapi_app.state.barfill_reads.version
+            _wait(lambda: version.exact, "the data version (PostgreSQL: LISTEN) to be live")
+            first = c.get("/v1/bars/AAPL", params=PARAMS)
+            assert first.status_code == 200
+            etag = first.headers["etag"]
+            before = first.json()["layers"]["historical"]["t"]
+            sa.event.listen(app.db.engine, "before_cursor_execute", count)
+            for _ in range(5):
+                again = c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag})
+                assert again.status_code == 304
+            assert statements == []
+            sa.event.remove(app.db.engine, "before_cursor_execute", count)
+
+            # Another connection (as another process would) stores two more sessions.
+            other = Database(db.url)
+            try:
+                _store(other, provider, ts("2024-03-06T00:00"), END)
+            finally:
+                other.dispose()
+
+            def changed() -> bool:
+                r = c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag})
+                return r.status_code == 200
+
+            _wait(changed, "the new bars to end the 304s")
+            after = c.get("/v1/bars/AAPL", params=PARAMS)
+            assert after.headers["etag"] != etag
+            got = after.json()["layers"]["historical"]["t"]
+            assert got[: len(before)] == before and len(got) > len(before)
+            assert (
+                c.get(
+                    "/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": after.headers["etag"]}
+                ).status_code
+                == 304
+            )
+    finally:
+        app.close()
+
+
+def test_revalidation_still_needs_a_valid_key(sqlite_db: Database) -> None:
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(sqlite_db, {"synthetic": provider})
+    _store(sqlite_db, provider, START, END)
+    with sqlite_db.write() as conn:
+        key = create_key(conn, "chart", "read")[1]
+        other = create_key(conn, "gone", "read")
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            bearer = {"Authorization": f"Bearer {key}"}
+            first = c.get("/v1/bars/AAPL", params=PARAMS, headers=bearer)
+            assert first.status_code == 200
+            etag = first.headers["etag"]
+            assert (
+                c.get("/v1/bars/AAPL", params=PARAMS, headers={**bearer, "If-None-Match": etag}).status_code
+                == 304
+            )
+            # The cached read is no shortcut past the key check.
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag}).status_code == 401
+            wrong = {"X-API-Key": key[:-2] + "xx", "If-None-Match": etag}
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers=wrong).status_code == 401
+            with sqlite_db.write() as conn:
+                revoke_key(conn, other[0].key_id)
+            revoked = {"Authorization": f"Bearer {other[1]}", "If-None-Match": etag}
+            assert c.get("/v1/bars/AAPL", params=PARAMS, headers=revoked).status_code == 401
+            # An unknown parameter is the route's to refuse, cached read or not.
+            odd = c.get(
+                "/v1/bars/AAPL", params={**PARAMS, "limit": "0"}, headers={**bearer, "If-None-Match": etag}
+            )
+            assert odd.status_code == 422
+    finally:
+        app.close()
