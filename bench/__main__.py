@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bench.common import Result
 
-SUITES = ["store", "queue", "planner", "providers", "synthetic", "engine", "http", "startup"]
+SUITES = ["store", "queue", "planner", "providers", "synthetic", "engine", "ingest", "http", "startup"]
 
 
 def main(argv: list[str]) -> int:
