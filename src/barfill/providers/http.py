@@ -53,6 +53,7 @@ from typing import Any, NoReturn
 
 import httpx
 import numpy as np
+import orjson
 
 from barfill.domain.bars import I64, BarBatch
 from barfill.domain.calendar import TradingCalendar
@@ -203,6 +204,10 @@ async def get_json(
     )
     if error is not None:
         raise error
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        pass  # not UTF-8 JSON as orjson reads it (NaN, another charset...): the standard decoder decides
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):

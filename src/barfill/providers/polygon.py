@@ -44,6 +44,7 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
+from barfill.providers.columns import Kind, json_columns
 from barfill.providers.http import (
     HttpAdapter,
     HttpClient,
@@ -77,6 +78,16 @@ _WEEK_LEAD_S = 2 * 86_400  # reach back to a Sunday (or Saturday) anchor before 
 _MAX_PAGES = 1_000  # a next_url chain longer than this is a provider loop, not data
 
 _Row = tuple[int, float, float, float, float, float, float | None, int | None]
+_FIELDS = {
+    "t": Kind.integer,
+    "o": Kind.number,
+    "h": Kind.number,
+    "l": Kind.number,
+    "c": Kind.number,
+    "v": Kind.number,
+    "vw": Kind.optional_number,
+    "n": Kind.optional_integer,
+}
 
 
 class PolygonProvider(HttpAdapter):
@@ -146,24 +157,30 @@ class PolygonProvider(HttpAdapter):
             "limit": PAGE_LIMIT,
         }
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        rows: list[_Row] = []
+        pieces: list[BarBatch] = []
         for _ in range(_MAX_PAGES):
             payload = await get_json(
                 self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
             )
             page = mapping(payload, provider=NAME, field="answer")
-            rows.extend(self._parse_page(page, symbol))
+            piece = self._parse_page(page, symbol, timeframe)
             next_url = page.get("next_url")
+            del payload, page  # a page's decoded objects go now, not when the next one arrives
+            if len(piece):
+                pieces.append(piece)
             if not next_url:
                 break
             url, params = self._checked_next(next_url), None  # next_url carries its own query
         else:
             fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
-        batch = relabel(BarBatch.from_rows(symbol, timeframe, NAME, rows), self._calendar)
+        # concat sorts by ts, stably: as the rows of every page sorted together.
+        joined = BarBatch.concat(pieces) if pieces else BarBatch.empty(symbol, timeframe, NAME)
+        batch = relabel(joined, self._calendar)
         batch = session_bars(batch, self._calendar, extended=self._extended)
         return batch.between(start, end)
 
-    def _parse_page(self, page: Mapping[str, Any], symbol: str) -> list[_Row]:
+    def _parse_page(self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe) -> BarBatch:
+        """One answer's bars (in the page's order), after checking its status, ticker and basis."""
         status = page.get("status")
         if status in ("ERROR", "NOT_AUTHORIZED"):
             detail = redact(str(page.get("error") or page.get("message") or ""), (self._api_key,))
@@ -178,9 +195,29 @@ class PolygonProvider(HttpAdapter):
         if adjusted is not None and adjusted is not self._adjusted:
             fail_payload(NAME, f"{symbol}: asked adjusted={self._adjusted}, answer says {adjusted!r}")
         if "results" not in page:  # resultsCount 0: an empty, covered range
-            return []
+            return BarBatch.empty(symbol, timeframe, NAME)
+        results = rows_list(page["results"], provider=NAME, field="results")
+        cols = json_columns(results, _FIELDS)
+        if cols is None:  # not the plain documented shape: row by row, which names what is wrong
+            return BarBatch.from_rows(symbol, timeframe, NAME, self._parse_rows(results, symbol))
+        return BarBatch(
+            symbol,
+            timeframe,
+            NAME,
+            cols["t"] // 1000,
+            cols["o"],
+            cols["h"],
+            cols["l"],
+            cols["c"],
+            cols["v"],
+            cols["vw"],
+            cols["n"],
+        )
+
+    def _parse_rows(self, results: list[Any], symbol: str) -> list[_Row]:
+        """The bars of ``results`` row by row; ``bad_payload`` names the first bad bar and field."""
         out: list[_Row] = []
-        for i, raw in enumerate(rows_list(page["results"], provider=NAME, field="results")):
+        for i, raw in enumerate(results):
             row = mapping(raw, provider=NAME, field=f"{symbol} results[{i}]")
             t_ms = integer(row.get("t"), provider=NAME, field="t", bar=f"{symbol} results[{i}]")
             bar = f"{symbol} bar {iso(t_ms // 1000)}"
