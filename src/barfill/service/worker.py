@@ -50,6 +50,7 @@ from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.store.definitions import get_definition
+from barfill.store.queue import completion_time
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
@@ -460,6 +461,7 @@ class Worker:
             items.append((s, [batch], [CoverageSpan(s.start, s.end, expires)]))
         if not items:
             return
+        fresh = {s.id: batches[0] for s, batches, _ in items}
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
             if not live:  # final bars landed: nothing provisional may outlive them
@@ -483,6 +485,8 @@ class Worker:
                 layer=layer,
                 coverage_expires_at=expires,
                 precedence=self.app.precedence,
+                fresh=fresh[s.id],
+                fresh_at=completion_time(conn, s.id),
             )
 
         result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)
