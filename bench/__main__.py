@@ -21,7 +21,18 @@ from rich.table import Table
 from bench import report
 from bench.common import Result
 
-SUITES = ["store", "queue", "planner", "providers", "synthetic", "engine", "http", "startup", "adjust"]
+SUITES = [
+    "store",
+    "queue",
+    "planner",
+    "providers",
+    "synthetic",
+    "engine",
+    "ingest",
+    "http",
+    "startup",
+    "adjust",
+]
 HERE = Path(__file__).parent
 
 

@@ -60,9 +60,9 @@ def _bars() -> BarBatch:
 def _rows(sid: int, b: BarBatch) -> zip[tuple[object, ...]]:
     return zip(
         repeat(sid),
-        repeat("m1"),
+        repeat(b.timeframe.value),
         b.ts.tolist(),
-        repeat("synthetic"),
+        repeat(b.provider),
         repeat("historical"),
         b.open.tolist(),
         b.high.tolist(),
@@ -72,20 +72,25 @@ def _rows(sid: int, b: BarBatch) -> zip[tuple[object, ...]]:
         b.vwap.tolist(),
         b.trade_count.tolist(),
         repeat(1.0),
-        repeat("raw"),
+        repeat(b.basis.value),
         strict=False,
     )
 
 
-def _raw_rate(db: Database, sid: int, full: BarBatch, *, keyed: bool = False) -> float:
-    """Plain bulk insert into a fresh table: unindexed, or with ``bars``' primary key (``keyed``)."""
+def raw_insert_rate(db: Database, chunks: list[tuple[int, BarBatch]], *, keyed: bool = False) -> float:
+    """Bars/s of a plain bulk insert of ``chunks`` (symbol id, bars), one transaction per chunk.
+
+    Into a fresh table with ``bars``' 14 columns: unindexed, or with ``bars``'
+    primary key (``keyed``). The fastest plain way each driver offers:
+    ``executemany`` on SQLite, binary ``COPY`` on PostgreSQL. The table is
+    dropped afterwards.
+    """
     key = ", PRIMARY KEY (symbol_id, timeframe, ts, provider, layer)" if keyed else ""
     with db.write() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS raw_bars")
         conn.exec_driver_sql(f"CREATE TABLE raw_bars ({_RAW_COLUMNS}{key})")
     start = time.perf_counter()
-    for i in range(0, N_BARS, BATCH):
-        batch = full.take(slice(i, i + BATCH))
+    for sid, batch in chunks:
         with db.write() as conn:
             dbapi: Any = conn.connection.driver_connection
             if db.is_sqlite:
@@ -97,7 +102,16 @@ def _raw_rate(db: Database, sid: int, full: BarBatch, *, keyed: bool = False) ->
                     copy.set_types(_PG_TYPES)
                     for row in _rows(sid, batch):
                         copy.write_row(row)
-    return N_BARS / (time.perf_counter() - start)
+    rate = sum(len(b) for _, b in chunks) / (time.perf_counter() - start)
+    with db.write() as conn:
+        conn.exec_driver_sql("DROP TABLE raw_bars")
+    return rate
+
+
+def _raw_rate(db: Database, sid: int, full: BarBatch, *, keyed: bool = False) -> float:
+    return raw_insert_rate(
+        db, [(sid, full.take(slice(i, i + BATCH))) for i in range(0, N_BARS, BATCH)], keyed=keyed
+    )
 
 
 def _upsert_rate(db: Database, sid: int, full: BarBatch, fetched_at: float) -> float:

@@ -39,10 +39,9 @@ import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
 
 from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import I64, BarBatch
@@ -53,6 +52,9 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput, NotPublishedYet, NotSupported, ProviderError
 from barfill.providers.actions import within
 from barfill.providers.http import session_bars
+
+if TYPE_CHECKING:  # polars is imported where files are read: a worker without flat files never loads it
+    import polars as pl
 
 TsUnit = Literal["s", "ms", "us", "ns"]
 
@@ -235,6 +237,8 @@ class GenericFileProvider:
         self, path: Path, symbols: Sequence[str], *, owner: str | None, day_label: int | None
     ) -> pl.DataFrame:
         """One file as columns ``symbol ts open high low close volume vwap trade_count``."""
+        import polars as pl
+
         cmap = self.column_map
         wanted = list(dict.fromkeys(cmap.values()))
         symbol_expr = pl.lit(owner) if owner is not None else pl.col(cmap["symbol"]).cast(pl.Utf8)
@@ -265,6 +269,8 @@ class GenericFileProvider:
         return frame
 
     def _ts_expr(self, dtype: pl.DataType) -> pl.Expr:
+        import polars as pl
+
         col = pl.col(self.column_map["ts"])
         if isinstance(dtype, pl.Datetime):
             return col.dt.epoch("s")
@@ -280,6 +286,8 @@ class GenericFileProvider:
     def _batches(
         self, frames: list[pl.DataFrame], symbols: Sequence[str], start: int, end: int
     ) -> dict[str, BarBatch]:
+        import polars as pl
+
         out = {s: BarBatch.empty(s, self.timeframe, self.name) for s in symbols}
         if not frames:
             return out

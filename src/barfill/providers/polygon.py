@@ -51,10 +51,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import msgspec
+import numpy as np
 
 from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
 from barfill.domain.bars import BarBatch, Basis
@@ -69,8 +72,10 @@ from barfill.providers.http import (
     bad_payload,
     fail_payload,
     get_json,
+    get_ok,
     integer,
     iso,
+    json_of,
     mapping,
     number,
     optional_number,
@@ -98,6 +103,37 @@ _MAX_PAGES = 1_000  # a next_url chain longer than this is a provider loop, not 
 ACTIONS_LIMIT = 1_000
 
 _Row = tuple[int, float, float, float, float, float, float | None, int | None]
+_EXACT_INT = 2**53  # the row parser reads integers through float(): exact below this
+
+
+class _Bar(msgspec.Struct, gc=False):
+    """One aggregate as documented: the fast path's strict types (an int is a float, a bool is not)."""
+
+    t: int
+    o: float
+    h: float
+    l: float  # noqa: E741 (Polygon's name)
+    c: float
+    v: float
+    vw: float | None = None
+    n: int | None = None
+
+
+class _Page(msgspec.Struct, gc=False):
+    """One answer; fields other than ``results`` are checked as the row path checks them."""
+
+    status: Any = None
+    ticker: Any = None
+    adjusted: Any = None
+    error: Any = None
+    message: Any = None
+    next_url: Any = None
+    results: list[_Bar] | msgspec.UnsetType = msgspec.UNSET
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_T, _VW, _N = attrgetter("t"), attrgetter("vw"), attrgetter("n")
+_OHLCV = tuple(attrgetter(k) for k in ("o", "h", "l", "c", "v"))
 
 
 class PolygonProvider(HttpAdapter):
@@ -169,20 +205,23 @@ class PolygonProvider(HttpAdapter):
             "limit": PAGE_LIMIT,
         }
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        rows: list[_Row] = []
+        pieces: list[BarBatch] = []
         for _ in range(_MAX_PAGES):
-            payload = await get_json(
+            response = await get_ok(
                 self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
             )
-            page = mapping(payload, provider=NAME, field="answer")
-            rows.extend(self._parse_page(page, symbol))
-            next_url = page.get("next_url")
+            piece, next_url = self._parse_answer(response, symbol, timeframe)
+            del response  # the page's bytes go now, not when the next page arrives
+            if len(piece):
+                pieces.append(piece)
             if not next_url:
                 break
             url, params = self._checked_next(next_url), None  # next_url carries its own query
         else:
             fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
-        batch = relabel(BarBatch.from_rows(symbol, timeframe, NAME, rows), self._calendar)
+        # concat sorts by ts, stably: as the rows of every page sorted together.
+        joined = BarBatch.concat(pieces) if pieces else BarBatch.empty(symbol, timeframe, NAME)
+        batch = relabel(joined, self._calendar)
         batch = session_bars(batch, self._calendar, extended=self._extended)
         return batch.between(start, end)
 
@@ -243,24 +282,69 @@ class PolygonProvider(HttpAdapter):
             NAME, f"{symbol} {kind}: more than {_MAX_PAGES} pages of next_url; refusing to loop"
         )
 
-    def _parse_page(self, page: Mapping[str, Any], symbol: str) -> list[_Row]:
-        status = page.get("status")
+    def _parse_answer(
+        self, response: httpx.Response, symbol: str, timeframe: Timeframe
+    ) -> tuple[BarBatch, Any]:
+        """One answer's bars (in the page's order) and its ``next_url``.
+
+        The documented shape is decoded straight into typed structs and then
+        columns (no dict per bar); anything else is decoded as generic JSON
+        and parsed row by row, which names the bar and field at fault.
+        """
+        try:
+            page = _PAGE.decode(response.content)
+        except msgspec.MsgspecError:
+            return self._parse_page(
+                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"), symbol, timeframe
+            )
+        self._check_page(page.status, page.ticker, page.adjusted, page.error or page.message, symbol)
+        if page.results is msgspec.UNSET:  # resultsCount 0: an empty, covered range
+            return BarBatch.empty(symbol, timeframe, NAME), page.next_url
+        bars = page.results
+        t_ms = np.fromiter(map(_T, bars), dtype=np.int64, count=len(bars))
+        if len(bars) and int(np.abs(t_ms).max()) >= _EXACT_INT:  # the row parser reads t through float()
+            return self._parse_page(
+                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"), symbol, timeframe
+            )
+        o, h, lo, c, v = (np.fromiter(map(get, bars), dtype=np.float64, count=len(bars)) for get in _OHLCV)
+        vwap = np.array(list(map(_VW, bars)), dtype=np.float64)  # null -> NaN
+        trades = np.array([-1 if n is None else n for n in map(_N, bars)], dtype=np.int64)
+        batch = BarBatch(symbol, timeframe, NAME, t_ms // 1000, o, h, lo, c, v, vwap, trades)
+        return batch, page.next_url
+
+    def _parse_page(self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe) -> tuple[BarBatch, Any]:
+        """:meth:`_parse_answer` for a generically decoded answer, row by row."""
+        self._check_page(
+            page.get("status"),
+            page.get("ticker"),
+            page.get("adjusted"),
+            page.get("error") or page.get("message"),
+            symbol,
+        )
+        if "results" not in page:  # resultsCount 0: an empty, covered range
+            return BarBatch.empty(symbol, timeframe, NAME), page.get("next_url")
+        results = rows_list(page["results"], provider=NAME, field="results")
+        return BarBatch.from_rows(symbol, timeframe, NAME, self._parse_rows(results, symbol)), page.get(
+            "next_url"
+        )
+
+    def _check_page(self, status: Any, ticker: Any, adjusted: Any, error: Any, symbol: str) -> None:
+        """An error status, another ticker or another basis than asked fails the answer."""
         if status in ("ERROR", "NOT_AUTHORIZED"):
-            detail = redact(str(page.get("error") or page.get("message") or ""), (self._api_key,))
+            detail = redact(str(error or ""), (self._api_key,))
             code = "not_authorized" if status == "NOT_AUTHORIZED" else "provider_error"
             raise ProviderError(code, f"{NAME}: {symbol}: status {status}: {detail}", retryable=False)
         if status not in ("OK", "DELAYED"):
             fail_payload(NAME, f"{symbol}: unexpected status {status!r}")
-        ticker = page.get("ticker")
         if ticker is not None and str(ticker).upper() != symbol.upper():
             fail_payload(NAME, f"asked for {symbol!r}, answer is for {ticker!r}")
-        adjusted = page.get("adjusted")
         if adjusted is not None and adjusted is not self._adjusted:
             fail_payload(NAME, f"{symbol}: asked adjusted={self._adjusted}, answer says {adjusted!r}")
-        if "results" not in page:  # resultsCount 0: an empty, covered range
-            return []
+
+    def _parse_rows(self, results: list[Any], symbol: str) -> list[_Row]:
+        """The bars of ``results`` row by row; ``bad_payload`` names the first bad bar and field."""
         out: list[_Row] = []
-        for i, raw in enumerate(rows_list(page["results"], provider=NAME, field="results")):
+        for i, raw in enumerate(results):
             row = mapping(raw, provider=NAME, field=f"{symbol} results[{i}]")
             t_ms = integer(row.get("t"), provider=NAME, field="t", bar=f"{symbol} results[{i}]")
             bar = f"{symbol} bar {iso(t_ms // 1000)}"

@@ -24,14 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.domain import intervals as iv
-from barfill.domain.bars import Layer
+from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar
 from barfill.domain.resample import complete_buckets, resample, touched_buckets
 from barfill.domain.slices import CoverageSpan
-from barfill.domain.sources import Precedence, range_timeframe
+from barfill.domain.sources import Precedence, range_span, range_timeframe
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import delete_bars, read_bars, upsert_bars
+from barfill.store.bars import delete_bars, only_written, read_bars, upsert_bars
 from barfill.store.coverage import add_coverage, drop_provisional, read_coverage
 from barfill.store.db import db_now
 
@@ -69,6 +69,8 @@ def derive_after(
     layer: Layer,
     coverage_expires_at: float | None = None,
     precedence: Precedence | Sequence[str] | None = None,
+    fresh: BarBatch | None = None,
+    fresh_at: float | None = None,
 ) -> int:
     """Recompute every target bucket that [start, end) of ``source`` touches; returns bars written.
 
@@ -84,7 +86,13 @@ def derive_after(
         layer: the layer the derived bars are written to.
         precedence: the provider order reads use (``app.precedence``), so each
             bucket is computed from the source a read of ``source`` would show.
+        fresh, fresh_at: the bars of ``[start, end)`` this transaction just
+            upserted (to ``layer``) and their ``fetched_at``. When the store
+            holds nothing else that a read of a bucket range would consider,
+            they are resampled as they are, instead of being read back.
     """
+    if fresh is not None and fresh.timeframe != source:
+        fresh = None
     final = Layer(layer) is Layer.historical
     layers = (Layer.historical,) if final else (Layer.historical, Layer.intraday)
     written = 0
@@ -101,17 +109,20 @@ def derive_after(
         complete = labels[complete_buckets(d.target, labels, covered, calendar)]
         if len(complete) == 0:
             continue
-        src = read_bars(
-            conn,
-            symbol_id,
-            source,
-            lo,
-            hi,
-            layers=layers,
-            precedence=precedence,
-            calendar=calendar,
-            range_by=range_timeframe(d.target),
-        )
+        by = range_timeframe(d.target)
+        src = _fresh_source(conn, symbol_id, lo, hi, calendar, by, layers, layer, fresh, fresh_at)
+        if src is None:
+            src = read_bars(
+                conn,
+                symbol_id,
+                source,
+                lo,
+                hi,
+                layers=layers,
+                precedence=precedence,
+                calendar=calendar,
+                range_by=by,
+            )
         if len(src):
             if fetched_at is None:  # the database clock, as for every stored time
                 fetched_at = float(conn.execute(sa.select(db_now(conn))).scalar_one())
@@ -127,6 +138,45 @@ def derive_after(
             [CoverageSpan(s.start, s.end, coverage_expires_at) for s in spans],
         )
     return written
+
+
+def _fresh_source(
+    conn: Connection,
+    symbol_id: int,
+    lo: int,
+    hi: int,
+    calendar: TradingCalendar,
+    by: Timeframe,
+    layers: Sequence[Layer],
+    layer: Layer,
+    fresh: BarBatch | None,
+    fresh_at: float | None,
+) -> BarBatch | None:
+    """``fresh``'s bars in ``[lo, hi)`` when they are all a read would find there; else None.
+
+    A read selects one source per whole range (session, or week) around
+    ``[lo, hi)``: if every row of those ranges is one the fresh upsert wrote,
+    the only source is the fresh batch and the read would return its bars
+    as they are (values round-trip exactly; NaN vwap and -1 trades too).
+    """
+    if fresh is None or fresh_at is None or len(fresh) == 0:
+        return None
+    span_lo, span_hi = range_span(calendar, by, lo, hi)
+    stored = only_written(
+        conn,
+        symbol_id,
+        fresh.timeframe,
+        span_lo,
+        span_hi,
+        layers=layers,
+        provider=fresh.provider,
+        layer=layer,
+        fetched_at=fresh_at,
+    )
+    mine = fresh.between(span_lo, span_hi)
+    if stored is None or stored != len(mine):
+        return None
+    return mine.between(lo, hi)
 
 
 def drop_provisional_after(

@@ -57,6 +57,7 @@ from barfill.service.derive import Derivation, derive_after, drop_provisional_af
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
 from barfill.store.definitions import get_definition
 from barfill.store.flags import reflag
+from barfill.store.queue import completion_time
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
@@ -502,10 +503,11 @@ class Worker:
         if verify:
             await self._commit_verify(items, fetched, cal)
             return
+        fresh = {s.id: batches[0] for s, batches, _ in items}
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
             batch = fetched[s.id]
-            reflag(conn, s.symbol_id, batch, layer=layer, calendar=cal)
+            flagged = reflag(conn, s.symbol_id, batch, layer=layer, calendar=cal)
             served = self.app.providers.get(batch.provider)
             if not live and served is not None:
                 record_after_fill(
@@ -538,6 +540,9 @@ class Worker:
                 layer=layer,
                 coverage_expires_at=expires,
                 precedence=self.app.precedence,
+                # Flagged bars are not read, so they are not derived from: then read the store.
+                fresh=None if flagged else fresh[s.id],
+                fresh_at=completion_time(conn, s.id),
             )
 
         result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)

@@ -321,6 +321,43 @@ def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fe
         cur.close()
 
 
+def only_written(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe,
+    start: int,
+    end: int,
+    *,
+    layers: Sequence[Layer],
+    provider: str,
+    layer: Layer,
+    fetched_at: float,
+) -> int | None:
+    """How many rows of ``layers`` lie in ``[start, end)``, if every one was written by one upsert.
+
+    That upsert is recognised by its ``provider``, ``layer`` and ``fetched_at``
+    (each row it wrote carries them; a row it did not replace, being newer,
+    does not). None if any row in the range came from elsewhere. With the
+    count equal to the rows that upsert sent for the range, a read of the
+    range returns exactly those rows: derivations use them without reading
+    them back.
+    """
+    mine = sa.and_(
+        bars.c.provider == provider, bars.c.layer == Layer(layer).value, bars.c.fetched_at == fetched_at
+    )
+    row = conn.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((mine, 1), else_=0)), 0)).where(
+            bars.c.symbol_id == symbol_id,
+            bars.c.timeframe == timeframe.value,
+            bars.c.ts >= start,
+            bars.c.ts < end,
+            bars.c.layer.in_([Layer(x).value for x in layers]),
+        )
+    ).one()
+    total, written = int(row[0]), int(row[1])
+    return total if total == written else None
+
+
 class _Rows:
     """The selected columns of a read, before they become a BarBatch or a DataFrame."""
 

@@ -745,6 +745,13 @@ class SqlQueue(QueueReports):
 _RETRY_STATUSES = {"failed": ("failed",), "cancelled": ("cancelled",), "all": ("failed", "cancelled")}
 
 
+def completion_time(conn: Connection, slice_id: int) -> float | None:
+    """When a slice was completed (``finished_at``, database clock); inside :meth:`SqlQueue.complete_many`'s
+    transaction this is the ``fetched_at`` its bars were written with."""
+    value = conn.execute(sa.select(job_runs.c.finished_at).where(job_runs.c.id == slice_id)).scalar()
+    return None if value is None else float(value)
+
+
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[k] for k in _RUNNABLE_KEY)
 
