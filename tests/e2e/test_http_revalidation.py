@@ -7,17 +7,21 @@ another connection, as another process would make, must end the 304s.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 import httpx
+import numpy as np
 import sqlalchemy as sa
 
 from barfill.bootstrap import App
+from barfill.domain.actions import split
 from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.store.actions import replace_actions
 from barfill.store.api_keys import create_key, revoke_key
 from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
@@ -125,5 +129,53 @@ def test_revalidation_still_needs_a_valid_key(sqlite_db: Database) -> None:
                 "/v1/bars/AAPL", params={**PARAMS, "limit": "0"}, headers={**bearer, "If-None-Match": etag}
             )
             assert odd.status_code == 422
+    finally:
+        app.close()
+
+
+def test_an_adjusted_read_revalidates_until_a_split_is_stored(db: Database) -> None:
+    """adjust=split is revalidated from memory too; a split stored by another process ends it."""
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(db, {"synthetic": provider})
+    _store(db, provider, START, END)
+    adjusted = {**PARAMS, "adjust": "split"}
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            version = server.fastapi_app.state.barfill_reads.version
+            _wait(lambda: version.exact, "the data version (PostgreSQL: LISTEN) to be live")
+            first = c.get("/v1/bars/AAPL", params=adjusted)
+            assert first.status_code == 200
+            etag, before = first.headers["etag"], first.json()["layers"]["historical"]["c"]
+            sa.event.listen(app.db.engine, "before_cursor_execute", count)
+            assert c.get("/v1/bars/AAPL", params=adjusted, headers={"If-None-Match": etag}).status_code == 304
+            assert statements == []
+            sa.event.remove(app.db.engine, "before_cursor_execute", count)
+
+            other = Database(db.url)
+            try:
+                with other.write() as conn:
+                    sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+                    found = [split("AAPL", dt.date(2024, 3, 7), 2.0, "synthetic")]
+                    assert replace_actions(conn, sid, "synthetic", found, "America/New_York") == 1
+                    notify_changed(conn)
+            finally:
+                other.dispose()
+
+            def changed() -> bool:
+                r = c.get("/v1/bars/AAPL", params=adjusted, headers={"If-None-Match": etag})
+                return r.status_code == 200
+
+            _wait(changed, "the new split to end the 304s")
+            after = c.get("/v1/bars/AAPL", params=adjusted).json()["layers"]["historical"]
+            t = np.array(after["t"])
+            early = t < ts("2024-03-07")
+            # Bars before the ex date are halved; the ones from it on are as stored.
+            assert np.allclose(np.array(after["c"])[early], np.array(before)[early] / 2)
+            assert np.allclose(np.array(after["c"])[~early], np.array(before)[~early])
     finally:
         app.close()

@@ -35,7 +35,7 @@ from barfill.server.v1 import bars_format
 
 PREFIX = "/v1/bars/"
 ROUTE = "/v1/bars/{symbol}"
-_PARAMS = frozenset({"timeframe", "start", "end", "layers", "limit", "format"})
+_PARAMS = frozenset({"timeframe", "start", "end", "layers", "limit", "format", "adjust"})
 _FORMATS = frozenset({"json", "csv", "parquet", "arrow"})
 
 
@@ -102,6 +102,7 @@ class RevalidateBars:
             args.get("layers", "historical,intraday"),
             limit,
             default_end(now, timeframe),
+            args.get("adjust"),
         )
         found = reads.cache.get(key)
         if found is None:

@@ -92,7 +92,8 @@ function windowStart() {
 const iso = (s) => new Date(s * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 function barsUrl(start, end) {
-  const q = new URLSearchParams({ timeframe: state.timeframe, layers: LAYERS.join(",") });
+  // Split-adjusted, as charts are read: no false cliff at a split (bars are stored raw).
+  const q = new URLSearchParams({ timeframe: state.timeframe, layers: LAYERS.join(","), adjust: "split" });
   if (start !== undefined) q.set("start", iso(start));
   if (end !== undefined) {
     q.set("end", iso(end));
