@@ -74,6 +74,14 @@ class RateLimiter(Protocol):
         """Take one request slot: 0.0 if granted now, else seconds to wait before asking again."""
         ...
 
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float]:
+        """``try_acquire``, plus the ``time.monotonic()`` no later than the grant's instant.
+
+        The caller drops a grant older than the limit's send margin
+        (:func:`barfill.domain.gcra.send_margin_s`) instead of sending late.
+        """
+        ...
+
     def penalize(self, provider: str, seconds: float) -> None:
         """Push the provider's budget ``seconds`` into the future for everyone (429, Retry-After)."""
         ...

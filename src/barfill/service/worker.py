@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 
 from barfill import telemetry
 from barfill.bootstrap import App
+from barfill.domain import gcra
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.finality import Finality, classify, final_at, final_until
@@ -48,6 +49,7 @@ from barfill.domain.planner import estimate_units
 from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
+from barfill.providers.http import warm_http_stack
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.store.definitions import get_definition
 from barfill.store.ratelimit import acquire
@@ -104,6 +106,7 @@ class Worker:
         self._calendars: dict[int, TradingCalendar] = {}
         self._pins: dict[int, str | None] = {}
         self._last_reap = 0.0
+        self._slot_in_s = 0.0  # when no provider was ready to claim for: seconds until one is
 
     # -- main loop ------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class Worker:
             grace_s: seconds in-flight slices get to finish after ``stop``.
         """
         stop = stop or asyncio.Event()
+        await asyncio.to_thread(warm_http_stack)  # before the first slot, not after it
         inflight: set[asyncio.Task[None]] = set()
         outage = 0
         while not stop.is_set():
@@ -159,10 +163,13 @@ class Worker:
                 continue
             outage = 0
             if not groups:
+                # Poll again after poll_s, or sooner when a provider's slot comes sooner: a
+                # worker that sleeps past a free slot loses it for good (the limit's pace).
+                soon = min(self.poll_s, self._slot_in_s)
                 if inflight:  # our own work finishing frees room: wait for it (real time)
-                    await _wait_any(inflight, stop, timeout=self.poll_s)
-                else:  # idle: poll again after poll_s (or the rate-limit wait) on the app's clock
-                    pause = self.poll_s if idle_wait is None else idle_wait
+                    await _wait_any(inflight, stop, timeout=soon)
+                else:  # idle: on the app's clock
+                    pause = soon if idle_wait is None else idle_wait
                     await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause))
                 continue
             for group in groups:
@@ -209,9 +216,10 @@ class Worker:
         """Claim runnable slices and group same-range ones of multi-symbol providers.
 
         Slices of providers whose shared rate limit is exhausted are not
-        claimed: a worker does not take work it cannot start.
+        claimed: a worker does not take work it cannot start soon (see
+        :meth:`_ready_providers`).
         """
-        ready = await asyncio.to_thread(self._ready_providers)
+        ready = await asyncio.to_thread(self._ready_providers, free)
         if not ready:
             return []
         claimed = await asyncio.to_thread(self.app.queue.claim, self.worker_id, free, self.lease_s, ready)
@@ -235,12 +243,27 @@ class Worker:
         p = self.app.providers.get(provider)
         return 1 if p is None else p.capabilities.max_symbols
 
-    def _ready_providers(self) -> list[str]:
-        return [
-            name
-            for name, p in self.app.providers.items()
-            if self.app.limiter.peek(name, p.capabilities.rate_limit) <= 0.0
-        ]
+    def _ready_providers(self, free: int) -> list[str]:
+        """Providers with a slot free within ``free`` request spacings.
+
+        Claiming a little ahead of the slot keeps a slice ready to send the
+        instant the slot opens (it waits in :func:`acquire`), instead of the
+        slot passing unused while this loop polls. The look-ahead stays well
+        inside the lease. Also sets ``_slot_in_s``: how soon the first
+        provider not ready now will be.
+        """
+        ready: list[str] = []
+        soonest = float("inf")
+        for name, p in self.app.providers.items():
+            limit = p.capabilities.rate_limit
+            ahead = min(gcra.spacing_s(limit) * free, self.lease_s / 4)
+            wait = self.app.limiter.peek(name, limit)
+            if wait <= ahead:
+                ready.append(name)
+            else:
+                soonest = min(soonest, wait - ahead)
+        self._slot_in_s = soonest
+        return ready
 
     def _group(self, claimed: Sequence[ClaimedSlice]) -> list[list[ClaimedSlice]]:
         by_range: dict[tuple[str, str, int, int, str], list[ClaimedSlice]] = defaultdict(list)

@@ -4,7 +4,7 @@ One row per provider in ``rate_limits`` holds the GCRA theoretical arrival
 time ``tat`` (Unix seconds on the **database clock**, so machines with skewed
 clocks still agree). Taking a slot is one conditional statement::
 
-    UPDATE rate_limits SET tat = max(tat, now) + interval, updated_at = now,
+    UPDATE rate_limits SET tat = max(tat, now) + spacing, updated_at = now,
                            requests = requests + 1
     WHERE provider = :p AND tat - :tolerance <= now RETURNING tat
 
@@ -22,6 +22,8 @@ starts with ``BEGIN IMMEDIATE``, which serializes writers. The arithmetic is
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -37,9 +39,13 @@ from barfill.ports import RateLimiter
 from barfill.store.db import Database, db_now
 from barfill.store.schema import rate_limits
 
+log = logging.getLogger("barfill.ratelimit")
+
 # A refused request always waits a little, even if the clock moved past the
 # slot between the UPDATE and the read that computes the wait.
 _MIN_WAIT_S = 0.001
+# Late grants dropped in a row before one is used anyway (see :func:`acquire`).
+_MAX_DROPS = 3
 
 
 def _greatest(a: ColumnElement[float], b: ColumnElement[float]) -> ColumnElement[float]:
@@ -61,22 +67,37 @@ class SqlRateLimiter:
 
     def try_acquire(self, provider: str, limit: RateLimit) -> float:
         """Take one slot: 0.0 if granted now, else the seconds to wait (> 0) before asking again."""
+        return self.take(provider, limit)[0]
+
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float]:
+        """:meth:`try_acquire`, plus ``time.monotonic()`` just before the deciding statement.
+
+        A grant's instant on the database clock is no earlier than that local
+        instant, so ``time.monotonic() - decided`` bounds how long ago the slot
+        was granted, without the wait for SQLite's write lock before it.
+        """
         self._limits[provider] = limit
-        interval = limit.interval_s
+        interval = gcra.spacing_s(limit)
         tolerance = gcra.burst_tolerance_s(limit)
         with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # A grant must come back fast (it is only good for the send margin), and
+                # losing one to a server crash costs nothing: don't wait for the WAL flush.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            decided = time.monotonic()
             if self._update(conn, provider, interval, tolerance) is not None:
-                return 0.0
+                return 0.0, decided
             row = self._read(conn, provider)
             if row is None:
                 self._insert(conn, provider)
+                decided = time.monotonic()
                 if self._update(conn, provider, interval, tolerance) is not None:
-                    return 0.0
+                    return 0.0, decided
                 row = self._read(conn, provider)
                 if row is None:  # pragma: no cover - the row was just inserted
                     raise RuntimeError(f"rate_limits row for {provider!r} vanished")
         tat, now = row
-        return max(tat - tolerance - now, _MIN_WAIT_S)
+        return max(tat - tolerance - now, _MIN_WAIT_S), decided
 
     def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
         """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
@@ -194,10 +215,19 @@ async def acquire(
 ) -> float:
     """Wait until ``limiter`` grants one slot for ``provider``; returns the seconds waited.
 
-    ``try_acquire`` runs in a thread (it is a blocking database call). Between
+    ``take`` runs in a thread (it is a blocking database call). Between
     attempts this sleeps exactly the wait the limiter returned: the limiter,
     not this loop, decides the spacing. Within one process only one coroutine
     per provider polls the limiter at a time.
+
+    A grant is good for :func:`gcra.send_margin_s` only: when more than that
+    passed between asking and getting the answer back here (a busy event
+    loop, a slow commit), the slot is dropped and another asked for, so a
+    request never reaches the provider later than the limiter's spacing
+    allows for (see :mod:`barfill.domain.gcra`). The caller must send at once.
+    After ``_MAX_DROPS`` late grants in a row (a machine too loaded to answer
+    within the margin at all) the next grant is used anyway, with a warning,
+    rather than never sending.
 
     Raises:
         ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
@@ -205,11 +235,21 @@ async def acquire(
             slice back instead of holding it while it sleeps.
     """
     waited = 0.0
+    fresh_s = gcra.send_margin_s(limit)
+    dropped = 0
     async with _lock_for(provider):
         while True:
-            wait_s = await asyncio.to_thread(limiter.try_acquire, provider, limit)
+            wait_s, decided = await asyncio.to_thread(limiter.take, provider, limit)
             if wait_s <= 0:
-                return waited
+                late_s = time.monotonic() - decided
+                if late_s <= fresh_s:
+                    return waited
+                if dropped >= _MAX_DROPS:
+                    log.warning("%s: grant %.3f s late (margin %.3f s); sent", provider, late_s, fresh_s)
+                    return waited
+                dropped += 1
+                log.info("%s: grant %.3f s late (margin %.3f s); dropped", provider, late_s, fresh_s)
+                continue
             if max_wait_s is not None and waited + wait_s > max_wait_s:
                 raise ProviderError(
                     "rate_limited",
