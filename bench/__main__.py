@@ -16,7 +16,18 @@ from rich.table import Table
 
 from bench.common import Result
 
-SUITES = ["store", "queue", "planner", "providers", "synthetic", "engine", "http", "startup"]
+SUITES = [
+    "store",
+    "queue",
+    "planner",
+    "providers",
+    "ratelimited",
+    "density",
+    "synthetic",
+    "engine",
+    "http",
+    "startup",
+]
 
 
 def main(argv: list[str]) -> int:

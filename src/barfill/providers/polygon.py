@@ -44,6 +44,7 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
+from barfill.providers import usage
 from barfill.providers.http import (
     HttpAdapter,
     HttpClient,
@@ -59,6 +60,7 @@ from barfill.providers.http import (
     rows_list,
     session_bars,
 )
+from barfill.providers.usage import AnswerCost
 
 NAME = "polygon"
 PAGE_LIMIT = 50_000
@@ -147,12 +149,22 @@ class PolygonProvider(HttpAdapter):
         }
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         rows: list[_Row] = []
+        read: int | None = None
+        cut: int | None = None
         for _ in range(_MAX_PAGES):
             payload = await get_json(
                 self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
             )
             page = mapping(payload, provider=NAME, field="answer")
-            rows.extend(self._parse_page(page, symbol))
+            parsed = self._parse_page(page, symbol)
+            rows.extend(parsed)
+            count = page.get("queryCount")
+            if count is not None:
+                n = integer(count, provider=NAME, field="queryCount", bar=symbol)
+                read = (read or 0) + n
+                if n >= PAGE_LIMIT:
+                    cut = self._cut(symbol, parsed, start)
+                    break
             next_url = page.get("next_url")
             if not next_url:
                 break
@@ -160,8 +172,25 @@ class PolygonProvider(HttpAdapter):
         else:
             fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
         batch = relabel(BarBatch.from_rows(symbol, timeframe, NAME, rows), self._calendar)
-        batch = session_bars(batch, self._calendar, extended=self._extended)
-        return batch.between(start, end)
+        regular = session_bars(batch, self._calendar, extended=False)
+        if read is not None:
+            usage.report(
+                AnswerCost(NAME, symbol, timeframe, start, end, read, cut, len(batch) - len(regular))
+            )
+        batch = session_bars(batch, self._calendar, extended=True) if self._extended else regular
+        return batch.between(start, end if cut is None else min(cut, end))
+
+    @staticmethod
+    def _cut(symbol: str, rows: list[_Row], start: int) -> int:
+        """Where a page that read ``limit`` base aggregates stops being complete.
+
+        Polygon stops reading at the limit: the last bar returned may be built
+        from part of its minutes, and nothing after it is there. Bars from the
+        last one on are dropped; the caller re-plans the rest.
+        """
+        if not rows or rows[-1][0] <= start:
+            fail_payload(NAME, f"{symbol}: answer read the whole limit but holds no complete bar")
+        return rows[-1][0]
 
     def _parse_page(self, page: Mapping[str, Any], symbol: str) -> list[_Row]:
         status = page.get("status")

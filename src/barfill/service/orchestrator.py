@@ -35,6 +35,7 @@ from barfill.service.planning import order_for_batching, plan_definition
 from barfill.store.coverage import CoverageView, coverage_views, expire_provisional
 from barfill.store.db import db_now, wrap_exceptions
 from barfill.store.definitions import Definition, list_definitions
+from barfill.store.densities import all_densities, base_of
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
 
@@ -78,6 +79,7 @@ def tick(app: App) -> TickResult:
         )
         coverage = coverage_views(conn)
         calendars = symbol_calendars(conn, sorted({d.symbol_id for d in defs}))
+        densities = all_densities(conn)
     result.scanned = len(defs)
     new, errors = plan_tick(
         defs,
@@ -87,6 +89,7 @@ def tick(app: App) -> TickResult:
         app.router,
         now=now,
         max_attempts=app.settings.max_attempts,
+        densities=densities,
     )
     result.errors.extend(errors)
     if new:
@@ -106,6 +109,7 @@ def plan_tick(
     *,
     now: int,
     max_attempts: int,
+    densities: Mapping[tuple[int, str], Mapping[str, float]] | None = None,
 ) -> tuple[list[NewSlice], list[str]]:
     """The slices one tick plans for ``defs`` at ``now``, and an error line per definition that failed.
 
@@ -129,6 +133,7 @@ def plan_tick(
                 now=now,
                 max_attempts=max_attempts,
                 pending=iv.union(work.blocked(key), planned.get(key, [])),
+                densities=(densities or {}).get((defn.symbol_id, base_of(defn.timeframe))),
             )
         except BarfillError as e:
             errors.append(f"definition {defn.id}: {e}")

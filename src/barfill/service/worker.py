@@ -45,13 +45,16 @@ from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.finality import Finality, classify, final_at, final_until
 from barfill.domain.intervals import Interval
-from barfill.domain.planner import estimate_units
-from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan
+from barfill.domain.planner import estimate_units, observed_ratio, whole_sessions
+from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan, NewSlice
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
+from barfill.providers import usage
 from barfill.providers.http import warm_http_stack
+from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.store.definitions import get_definition
+from barfill.store.densities import base_of, record_densities
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
@@ -73,6 +76,7 @@ class WorkerStats:
     superseded: int = 0  # provisional slices whose range became final before they ran
     db_errors: int = 0
     requests: int = 0
+    truncated: int = 0  # answers cut short at a provider's limit (the rest queued again)
     bars_written: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -353,17 +357,18 @@ class Worker:
             self.stats.requests += 1
 
         try:
-            served_by, batches = await self.app.router.fetch(
-                [s.symbol for s in group],
-                first.timeframe,
-                first.start,
-                first.end,
-                now=int(now),
-                layer=first.layer,
-                pinned=pinned,
-                prefer=first.provider,
-                on_attempt=take_slot,
-            )
+            with usage.collect() as costs:
+                served_by, batches = await self.app.router.fetch(
+                    [s.symbol for s in group],
+                    first.timeframe,
+                    first.start,
+                    first.end,
+                    now=int(now),
+                    layer=first.layer,
+                    pinned=pinned,
+                    prefer=first.provider,
+                    on_attempt=take_slot,
+                )
         except ProviderError as e:
             await self._record_errors(attempted)
             telemetry.PROVIDER_ERRORS.labels(attempted[-1] if attempted else first.provider, e.code).inc()
@@ -375,7 +380,55 @@ class Worker:
                 await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
             return
         await self._record_errors([n for n in attempted if n != served_by])
-        await self._commit(group, batches, cal, lost)
+        densities, ends = await self._learn(group, [c for c in costs if c.provider == served_by], cal)
+        await self._commit(group, batches, cal, lost, ends=ends, densities=densities)
+
+    async def _learn(
+        self, group: list[ClaimedSlice], costs: list[AnswerCost], cal: TradingCalendar
+    ) -> tuple[dict[tuple[int, str, str], float], dict[int, int]]:
+        """What the answers' costs teach: each symbol's density, and slices cut short by a limit.
+
+        Returns the densities to record with the commit, and the end of each
+        slice whose answer stopped at the provider's limit (its bars end
+        there). The rest of such a slice is queued again, as its own slice,
+        before the commit: a crash in between fetches it twice, never loses it.
+        """
+        by_symbol = {s.symbol: s for s in group}
+        densities: dict[tuple[int, str, str], float] = {}
+        ends: dict[int, int] = {}
+        rest: list[NewSlice] = []
+        for c in costs:
+            s = by_symbol.get(c.symbol)
+            provider = self.app.providers.get(c.provider)
+            if s is None or provider is None:
+                continue
+            upto = c.end if c.truncated_at is None else c.truncated_at
+            lo, hi = (c.start, upto) if c.outside_rows else whole_sessions(cal, c.start, upto)
+            ratio = observed_ratio(
+                c.base_read, estimate_units(c.timeframe, provider.capabilities, cal, lo, hi)
+            )
+            if ratio is not None:
+                key = (s.symbol_id, c.provider, base_of(c.timeframe))
+                densities[key] = max(ratio, densities.get(key, 0.0))
+            if c.truncated_at is not None and c.truncated_at < s.end:
+                log.warning("slice %s: %s stopped at its limit at %s; rest queued", s.id, c.provider, upto)
+                self.stats.truncated += 1
+                ends[s.id] = c.truncated_at
+                rest.append(
+                    NewSlice(
+                        s.definition_id,
+                        s.symbol_id,
+                        s.timeframe,
+                        c.truncated_at,
+                        s.end,
+                        s.provider,
+                        max_attempts=s.max_attempts,
+                        layer=s.layer,
+                    )
+                )
+        if rest:
+            await asyncio.to_thread(self.app.queue.enqueue, rest)
+        return densities, ends
 
     async def _record_errors(self, failed: list[str]) -> None:
         """Count one failed call per provider in ``failed`` in the shared limiter counters.
@@ -450,6 +503,9 @@ class Worker:
         batches: dict[str, BarBatch],
         cal: TradingCalendar,
         lost: set[int],
+        *,
+        ends: dict[int, int] | None = None,
+        densities: dict[tuple[int, str, str], float] | None = None,
     ) -> None:
         """Validate each slice's bars, then commit the whole group in one transaction.
 
@@ -480,11 +536,12 @@ class Worker:
             if reasons:
                 await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
                 continue
-            items.append((s, [batch], [CoverageSpan(s.start, s.end, expires)]))
+            items.append((s, [batch], [CoverageSpan(s.start, (ends or {}).get(s.id, s.end), expires)]))
         if not items:
             return
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
+            record_densities(conn, {k: v for k, v in (densities or {}).items() if k[0] == s.symbol_id})
             if not live:  # final bars landed: nothing provisional may outlive them
                 drop_provisional_after(
                     conn,
