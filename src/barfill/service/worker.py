@@ -137,7 +137,11 @@ class Worker:
             grace_s: seconds in-flight slices get to finish after ``stop``.
         """
         stop = stop or asyncio.Event()
-        await asyncio.to_thread(warm_http_stack)  # before the first slot, not after it
+        # Before the first slot, not between a grant and its request: httpx's lazy imports
+        # and this loop's client (its TLS context) cost ~0.1 s the first time.
+        await asyncio.to_thread(warm_http_stack)
+        if self.app.http is not None:
+            self.app.http.client()
         inflight: set[asyncio.Task[None]] = set()
         outage = 0
         while not stop.is_set():

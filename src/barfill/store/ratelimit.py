@@ -69,12 +69,15 @@ class SqlRateLimiter:
         """Take one slot: 0.0 if granted now, else the seconds to wait (> 0) before asking again."""
         return self.take(provider, limit)[0]
 
-    def take(self, provider: str, limit: RateLimit) -> tuple[float, float]:
-        """:meth:`try_acquire`, plus ``time.monotonic()`` just before the deciding statement.
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, float]:
+        """:meth:`try_acquire`, plus when it was decided and the budget it left.
 
-        A grant's instant on the database clock is no earlier than that local
-        instant, so ``time.monotonic() - decided`` bounds how long ago the slot
-        was granted, without the wait for SQLite's write lock before it.
+        Returns ``(wait_s, decided, tat)``: ``decided`` is ``time.monotonic()``
+        just before the deciding statement (the grant's instant on the database
+        clock is no earlier, so ``time.monotonic() - decided`` bounds how long
+        ago the slot was granted, without the wait for SQLite's write lock);
+        ``tat`` is the arrival time stored by a grant (0.0 when refused), for
+        :meth:`defer`.
         """
         self._limits[provider] = limit
         interval = gcra.spacing_s(limit)
@@ -85,19 +88,42 @@ class SqlRateLimiter:
                 # losing one to a server crash costs nothing: don't wait for the WAL flush.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             decided = time.monotonic()
-            if self._update(conn, provider, interval, tolerance) is not None:
-                return 0.0, decided
+            tat_after = self._update(conn, provider, interval, tolerance)
+            if tat_after is not None:
+                return 0.0, decided, tat_after
             row = self._read(conn, provider)
             if row is None:
                 self._insert(conn, provider)
                 decided = time.monotonic()
-                if self._update(conn, provider, interval, tolerance) is not None:
-                    return 0.0, decided
+                tat_after = self._update(conn, provider, interval, tolerance)
+                if tat_after is not None:
+                    return 0.0, decided, tat_after
                 row = self._read(conn, provider)
                 if row is None:  # pragma: no cover - the row was just inserted
                     raise RuntimeError(f"rate_limits row for {provider!r} vanished")
         tat, now = row
-        return max(tat - tolerance - now, _MIN_WAIT_S), decided
+        return max(tat - tolerance - now, _MIN_WAIT_S), decided, 0.0
+
+    def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
+        """Shift every grant after the one that stored ``granted_tat`` by ``seconds``.
+
+        For a grant that reached its worker late: sent anyway, it arrives up to
+        ``seconds`` later than the spacing allows for, so the requests after it
+        wait that much longer (``tat = max(tat, granted_tat) + seconds``). The
+        grant right after it then comes no earlier than ``seconds`` after its
+        due time, and so every later one.
+        """
+        with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            tat = rate_limits.c.tat
+            conn.execute(
+                sa.update(rate_limits)
+                .where(rate_limits.c.provider == provider)
+                .values(
+                    tat=_greatest(tat, sa.literal(granted_tat, sa.Double)) + sa.literal(seconds, sa.Double)
+                )
+            )
 
     def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
         """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
@@ -200,6 +226,12 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio
 )
 
 
+# Providers each event loop has sent a request to: the first one (a new connection,
+# first-time code paths) may leave up to COLD_S late, so the grants after it wait that.
+_warm: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
+COLD_S = 0.1
+
+
 def _lock_for(provider: str) -> asyncio.Lock:
     locks = _waiters.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(provider, asyncio.Lock())
@@ -220,12 +252,15 @@ async def acquire(
     not this loop, decides the spacing. Within one process only one coroutine
     per provider polls the limiter at a time.
 
-    A grant is good for :func:`gcra.send_margin_s` only: when more than that
-    passed between asking and getting the answer back here (a busy event
-    loop, a slow commit), the slot is dropped and another asked for, so a
-    request never reaches the provider later than the limiter's spacing
-    allows for (see :mod:`barfill.domain.gcra`). The caller must send at once.
-    After ``_MAX_DROPS`` late grants in a row (a machine too loaded to answer
+    A grant is good for :func:`gcra.send_margin_s` only (see
+    :mod:`barfill.domain.gcra`). When more than that passed between asking and
+    getting the answer back here (a busy event loop, a slow commit), the
+    grants after it are pushed back by its lateness (:meth:`SqlRateLimiter.defer`)
+    and it is used if that push came back within half a margin more; else it
+    is dropped and another slot asked for. Either way a request never reaches
+    the provider later than the spacing allows for. The caller must send at
+    once. A loop's first grant for a provider is treated as ``COLD_S`` late
+    (its first connection). After ``_MAX_DROPS`` drops in a row (a machine too loaded to answer
     within the margin at all) the next grant is used anyway, with a warning,
     rather than never sending.
 
@@ -237,15 +272,23 @@ async def acquire(
     waited = 0.0
     fresh_s = gcra.send_margin_s(limit)
     dropped = 0
+    warm = _warm.setdefault(asyncio.get_running_loop(), set())
     async with _lock_for(provider):
         while True:
-            wait_s, decided = await asyncio.to_thread(limiter.take, provider, limit)
+            wait_s, decided, tat = await asyncio.to_thread(limiter.take, provider, limit)
             if wait_s <= 0:
                 late_s = time.monotonic() - decided
-                if late_s <= fresh_s:
+                cold = provider not in warm
+                if late_s <= fresh_s and not cold:
                     return waited
+                if cold:  # this loop's first request: its first connection may leave late
+                    warm.add(provider)
+                    late_s = max(late_s, COLD_S)
                 if dropped >= _MAX_DROPS:
                     log.warning("%s: grant %.3f s late (margin %.3f s); sent", provider, late_s, fresh_s)
+                    return waited
+                await asyncio.to_thread(limiter.defer, provider, tat, late_s)
+                if time.monotonic() - decided <= late_s + fresh_s / 2:
                     return waited
                 dropped += 1
                 log.info("%s: grant %.3f s late (margin %.3f s); dropped", provider, late_s, fresh_s)
