@@ -33,7 +33,7 @@ apart, so no window holds N + 1 arrivals as long as each request is sent
 within ``m`` of its grant; :func:`barfill.store.ratelimit.acquire` enforces
 that bound: a grant that reached its worker ``L > m`` late pushes every later
 grant back by ``L`` before it is sent (or is dropped: never over-spent), and a
-loop's first request counts as 0.1 s late (its first connection).
+loop's first request counts as 0.05 s late (its first connection).
 ``m`` is :data:`SEND_MARGIN` of the period: 30 ms at 4/s,
 1.8 s at 5/min, a 3 % cost in pace (jitter of 20-30 ms was measured on a loaded
 2-core machine: the margin must cover it). The other cause of a late

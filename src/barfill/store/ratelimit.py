@@ -229,7 +229,7 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio
 # Providers each event loop has sent a request to: the first one (a new connection,
 # first-time code paths) may leave up to COLD_S late, so the grants after it wait that.
 _warm: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
-COLD_S = 0.1
+COLD_S = 0.05
 
 
 def _lock_for(provider: str) -> asyncio.Lock:
