@@ -26,6 +26,8 @@ SUITES = [
     "queue",
     "planner",
     "providers",
+    "ratelimited",
+    "density",
     "synthetic",
     "engine",
     "ingest",

@@ -316,8 +316,8 @@ class RateLimitedServer(FakeServer):
     keeps every arrival time (monotonic seconds) and whether it was refused.
     """
 
-    def __init__(self, wire: Wire, limit: int, window_s: float = 1.0) -> None:
-        super().__init__(wire)
+    def __init__(self, wire: Wire, limit: int, window_s: float = 1.0, *, keep_alive: bool = True) -> None:
+        super().__init__(wire, keep_alive=keep_alive)
         self.limit = limit
         self.window_s = window_s
         self.refused = 0

@@ -93,6 +93,19 @@ class RateLimiter(Protocol):
         """Take one request slot: 0.0 if granted now, else seconds to wait before asking again."""
         ...
 
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, float]:
+        """``try_acquire``, plus a ``time.monotonic()`` no later than the grant, and the budget it left.
+
+        A grant older than the limit's send margin
+        (:func:`barfill.domain.gcra.send_margin_s`) is not sent as is: the
+        caller defers the grants after it (:meth:`defer`) or drops it.
+        """
+        ...
+
+    def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
+        """Shift every grant after the one that left ``granted_tat`` by ``seconds``."""
+        ...
+
     def penalize(self, provider: str, seconds: float) -> None:
         """Push the provider's budget ``seconds`` into the future for everyone (429, Retry-After)."""
         ...

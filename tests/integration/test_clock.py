@@ -17,6 +17,7 @@ import pytest
 from barfill.bootstrap import App, build
 from barfill.clock import SystemClock
 from barfill.config import load_settings
+from barfill.domain import gcra
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.domain.slices import NewSlice
@@ -27,7 +28,7 @@ from barfill.service.worker import Worker
 from barfill.store.db import Database, db_now
 from barfill.store.definitions import upsert_definition
 from barfill.store.queue import SqlQueue
-from barfill.store.ratelimit import SqlRateLimiter, acquire
+from barfill.store.ratelimit import COLD_S, SqlRateLimiter, acquire
 from barfill.store.symbols import ensure_symbols
 from barfill.testing.clock import SimClock
 
@@ -123,13 +124,14 @@ def test_rate_limiter_follows_the_simulated_clock(simdb: Database, sim: SimClock
     limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=5, period_s=60.0, burst=1)
     assert limiter.try_acquire("polygon", limit) == 0.0
+    spacing = gcra.spacing_s(limit)  # 12 s, widened by the send margin
     wait = limiter.try_acquire("polygon", limit)
-    assert wait == pytest.approx(12.0, abs=1e-6)
-    sim.advance(11.5)
+    assert wait == pytest.approx(spacing, abs=1e-6)
+    sim.advance(spacing - 0.5)
     assert limiter.try_acquire("polygon", limit) == pytest.approx(0.5, abs=1e-6)
     sim.advance(0.5)
     assert limiter.try_acquire("polygon", limit) == 0.0
-    assert limiter.peek("polygon", limit) == pytest.approx(12.0, abs=1e-6)
+    assert limiter.peek("polygon", limit) == pytest.approx(spacing, abs=1e-6)
 
 
 def test_acquire_sleeps_on_the_simulated_clock(simdb: Database, sim: SimClock) -> None:
@@ -140,8 +142,9 @@ def test_acquire_sleeps_on_the_simulated_clock(simdb: Database, sim: SimClock) -
         return sum([await acquire(limiter, "polygon", limit, sleep=sim.sleep) for _ in range(n)])
 
     waited = asyncio.run(take(6))
-    assert waited == pytest.approx(60.0, abs=1e-6)  # 5 waits of 12 s, no real waiting
-    assert sim.now() == pytest.approx(T0 + 60.0, abs=1e-6)
+    five = 5 * gcra.spacing_s(limit) + COLD_S  # 5 waits of ~12 s (the first grant deferred the rest)
+    assert waited == pytest.approx(five, abs=1e-6)
+    assert sim.now() == pytest.approx(T0 + five, abs=1e-6)
 
 
 def test_concurrent_simulated_sleeps_share_the_time_that_passes() -> None:
@@ -173,15 +176,16 @@ def _daily_slices(app: App, n: int) -> list[NewSlice]:
 
 
 def test_worker_until_idle_waits_out_rate_limits_in_simulated_time(db: Database, sim: SimClock) -> None:
-    app, synthetic = _worker_app(db, sim, RateLimit(requests=5, period_s=60.0, burst=1))
+    limit = RateLimit(requests=5, period_s=60.0, burst=1)
+    app, synthetic = _worker_app(db, sim, limit)
     try:
         app.queue.enqueue(_daily_slices(app, 6))
         stats = asyncio.run(Worker(app, concurrency=2, poll_s=30.0).run(until_idle=True))
         assert stats.succeeded == 6 and stats.failed == 0
         assert synthetic.requests == 6
         assert app.queue.counts()["succeeded"] == 6
-        # Six requests at 5/min, one at once: five 12 s waits passed on the simulated clock.
-        assert sim.now() == pytest.approx(T0 + 60.0, abs=1e-3)
+        # Six requests at 5/min, one at once: five ~12 s waits passed on the simulated clock.
+        assert sim.now() == pytest.approx(T0 + 5 * gcra.spacing_s(limit) + COLD_S, abs=1e-3)
         assert app.db.now() == pytest.approx(sim.now(), abs=1e-3)
     finally:
         app.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ def test_first_request_is_granted_and_books_one_interval() -> None:
     limit = RateLimit(requests=5, period_s=60.0)
     d = gcra.decide(None, T0, limit)
     assert d.granted and d.wait_s == 0.0
-    assert d.tat == pytest.approx(T0 + 12.0)
+    assert d.tat == pytest.approx(T0 + 12.0 * (1 + gcra.SEND_MARGIN))  # 12 s, widened by the margin
 
 
 def test_second_request_at_the_same_instant_waits_one_interval() -> None:
@@ -24,7 +26,7 @@ def test_second_request_at_the_same_instant_waits_one_interval() -> None:
     first = gcra.decide(None, T0, limit)
     second = gcra.decide(first.tat, T0 + 2.0, limit)
     assert not second.granted
-    assert second.wait_s == pytest.approx(10.0)
+    assert second.wait_s == pytest.approx(first.tat - T0 - 2.0)
     assert second.tat == first.tat  # a refusal changes nothing
 
 
@@ -40,7 +42,7 @@ def test_burst_grants_back_to_back_then_spaces() -> None:
     assert granted == 3
     assert tat is not None
     refused = gcra.decide(tat, T0, limit)
-    assert refused.wait_s == pytest.approx(0.1, abs=1e-6)
+    assert refused.wait_s == pytest.approx(gcra.spacing_s(limit), abs=1e-6)
     later = gcra.decide(tat, T0 + refused.wait_s, limit)
     assert later.granted
 
@@ -62,7 +64,7 @@ def test_penalty_blocks_everyone_until_it_ends_even_with_a_burst() -> None:
     limit = RateLimit(requests=10, period_s=1.0, burst=4)
     tat = gcra.penalize(None, T0, 30.0, limit)
     assert not gcra.decide(tat, T0 + 29.9, limit).granted
-    assert gcra.decide(tat, T0 + 29.9, limit).wait_s == pytest.approx(0.1, abs=1e-6)
+    assert gcra.decide(tat, T0 + 29.9, limit).wait_s == pytest.approx(0.1, abs=1e-6)  # the penalty's end
     assert gcra.decide(tat, T0 + 30.0, limit).granted
 
 
@@ -74,9 +76,28 @@ def test_penalty_never_moves_the_arrival_time_back() -> None:
 
 
 def test_max_granted_in_window() -> None:
-    assert gcra.max_granted_in_window(1.0, RateLimit(20, 1.0)) == 21  # closed window: both ends
-    assert gcra.max_granted_in_window(1.0, RateLimit(16, 1.0, burst=2)) == 18
-    assert gcra.max_granted_in_window(60.0, RateLimit(5, 60.0)) == 6
+    # With burst 1 a closed window of one period holds at most N grants: strict, margin included.
+    assert gcra.max_granted_in_window(1.0, RateLimit(20, 1.0)) == 20
+    assert gcra.max_granted_in_window(1.0, RateLimit(4, 1.0)) == 4
+    assert gcra.max_granted_in_window(60.0, RateLimit(5, 60.0)) == 5
+    assert gcra.max_granted_in_window(1.0, RateLimit(16, 1.0, burst=2)) == 17
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 5, 20, 49, 100])
+def test_n_plus_one_grants_span_more_than_a_period_by_the_margin(n: int) -> None:
+    """Grant k and grant k+N are period + margin apart: a request sent within the margin of its
+    grant can never put N + 1 arrivals in one strict window of the period."""
+    limit = RateLimit(requests=n, period_s=1.0)
+    now, tat = T0, None
+    grants: list[float] = []
+    while len(grants) <= n:
+        d = gcra.decide(tat, now, limit)
+        if d.granted:
+            grants.append(now)
+            tat = d.tat
+        else:
+            now += d.wait_s
+    assert grants[n] - grants[0] == pytest.approx(1.0 + gcra.send_margin_s(limit), abs=1e-5)
 
 
 @settings(max_examples=200, deadline=None)
@@ -116,4 +137,4 @@ def test_a_greedy_client_gets_exactly_the_rate() -> None:
             tat = d.tat
         else:
             now += d.wait_s
-    assert sent == 200
+    assert sent == math.floor(9.975 / gcra.spacing_s(limit)) + 1 == 194  # the rate, less the margin

@@ -27,7 +27,7 @@ Contracts shared by every function:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -177,6 +177,57 @@ def estimate_units(
     model = _UnitModel.build(timeframe, caps, calendar, start, end)
     counts = model.count(np.asarray([start, end], dtype=np.int64))
     return int(counts[1] - counts[0])
+
+
+DENSITY_MARGIN = 0.02
+"""Head-room over a learned density: a page spanning denser sessions than any seen so far
+still stays under the cap (and a page that would not is detected, see the worker)."""
+
+
+def with_density(caps: Capabilities, ratio: float | None) -> Capabilities:
+    """``caps`` with ``page_limit`` scaled to a symbol's learned density (pure).
+
+    ``ratio`` is base aggregates the provider really read per unit this module
+    models (:func:`estimate_units`), as learned from its answers (None: never
+    observed). A slice of ``u`` modeled units then reads about ``u * ratio``
+    base aggregates; with :data:`DENSITY_MARGIN` on top it must stay within the
+    real cap, so the modeled limit becomes ``page_limit / (ratio * (1 + margin))``.
+    A ratio at or above ``1 / (1 + margin)`` leaves ``caps`` alone: the model
+    never grows past the provider's cap in real units.
+    """
+    if ratio is None or ratio <= 0 or caps.page_unit != PageUnit.base_minutes:
+        return caps
+    scale = ratio * (1 + DENSITY_MARGIN)
+    if scale >= 1.0:
+        return caps
+    return replace(caps, page_limit=int(caps.page_limit / scale))
+
+
+def observed_ratio(base_read: int, modeled_units: int) -> float | None:
+    """Density of one answer: base aggregates read per modeled unit (None: too small to tell).
+
+    An answer over less than :data:`_MIN_OBSERVED` modeled units (a sliver at
+    the live edge, one short session) says little about the symbol: ignored.
+    """
+    if modeled_units < _MIN_OBSERVED or base_read < 0:
+        return None
+    return min(base_read / modeled_units, 1.0)
+
+
+_MIN_OBSERVED = 2_000  # modeled units (about two extended sessions of minutes)
+
+
+def whole_sessions(calendar: TradingCalendar, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` widened to the extended bounds of the sessions it meets.
+
+    For a symbol seen to trade only regular hours, an answer over part of a
+    session's extended hours read all the minutes that session has: its
+    density is measured against whole sessions, as later slices span them.
+    """
+    i0, i1 = calendar.session_indices(start, end, extended=True)
+    if i1 <= i0:
+        return start, end
+    return min(start, int(calendar.ext_opens[i0])), max(end, int(calendar.ext_closes[i1 - 1]))
 
 
 # -- internals -------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ instead of shifting bars by a day.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import math
@@ -173,6 +174,22 @@ def _text_head(response: httpx.Response) -> str:
         return ""
     text = " ".join(text.split())
     return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else "")
+
+
+def warm_http_stack() -> None:
+    """Import what httpx loads only on a client's first request (its connection backend).
+
+    That first import takes ~0.1 s: paid between a rate-limit grant and the
+    request's arrival, it makes the request late enough to share a strict
+    window with the next N (the provider's 429). A worker calls this before
+    it takes its first slot.
+    """
+    import importlib
+
+    # httpx's internals: a module that moved makes this a no-op, never an error.
+    for name in ("httpcore._backends.anyio", "anyio._backends._asyncio", "anyio._core._synchronization"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 async def get_json(

@@ -65,6 +65,7 @@ from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
+from barfill.providers import usage
 from barfill.providers.actions import iso_date, refused_as_bad_payload, within
 from barfill.providers.http import (
     HttpAdapter,
@@ -84,6 +85,7 @@ from barfill.providers.http import (
     rows_list,
     session_bars,
 )
+from barfill.providers.usage import AnswerCost
 
 NAME = "polygon"
 PAGE_LIMIT = 50_000
@@ -128,6 +130,7 @@ class _Page(msgspec.Struct, gc=False):
     error: Any = None
     message: Any = None
     next_url: Any = None
+    queryCount: Any = None  # noqa: N815 (Polygon's name): base aggregates read, for the planner
     results: list[_Bar] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -206,14 +209,22 @@ class PolygonProvider(HttpAdapter):
         }
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         pieces: list[BarBatch] = []
+        read: int | None = None
+        cut: int | None = None
         for _ in range(_MAX_PAGES):
             response = await get_ok(
                 self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
             )
-            piece, next_url = self._parse_answer(response, symbol, timeframe)
+            piece, next_url, count = self._parse_answer(response, symbol, timeframe)
             del response  # the page's bytes go now, not when the next page arrives
             if len(piece):
                 pieces.append(piece)
+            if count is not None:
+                n = integer(count, provider=NAME, field="queryCount", bar=symbol)
+                read = (read or 0) + n
+                if n >= PAGE_LIMIT:
+                    cut = self._cut(symbol, piece, start)
+                    break
             if not next_url:
                 break
             url, params = self._checked_next(next_url), None  # next_url carries its own query
@@ -222,8 +233,26 @@ class PolygonProvider(HttpAdapter):
         # concat sorts by ts, stably: as the rows of every page sorted together.
         joined = BarBatch.concat(pieces) if pieces else BarBatch.empty(symbol, timeframe, NAME)
         batch = relabel(joined, self._calendar)
-        batch = session_bars(batch, self._calendar, extended=self._extended)
-        return batch.between(start, end)
+        regular = session_bars(batch, self._calendar, extended=False)
+        if read is not None:
+            usage.report(
+                AnswerCost(NAME, symbol, timeframe, start, end, read, cut, len(batch) - len(regular))
+            )
+        batch = session_bars(batch, self._calendar, extended=True) if self._extended else regular
+        return batch.between(start, end if cut is None else min(cut, end))
+
+    @staticmethod
+    def _cut(symbol: str, piece: BarBatch, start: int) -> int:
+        """Where a page that read ``limit`` base aggregates stops being complete.
+
+        Polygon stops reading at the limit: the last bar returned may be built
+        from part of its minutes, and nothing after it is there. Bars from the
+        last one on are dropped; the caller re-plans the rest.
+        """
+        last = int(piece.ts.max()) if len(piece) else None
+        if last is None or last <= start:
+            fail_payload(NAME, f"{symbol}: answer read the whole limit but holds no complete bar")
+        return last
 
     async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
         """Splits and cash dividends of ``symbol`` with ex dates in ``[start, end]`` (see the module doc)."""
@@ -284,8 +313,8 @@ class PolygonProvider(HttpAdapter):
 
     def _parse_answer(
         self, response: httpx.Response, symbol: str, timeframe: Timeframe
-    ) -> tuple[BarBatch, Any]:
-        """One answer's bars (in the page's order) and its ``next_url``.
+    ) -> tuple[BarBatch, Any, Any]:
+        """One answer's bars (in the page's order), its ``next_url`` and ``queryCount``.
 
         The documented shape is decoded straight into typed structs and then
         columns (no dict per bar); anything else is decoded as generic JSON
@@ -299,7 +328,7 @@ class PolygonProvider(HttpAdapter):
             )
         self._check_page(page.status, page.ticker, page.adjusted, page.error or page.message, symbol)
         if page.results is msgspec.UNSET:  # resultsCount 0: an empty, covered range
-            return BarBatch.empty(symbol, timeframe, NAME), page.next_url
+            return BarBatch.empty(symbol, timeframe, NAME), page.next_url, page.queryCount
         bars = page.results
         t_ms = np.fromiter(map(_T, bars), dtype=np.int64, count=len(bars))
         if len(bars) and int(np.abs(t_ms).max()) >= _EXACT_INT:  # the row parser reads t through float()
@@ -310,9 +339,11 @@ class PolygonProvider(HttpAdapter):
         vwap = np.array(list(map(_VW, bars)), dtype=np.float64)  # null -> NaN
         trades = np.array([-1 if n is None else n for n in map(_N, bars)], dtype=np.int64)
         batch = BarBatch(symbol, timeframe, NAME, t_ms // 1000, o, h, lo, c, v, vwap, trades)
-        return batch, page.next_url
+        return batch, page.next_url, page.queryCount
 
-    def _parse_page(self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe) -> tuple[BarBatch, Any]:
+    def _parse_page(
+        self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe
+    ) -> tuple[BarBatch, Any, Any]:
         """:meth:`_parse_answer` for a generically decoded answer, row by row."""
         self._check_page(
             page.get("status"),
@@ -322,11 +353,10 @@ class PolygonProvider(HttpAdapter):
             symbol,
         )
         if "results" not in page:  # resultsCount 0: an empty, covered range
-            return BarBatch.empty(symbol, timeframe, NAME), page.get("next_url")
+            return BarBatch.empty(symbol, timeframe, NAME), page.get("next_url"), page.get("queryCount")
         results = rows_list(page["results"], provider=NAME, field="results")
-        return BarBatch.from_rows(symbol, timeframe, NAME, self._parse_rows(results, symbol)), page.get(
-            "next_url"
-        )
+        batch = BarBatch.from_rows(symbol, timeframe, NAME, self._parse_rows(results, symbol))
+        return batch, page.get("next_url"), page.get("queryCount")
 
     def _check_page(self, status: Any, ticker: Any, adjusted: Any, error: Any, symbol: str) -> None:
         """An error status, another ticker or another basis than asked fails the answer."""

@@ -46,6 +46,7 @@ from barfill.store.definitions import (
     upsert_definition,
     validate_requester,
 )
+from barfill.store.densities import base_of, read_densities
 from barfill.store.queue_reports import open_work
 from barfill.store.symbols import ensure_symbols
 
@@ -277,6 +278,7 @@ def ensure(
             timeframe=tf,
         )
         coverages = [read_coverage_view(conn, ids[t], tf) for t in tickers]
+        densities = read_densities(conn, ids.values(), base_of(tf))
     now = int(since)
     results: list[EnsureResult] = []
     new_slices = []
@@ -292,6 +294,7 @@ def ensure(
             now=now,
             max_attempts=app.settings.max_attempts,
             pending=pending,
+            densities=densities.get(defn.symbol_id),
         )
         new_slices.extend(plan.slices)
         pending_in_window[defn.id] = sum(

@@ -49,6 +49,7 @@ from barfill.store.definitions import (
     enabled_by_calendar,
     list_definitions,
 )
+from barfill.store.densities import all_densities, base_of
 from barfill.store.queue_reports import OpenWork, WorkKey, open_work
 from barfill.store.symbols import symbol_calendars
 from barfill.store.verifications import due_sessions, prune_verified
@@ -123,9 +124,17 @@ def tick(app: App) -> TickResult:
             else None
         )
         check_calendars = symbol_calendars(conn, checked) if due else {}
+        densities = all_densities(conn)
     by_symbol = {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs}
     new, errors = plan_tick(
-        defs, coverage, work, by_symbol, app.router, now=now, max_attempts=app.settings.max_attempts
+        defs,
+        coverage,
+        work,
+        by_symbol,
+        app.router,
+        now=now,
+        max_attempts=app.settings.max_attempts,
+        densities=densities,
     )
     result.errors.extend(errors)
     if checks is not None:
@@ -152,6 +161,7 @@ def plan_tick(
     *,
     now: int,
     max_attempts: int,
+    densities: Mapping[tuple[int, str], Mapping[str, float]] | None = None,
 ) -> tuple[list[NewSlice], list[str]]:
     """The slices one tick plans for ``defs`` at ``now``, and an error line per definition that failed.
 
@@ -175,6 +185,7 @@ def plan_tick(
                 now=now,
                 max_attempts=max_attempts,
                 pending=iv.union(work.blocked(key), planned.get(key, [])),
+                densities=(densities or {}).get((defn.symbol_id, base_of(defn.timeframe))),
             )
         except BarfillError as e:
             errors.append(f"definition {defn.id}: {e}")

@@ -24,7 +24,7 @@ gaps four ways, at ``now`` on the database clock:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from barfill.domain import intervals as iv
@@ -32,7 +32,7 @@ from barfill.domain.bars import Layer
 from barfill.domain.calendar import TradingCalendar
 from barfill.domain.finality import Finality, last_complete_end, servable_until, split
 from barfill.domain.intervals import Interval
-from barfill.domain.planner import find_gaps, plan_slices
+from barfill.domain.planner import find_gaps, plan_slices, with_density
 from barfill.domain.slices import NewSlice, PlannedSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.router import Router
@@ -107,6 +107,7 @@ def plan_definition(
     now: int,
     max_attempts: int,
     pending: Sequence[Interval] = (),
+    densities: Mapping[str, float] | None = None,
 ) -> DefinitionPlan:
     """Gaps of one definition and the fewest slices that fill them, split by the live-edge rule.
 
@@ -122,6 +123,9 @@ def plan_definition(
             it) a new slice never overlaps a live one: only the new sliver is
             planned. ``gaps``, ``holes`` and ``bars_missing`` still report
             everything missing, pending included.
+        densities: the symbol's learned density per provider for the
+            timeframe's base (:mod:`barfill.store.densities`): slices are
+            sized to it (:func:`~barfill.domain.planner.with_density`).
     """
     view = coverage if isinstance(coverage, CoverageView) else CoverageView(iv.normalize(coverage), [])
     window = window_of(defn, calendar, now)
@@ -137,8 +141,9 @@ def plan_definition(
     slices: list[NewSlice] = []
     reasons: dict[Interval, str] = dict(unfillable)
     waiting: list[Interval] = []  # not final yet for the provider that will serve it
+    dense = densities or {}
     for name, parts in assigned:
-        caps = router.capabilities(name)
+        caps = with_density(router.capabilities(name), dense.get(name))
         by = split(caps, calendar, tf, parts, now)
         waiting += by[Finality.provisional] + by[Finality.pending]
         for run in _runs_between(by[Finality.final], busy):
@@ -152,7 +157,7 @@ def plan_definition(
     if not_final:
         realtime = router.realtime_for(tf, not_final[0].start, now=now, pinned=defn.provider)
     if realtime is not None:
-        caps = router.capabilities(realtime)
+        caps = with_density(router.capabilities(realtime), dense.get(realtime))
         servable = iv.intersect(not_final, [Interval(-_FAR, servable_until(caps, calendar, tf, now))])
         not_final = iv.subtract(not_final, servable)
         todo = iv.subtract(servable, view.provisional)

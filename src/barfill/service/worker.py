@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -45,17 +46,22 @@ from sqlalchemy.engine import Connection
 
 from barfill import telemetry
 from barfill.bootstrap import App
+from barfill.domain import gcra
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.finality import Finality, classify, final_at, final_until
 from barfill.domain.intervals import Interval
-from barfill.domain.planner import estimate_units
-from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan, Purpose
+from barfill.domain.planner import estimate_units, observed_ratio, whole_sessions
+from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan, NewSlice, Purpose
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
+from barfill.providers import usage
+from barfill.providers.http import warm_http_stack
+from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
 from barfill.store.definitions import get_definition
+from barfill.store.densities import base_of, record_densities
 from barfill.store.flags import reflag
 from barfill.store.queue import completion_time
 from barfill.store.ratelimit import acquire
@@ -83,6 +89,7 @@ class WorkerStats:
     corrections: int = 0  # bars those re-verifications changed, added or removed
     db_errors: int = 0
     requests: int = 0
+    truncated: int = 0  # answers cut short at a provider's limit (the rest queued again)
     bars_written: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -120,6 +127,7 @@ class Worker:
         self._calendars: dict[int, TradingCalendar] = {}
         self._pins: dict[int, str | None] = {}
         self._last_reap = 0.0
+        self._slot_in_s = 0.0  # when no provider was ready to claim for: seconds until one is
 
     # -- main loop ------------------------------------------------------------
 
@@ -146,6 +154,11 @@ class Worker:
             grace_s: seconds in-flight slices get to finish after ``stop``.
         """
         stop = stop or asyncio.Event()
+        # Before the first slot, not between a grant and its request: httpx's lazy imports
+        # and this loop's client (its TLS context) cost ~0.1 s the first time.
+        await asyncio.to_thread(warm_http_stack)
+        if self.app.http is not None:
+            self.app.http.client()
         inflight: set[asyncio.Task[None]] = set()
         outage = 0
         while not stop.is_set():
@@ -175,10 +188,13 @@ class Worker:
                 continue
             outage = 0
             if not groups:
+                # Poll again after poll_s, or sooner when a provider's slot comes sooner: a
+                # worker that sleeps past a free slot loses it for good (the limit's pace).
+                soon = min(self.poll_s, self._slot_in_s)
                 if inflight:  # our own work finishing frees room: wait for it (real time)
-                    await _wait_any(inflight, stop, timeout=self.poll_s, wake=self.wake)
-                else:  # idle: poll again after poll_s (or the rate-limit wait) on the app's clock
-                    pause = self.poll_s if idle_wait is None else idle_wait
+                    await _wait_any(inflight, stop, timeout=soon, wake=self.wake)
+                else:  # idle: poll again (or after the rate-limit wait) on the app's clock
+                    pause = soon if idle_wait is None else idle_wait
                     await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause), wake=self.wake)
                 continue
             for i, group in enumerate(groups):
@@ -230,9 +246,10 @@ class Worker:
         """Claim runnable slices and group same-range ones of multi-symbol providers.
 
         Slices of providers whose shared rate limit is exhausted are not
-        claimed: a worker does not take work it cannot start.
+        claimed: a worker does not take work it cannot start soon (see
+        :meth:`_ready_providers`).
         """
-        ready = await asyncio.to_thread(self._ready_providers)
+        ready = await asyncio.to_thread(self._ready_providers, free)
         if not ready:
             return []
         claimed = await asyncio.to_thread(self.app.queue.claim, self.worker_id, free, self.lease_s, ready)
@@ -266,12 +283,27 @@ class Worker:
         p = self.app.providers.get(provider)
         return 1 if p is None else p.capabilities.max_symbols
 
-    def _ready_providers(self) -> list[str]:
-        return [
-            name
-            for name, p in self.app.providers.items()
-            if self.app.limiter.peek(name, p.capabilities.rate_limit) <= 0.0
-        ]
+    def _ready_providers(self, free: int) -> list[str]:
+        """Providers with a slot free within ``free`` request spacings.
+
+        Claiming a little ahead of the slot keeps a slice ready to send the
+        instant the slot opens (it waits in :func:`acquire`), instead of the
+        slot passing unused while this loop polls. The look-ahead stays well
+        inside the lease. Also sets ``_slot_in_s``: how soon the first
+        provider not ready now will be.
+        """
+        ready: list[str] = []
+        soonest = float("inf")
+        for name, p in self.app.providers.items():
+            limit = p.capabilities.rate_limit
+            ahead = min(gcra.spacing_s(limit) * free, self.lease_s / 4)
+            wait = self.app.limiter.peek(name, limit)
+            if wait <= ahead:
+                ready.append(name)
+            else:
+                soonest = min(soonest, wait - ahead)
+        self._slot_in_s = soonest
+        return ready
 
     def _group(self, claimed: Sequence[ClaimedSlice]) -> list[list[ClaimedSlice]]:
         by_range: dict[tuple[str, str, int, int, str, str], list[ClaimedSlice]] = defaultdict(list)
@@ -366,17 +398,18 @@ class Worker:
             self.stats.requests += 1
 
         try:
-            served_by, batches = await self.app.router.fetch(
-                [s.symbol for s in group],
-                first.timeframe,
-                first.start,
-                first.end,
-                now=int(now),
-                layer=first.layer,
-                pinned=pinned,
-                prefer=first.provider,
-                on_attempt=take_slot,
-            )
+            with usage.collect() as costs:
+                served_by, batches = await self.app.router.fetch(
+                    [s.symbol for s in group],
+                    first.timeframe,
+                    first.start,
+                    first.end,
+                    now=int(now),
+                    layer=first.layer,
+                    pinned=pinned,
+                    prefer=first.provider,
+                    on_attempt=take_slot,
+                )
         except ProviderError as e:
             await self._record_errors(attempted)
             telemetry.PROVIDER_ERRORS.labels(attempted[-1] if attempted else first.provider, e.code).inc()
@@ -388,7 +421,56 @@ class Worker:
                 await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
             return
         await self._record_errors([n for n in attempted if n != served_by])
-        await self._commit(group, batches, cal, lost)
+        densities, ends = await self._learn(group, [c for c in costs if c.provider == served_by], cal)
+        await self._commit(group, batches, cal, lost, ends=ends, densities=densities)
+
+    async def _learn(
+        self, group: list[ClaimedSlice], costs: list[AnswerCost], cal: TradingCalendar
+    ) -> tuple[dict[tuple[int, str, str], float], dict[int, int]]:
+        """What the answers' costs teach: each symbol's density, and slices cut short by a limit.
+
+        Returns the densities to record with the commit, and the end of each
+        slice whose answer stopped at the provider's limit (its bars end
+        there). The rest of such a slice is queued again, as its own slice,
+        before the commit: a crash in between fetches it twice, never loses it.
+        """
+        by_symbol = {s.symbol: s for s in group}
+        densities: dict[tuple[int, str, str], float] = {}
+        ends: dict[int, int] = {}
+        rest: list[NewSlice] = []
+        for c in costs:
+            s = by_symbol.get(c.symbol)
+            provider = self.app.providers.get(c.provider)
+            if s is None or provider is None:
+                continue
+            upto = c.end if c.truncated_at is None else c.truncated_at
+            lo, hi = (c.start, upto) if c.outside_rows else whole_sessions(cal, c.start, upto)
+            ratio = observed_ratio(
+                c.base_read, estimate_units(c.timeframe, provider.capabilities, cal, lo, hi)
+            )
+            if ratio is not None:
+                key = (s.symbol_id, c.provider, base_of(c.timeframe))
+                densities[key] = max(ratio, densities.get(key, 0.0))
+            if c.truncated_at is not None and c.truncated_at < s.end:
+                log.warning("slice %s: %s stopped at its limit at %s; rest queued", s.id, c.provider, upto)
+                self.stats.truncated += 1
+                ends[s.id] = c.truncated_at
+                rest.append(
+                    NewSlice(
+                        s.definition_id,
+                        s.symbol_id,
+                        s.timeframe,
+                        c.truncated_at,
+                        s.end,
+                        s.provider,
+                        max_attempts=s.max_attempts,
+                        layer=s.layer,
+                        purpose=s.purpose,
+                    )
+                )
+        if rest:
+            await asyncio.to_thread(self.app.queue.enqueue, rest)
+        return densities, ends
 
     async def _record_errors(self, failed: list[str]) -> None:
         """Count one failed call per provider in ``failed`` in the shared limiter counters.
@@ -463,6 +545,9 @@ class Worker:
         batches: dict[str, BarBatch],
         cal: TradingCalendar,
         lost: set[int],
+        *,
+        ends: dict[int, int] | None = None,
+        densities: dict[tuple[int, str, str], float] | None = None,
     ) -> None:
         """Validate each slice's bars, then commit the whole group in one transaction.
 
@@ -496,8 +581,12 @@ class Worker:
                 await self._fail(s, "invalid_bars", str(InvalidBars(reasons)), retryable=True)
                 continue
             fetched[s.id] = batch
-            # A verify slice writes only what changed (in ``check``); its range is covered already.
-            items.append((s, [], []) if verify else (s, [batch], [CoverageSpan(s.start, s.end, expires)]))
+            end = (ends or {}).get(s.id, s.end)  # an answer cut short at the limit ends early
+            if verify:
+                # Writes only what changed (in ``check``), and checks only what was fetched.
+                items.append((dataclasses.replace(s, end=end), [], []))
+            else:
+                items.append((s, [batch], [CoverageSpan(s.start, end, expires)]))
         if not items:
             return
         if verify:
@@ -506,6 +595,7 @@ class Worker:
         fresh = {s.id: batches[0] for s, batches, _ in items}
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
+            record_densities(conn, {k: v for k, v in (densities or {}).items() if k[0] == s.symbol_id})
             batch = fetched[s.id]
             flagged = reflag(conn, s.symbol_id, batch, layer=layer, calendar=cal)
             served = self.app.providers.get(batch.provider)

@@ -4,7 +4,7 @@ One row per provider in ``rate_limits`` holds the GCRA theoretical arrival
 time ``tat`` (Unix seconds on the **database clock**, so machines with skewed
 clocks still agree). Taking a slot is one conditional statement::
 
-    UPDATE rate_limits SET tat = max(tat, now) + interval, updated_at = now,
+    UPDATE rate_limits SET tat = max(tat, now) + spacing, updated_at = now,
                            requests = requests + 1
     WHERE provider = :p AND tat - :tolerance <= now RETURNING tat
 
@@ -22,6 +22,8 @@ starts with ``BEGIN IMMEDIATE``, which serializes writers. The arithmetic is
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -37,9 +39,13 @@ from barfill.ports import RateLimiter
 from barfill.store.db import Database, db_now
 from barfill.store.schema import rate_limits
 
+log = logging.getLogger("barfill.ratelimit")
+
 # A refused request always waits a little, even if the clock moved past the
 # slot between the UPDATE and the read that computes the wait.
 _MIN_WAIT_S = 0.001
+# Late grants dropped in a row before one is used anyway (see :func:`acquire`).
+_MAX_DROPS = 3
 
 
 def _greatest(a: ColumnElement[float], b: ColumnElement[float]) -> ColumnElement[float]:
@@ -61,22 +67,63 @@ class SqlRateLimiter:
 
     def try_acquire(self, provider: str, limit: RateLimit) -> float:
         """Take one slot: 0.0 if granted now, else the seconds to wait (> 0) before asking again."""
+        return self.take(provider, limit)[0]
+
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, float]:
+        """:meth:`try_acquire`, plus when it was decided and the budget it left.
+
+        Returns ``(wait_s, decided, tat)``: ``decided`` is ``time.monotonic()``
+        just before the deciding statement (the grant's instant on the database
+        clock is no earlier, so ``time.monotonic() - decided`` bounds how long
+        ago the slot was granted, without the wait for SQLite's write lock);
+        ``tat`` is the arrival time stored by a grant (0.0 when refused), for
+        :meth:`defer`.
+        """
         self._limits[provider] = limit
-        interval = limit.interval_s
+        interval = gcra.spacing_s(limit)
         tolerance = gcra.burst_tolerance_s(limit)
         with self.db.write() as conn:
-            if self._update(conn, provider, interval, tolerance) is not None:
-                return 0.0
+            if conn.dialect.name == "postgresql":
+                # A grant must come back fast (it is only good for the send margin), and
+                # losing one to a server crash costs nothing: don't wait for the WAL flush.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            decided = time.monotonic()
+            tat_after = self._update(conn, provider, interval, tolerance)
+            if tat_after is not None:
+                return 0.0, decided, tat_after
             row = self._read(conn, provider)
             if row is None:
                 self._insert(conn, provider)
-                if self._update(conn, provider, interval, tolerance) is not None:
-                    return 0.0
+                decided = time.monotonic()
+                tat_after = self._update(conn, provider, interval, tolerance)
+                if tat_after is not None:
+                    return 0.0, decided, tat_after
                 row = self._read(conn, provider)
                 if row is None:  # pragma: no cover - the row was just inserted
                     raise RuntimeError(f"rate_limits row for {provider!r} vanished")
         tat, now = row
-        return max(tat - tolerance - now, _MIN_WAIT_S)
+        return max(tat - tolerance - now, _MIN_WAIT_S), decided, 0.0
+
+    def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
+        """Shift every grant after the one that stored ``granted_tat`` by ``seconds``.
+
+        For a grant that reached its worker late: sent anyway, it arrives up to
+        ``seconds`` later than the spacing allows for, so the requests after it
+        wait that much longer (``tat = max(tat, granted_tat) + seconds``). The
+        grant right after it then comes no earlier than ``seconds`` after its
+        due time, and so every later one.
+        """
+        with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            tat = rate_limits.c.tat
+            conn.execute(
+                sa.update(rate_limits)
+                .where(rate_limits.c.provider == provider)
+                .values(
+                    tat=_greatest(tat, sa.literal(granted_tat, sa.Double)) + sa.literal(seconds, sa.Double)
+                )
+            )
 
     def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
         """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
@@ -179,6 +226,12 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio
 )
 
 
+# Providers each event loop has sent a request to: the first one (a new connection,
+# first-time code paths) may leave up to COLD_S late, so the grants after it wait that.
+_warm: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
+COLD_S = 0.05
+
+
 def _lock_for(provider: str) -> asyncio.Lock:
     locks = _waiters.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(provider, asyncio.Lock())
@@ -194,10 +247,22 @@ async def acquire(
 ) -> float:
     """Wait until ``limiter`` grants one slot for ``provider``; returns the seconds waited.
 
-    ``try_acquire`` runs in a thread (it is a blocking database call). Between
+    ``take`` runs in a thread (it is a blocking database call). Between
     attempts this sleeps exactly the wait the limiter returned: the limiter,
     not this loop, decides the spacing. Within one process only one coroutine
     per provider polls the limiter at a time.
+
+    A grant is good for :func:`gcra.send_margin_s` only (see
+    :mod:`barfill.domain.gcra`). When more than that passed between asking and
+    getting the answer back here (a busy event loop, a slow commit), the
+    grants after it are pushed back by its lateness (:meth:`SqlRateLimiter.defer`)
+    and it is used if that push came back within half a margin more; else it
+    is dropped and another slot asked for. Either way a request never reaches
+    the provider later than the spacing allows for. The caller must send at
+    once. A loop's first grant for a provider is treated as ``COLD_S`` late
+    (its first connection). After ``_MAX_DROPS`` drops in a row (a machine too loaded to answer
+    within the margin at all) the next grant is used anyway, with a warning,
+    rather than never sending.
 
     Raises:
         ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
@@ -205,11 +270,29 @@ async def acquire(
             slice back instead of holding it while it sleeps.
     """
     waited = 0.0
+    fresh_s = gcra.send_margin_s(limit)
+    dropped = 0
+    warm = _warm.setdefault(asyncio.get_running_loop(), set())
     async with _lock_for(provider):
         while True:
-            wait_s = await asyncio.to_thread(limiter.try_acquire, provider, limit)
+            wait_s, decided, tat = await asyncio.to_thread(limiter.take, provider, limit)
             if wait_s <= 0:
-                return waited
+                late_s = time.monotonic() - decided
+                cold = provider not in warm
+                if late_s <= fresh_s and not cold:
+                    return waited
+                if cold:  # this loop's first request: its first connection may leave late
+                    warm.add(provider)
+                    late_s = max(late_s, COLD_S)
+                if dropped >= _MAX_DROPS:
+                    log.warning("%s: grant %.3f s late (margin %.3f s); sent", provider, late_s, fresh_s)
+                    return waited
+                await asyncio.to_thread(limiter.defer, provider, tat, late_s)
+                if time.monotonic() - decided <= late_s + fresh_s / 2:
+                    return waited
+                dropped += 1
+                log.info("%s: grant %.3f s late (margin %.3f s); dropped", provider, late_s, fresh_s)
+                continue
             if max_wait_s is not None and waited + wait_s > max_wait_s:
                 raise ProviderError(
                     "rate_limited",

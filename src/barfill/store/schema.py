@@ -175,6 +175,21 @@ rate_limits = Table(
     Column("errors", BigInteger, nullable=False, server_default="0"),
 )
 
+# What a provider really counts against its page limit for a symbol, learned from its
+# answers (Polygon's queryCount): base aggregates per unit the planner models (an
+# extended-hours minute, or a session for day bars). Below 1 for a symbol that trades
+# only regular hours; the planner sizes slices to it (migration 0009).
+base_densities = Table(
+    "base_densities",
+    metadata,
+    Column("symbol_id", Integer, ForeignKey("symbols.id"), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("base", String(8), primary_key=True),  # 'minute' or 'day'
+    Column("ratio", Double, nullable=False),  # the densest answer seen: base aggregates / modeled units
+    Column("observations", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
 # Runnable rows only, in the claim's ORDER BY: no sort of every queued row per claim.
 Index(
     "ix_job_runs_runnable",

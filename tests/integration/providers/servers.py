@@ -636,3 +636,56 @@ class YahooWire(Wire):
         if events:
             result["events"] = events
         return Answer(200, {"chart": {"result": [result], "error": None}})
+
+
+class BaseLimitPolygonWire(PolygonWire):
+    """Polygon as its ``limit`` really works: it caps the *minutes read*, and says how many.
+
+    Intraday answers read the symbol's minute aggregates in ``[from, to]`` in
+    time order and stop after ``limit`` of them (``queryCount`` = minutes read):
+    a range with more minutes comes back cut short, its last bar built from
+    part of its minutes. Symbols in ``regular_only`` trade only regular hours
+    (no pre/post-market minutes, no pre/post-market bars). ``truncated`` counts
+    the answers cut short. Day and week answers are :class:`PolygonWire`'s.
+    """
+
+    def __init__(self, truth: Truth, api_key: str, *, regular_only: frozenset[str] = frozenset()) -> None:
+        super().__init__(truth, api_key)
+        self.regular_only = regular_only
+        self.page_size = 1_000_000  # one page: the minute limit is what cuts
+        self.truncated = 0
+        self.minutes_read = 0
+
+    def answer(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Answer:
+        parts = path.strip("/").split("/")
+        if len(parts) != 9 or headers.get("authorization") != f"Bearer {self.api_key}":
+            return super().answer(path, query, headers)
+        ticker, tf = parts[3], self.SPANS[(parts[5], parts[6])]
+        if not tf.intraday:
+            return super().answer(path, query, headers)
+        lo, hi = int(parts[7]) // 1000, int(parts[8]) // 1000 + 1
+        extended = ticker not in self.regular_only
+        minutes = self.truth.labels(ticker, Timeframe.m1, lo, hi, extended=extended)
+        limit = int(query.get("limit", 5000))
+        if len(minutes) > limit:
+            self.truncated += 1
+            hi = int(minutes[limit - 1]) + 60  # the last bar holds only the minutes read
+            minutes = minutes[:limit]
+        self.minutes_read += len(minutes)
+        batch = self.truth.bars(ticker, tf, lo, hi, extended=extended)
+        results = [
+            {"v": v, "vw": vw, "o": o, "c": c, "h": h, "l": low, "t": t * 1000, "n": n}
+            for (t, o, h, low, c, v, vw, n) in rows(batch)
+        ]
+        body: dict[str, Any] = {
+            "ticker": ticker,
+            "queryCount": len(minutes),
+            "resultsCount": len(results),
+            "adjusted": query.get("adjusted", "true") == "true",
+            "status": "OK",
+            "request_id": "r1",
+            "count": len(results),
+        }
+        if results:
+            body["results"] = results
+        return Answer(200, body)

@@ -1,7 +1,7 @@
 """Re-verification and bad bars: bars.flag, job_runs.purpose, verifications, corrections
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 Existing bars start unflagged and existing slices are ``fill`` slices; the
 slice key now includes the purpose, so a session can have one fill and one
