@@ -397,6 +397,8 @@ class FlatFileProvider:
 
     def read_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
         """:meth:`fetch_actions`, synchronously."""
+        import polars as pl  # only where files are read: a worker without flat files never loads it
+
         out: list[CorporateAction] = []
         for kind, date_col in (("splits", "execution_date"), ("dividends", "ex_dividend_date")):
             path = _existing(self._actions_dir / f"{kind}.csv")
