@@ -53,3 +53,20 @@ def test_fresh_ensure_fetches_its_newest_screen_on_its_own(db: Database) -> None
         assert spans[-1][1] == first.end and (first.start, first.end) in spans
     finally:
         app.close()
+
+
+def test_ensure_tells_a_worker_once_its_slices_are_queued(db: Database) -> None:
+    app = make_app(db, {"synthetic": SyntheticProvider(calendar=get_calendar())})
+    try:
+        queued_when_told: list[int] = []
+
+        def told() -> None:  # the slices are committed: a claim right now finds them
+            queued_when_told.append(app.queue.counts().get("queued", 0))
+
+        report = ensure(app, ["AAPL"], "m1", days=30, on_enqueued=told)
+        assert report.results[0].slices_queued > 0
+        assert queued_when_told == [report.results[0].slices_queued]
+        ensure(app, ["AAPL"], "m1", days=30, on_enqueued=told)  # nothing new queued: nobody woken
+        assert len(queued_when_told) == 1
+    finally:
+        app.close()

@@ -10,6 +10,7 @@ Scopes: ``read`` for GETs, ``write`` for ensure/forecasts/retry/cancel,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -201,6 +202,8 @@ async def post_ensure(request: Request, body: EnsureBody, app: AppDep) -> dict[s
     for value, name in ((body.start, "start"), (body.end, "end")):
         if isinstance(value, int) and not MIN_TIME <= value <= MAX_TIME:
             raise InvalidInput(name, "a time between 1970 and 2100", value)
+    wake: asyncio.Event = request.app.state.barfill_wake
+    loop = asyncio.get_running_loop()
     report = await run_in_threadpool(
         ensure,
         app,
@@ -211,9 +214,10 @@ async def post_ensure(request: Request, body: EnsureBody, app: AppDep) -> dict[s
         end=body.end,
         priority=body.priority,
         provider=body.provider,
+        # This process's worker, if any, claims as soon as the slices are committed (the
+        # newest screen's clock runs from the request), not after the answer is made.
+        on_enqueued=lambda: loop.call_soon_threadsafe(wake.set),
     )
-    if any(r.slices_queued for r in report.results):
-        request.app.state.barfill_wake.set()  # this process's worker, if any, claims now
     return {
         "results": [r.as_dict() for r in report.results],
         "job": encode_job(report.job),

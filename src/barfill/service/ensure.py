@@ -19,7 +19,7 @@ reports 0 queued and N pending.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -223,6 +223,7 @@ def ensure(
     provider: str | None = None,
     calendar: str | None = None,
     requester: str = DEFAULT_REQUESTER,
+    on_enqueued: Callable[[], object] | None = None,
 ) -> EnsureReport:
     """Record ``requester``'s desired coverage for each symbol, queue its gaps, answer at once.
 
@@ -234,6 +235,10 @@ def ensure(
     Each requester has its own definition per (symbol, timeframe): asking
     again as the same requester replaces its window, priority and pin;
     other requesters' definitions are untouched.
+
+    ``on_enqueued`` runs as soon as new slices are committed to the queue,
+    before the answer's progress is read: a worker in this process can claim
+    the newest slice while the answer is still being made.
     """
     tf = Timeframe.parse(timeframe)
     who = validate_requester(requester)
@@ -326,6 +331,8 @@ def ensure(
     enqueued = EnqueueResult()
     if new_slices:
         enqueued = app.queue.enqueue(order_for_batching(new_slices), revive=True)
+        if enqueued.queued_by_definition and on_enqueued is not None:
+            on_enqueued()
     results = [
         replace(
             r,
