@@ -325,3 +325,21 @@ def test_complete_fresh_batch_round_trips_exactly(db: Database) -> None:
     first = _table(db)
     assert _write(db, sid, batch, layer=Layer.intraday, at=5.0) == n
     assert _table(db) == first
+
+
+def test_fresh_batch_with_nulls_takes_the_copy_and_stores_nulls(db: Database) -> None:
+    """3,000 rows, some vwap NaN and trade_count -1: SQL NULLs, other values exact."""
+    sid = _symbol(db)
+    batch = _batch(3_000)
+    assert _write(db, sid, batch) == 3_000
+    with db.read() as conn:
+        got = read_bars(conn, sid, "m1", T0, END)
+        null_vwap, null_trades = conn.execute(
+            sa.select(
+                sa.func.count().filter(bars.c.vwap.is_(None)),
+                sa.func.count().filter(bars.c.trade_count.is_(None)),
+            )
+        ).one()
+    _same(got, batch)
+    assert null_vwap == int(np.isnan(batch.vwap).sum()) == 1_000
+    assert null_trades == int((batch.trade_count == -1).sum()) == 750

@@ -7,11 +7,11 @@ commit. The two drivers are fed the way each is fastest:
 
 * PostgreSQL: when nothing is stored yet in the batch's range (the usual
   case) the batch is encoded with numpy as binary ``COPY`` straight into
-  ``bars`` under a savepoint. Otherwise it is copied into a temporary table
-  (``ON COMMIT DROP``) and merged with one ``INSERT ... SELECT ... ON
-  CONFLICT DO UPDATE`` (or a plain ``INSERT`` under a savepoint when the range
-  is fresh but some values are NULL): ON CONFLICT's speculative insertion is
-  measured to cost 20-40% of the rate.
+  ``bars`` under a savepoint, NULL vwap/trade_count included. Otherwise it
+  is copied into a temporary table (``ON COMMIT DROP``) and merged with one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``: ON CONFLICT's speculative
+  insertion is measured to cost 20-40% of the rate, and ``MERGE`` (hash join
+  over the symbol's stored rows) was measured slower still.
 * SQLite: one DBAPI ``executemany`` into a temporary table, then the same
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (measured 1.6x faster than
   an ``executemany`` of the upsert itself: the merge into the primary-key
@@ -201,11 +201,12 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
 
 
 def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bytes:
-    """Whole ``bars`` rows as a binary ``COPY`` stream (every value present: no NULLs).
+    """Whole ``bars`` rows as a binary ``COPY`` stream; a NaN vwap or a -1 trade_count is NULL.
 
     The text columns (timeframe, provider, layer, basis) are constant within a
-    batch, so each row is still fixed-width and the stream is one numpy
-    structured array.
+    batch, so each row is fixed-width and the stream is one numpy structured
+    array. A NULL field is length -1 with no value bytes: those 8 bytes are cut
+    out of the rows with one byte mask (only when there is a NULL).
     """
     texts = {
         "timeframe": batch.timeframe.value.encode(),
@@ -225,17 +226,29 @@ def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: 
             else ">f8"
         )
         fields += [(f"len_{name}", ">i4"), (name, kind)]
-    rows = np.empty(len(batch), dtype=np.dtype(fields))
-    rows["n"] = len(_ROW_FIELDS)
+    # Every constant goes into one row, repeated: cheaper than filling 20 strided fields.
+    template = np.zeros(1, dtype=np.dtype(fields))
+    template["n"] = len(_ROW_FIELDS)
     for name in _ROW_FIELDS:
-        rows[f"len_{name}"] = len(texts[name]) if name in texts else 4 if name == "symbol_id" else 8
-    rows["symbol_id"] = symbol_id
+        template[f"len_{name}"] = len(texts[name]) if name in texts else 4 if name == "symbol_id" else 8
+    template["symbol_id"] = symbol_id
     for name, value in texts.items():
-        rows[name] = value
+        template[name] = value
+    template["fetched_at"] = fetched_at
+    rows = np.repeat(template, len(batch))
     for name in _COPY_FIELDS:
         rows[name] = getattr(batch, name)
-    rows["fetched_at"] = fetched_at
-    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+    nulls = {"vwap": np.isnan(batch.vwap), "trade_count": batch.trade_count == -1}
+    if not any(mask.any() for mask in nulls.values()):
+        return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+    layout = rows.dtype.fields
+    assert layout is not None  # a structured dtype always has fields
+    keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
+    for name, mask in nulls.items():
+        rows[f"len_{name}"][mask] = -1
+        offset = layout[name][1]
+        keep[mask, offset : offset + 8] = False
+    return _COPY_HEADER + rows.view(np.uint8).reshape(keep.shape)[keep].tobytes() + _COPY_TRAILER
 
 
 def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bool:
@@ -244,8 +257,7 @@ def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fet
     A concurrent writer of the same rows makes the COPY fail on the primary key;
     it is then undone to the savepoint and the caller merges the careful way.
     """
-    complete = bool(np.isfinite(batch.vwap).all() and (batch.trade_count >= 0).all())
-    if len(batch) < _PG_FAST_PATH_MIN_ROWS or not complete or _pg_any_stored(cur, symbol_id, batch, layer):
+    if len(batch) < _PG_FAST_PATH_MIN_ROWS or _pg_any_stored(cur, symbol_id, batch, layer):
         return False
     cur.execute("SAVEPOINT barfill_bars")
     try:
@@ -266,23 +278,8 @@ def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, 
         cur.execute(_PG_STAGE_DDL)
         with cur.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(encode_copy_binary(batch))
-        if len(batch) >= _PG_FAST_PATH_MIN_ROWS and not _pg_any_stored(cur, symbol_id, batch, layer):
-            # Fresh range (the usual case): a plain INSERT skips ON CONFLICT's speculative
-            # insertion. A concurrent writer of the same rows makes it fail; then it is
-            # undone to the savepoint and merged the careful way.
-            cur.execute("SAVEPOINT barfill_bars")
-            try:
-                cur.execute(_PG_INSERT, params)
-                written = int(cur.rowcount)
-            except psycopg.errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
-                cur.execute(_PG_MERGE, params)
-                written = int(cur.rowcount)
-            else:
-                cur.execute("RELEASE SAVEPOINT barfill_bars")
-        else:
-            cur.execute(_PG_MERGE, params)
-            written = int(cur.rowcount)
+        cur.execute(_PG_MERGE, params)
+        written = int(cur.rowcount)
         # Dropped now rather than at commit: a transaction may upsert several batches.
         cur.execute(f"DROP TABLE {_STAGE}")
     return written
