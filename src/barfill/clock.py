@@ -13,6 +13,8 @@ import time
 class SystemClock:
     """Wall-clock time (Unix seconds, UTC) and real ``asyncio`` sleeps."""
 
+    simulated = False
+
     def now(self) -> float:
         """Unix seconds, UTC."""
         return time.time()

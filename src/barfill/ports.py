@@ -76,6 +76,8 @@ class Clock(Protocol):
     limits and planning all move with it; the worker sleeps through it.
     """
 
+    simulated: bool  # whether time is simulated (then nothing may be measured on real time)
+
     def now(self) -> float:
         """Unix seconds, UTC."""
         ...
@@ -104,6 +106,10 @@ class RateLimiter(Protocol):
 
     def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
         """Shift every grant after the one that left ``granted_tat`` by ``seconds``."""
+        ...
+
+    def unsent(self, provider: str) -> None:
+        """A granted slot was dropped, not used: take it off the requests counter."""
         ...
 
     def penalize(self, provider: str, seconds: float) -> None:

@@ -392,6 +392,7 @@ class Worker:
                 name,
                 self.app.providers[name].capabilities.rate_limit,
                 sleep=self.app.clock.sleep,
+                clock=self.app.clock.now if self.app.clock.simulated else None,
             )
             telemetry.RATE_LIMIT_WAIT.labels(name).observe(time.monotonic() - t0)
             telemetry.PROVIDER_REQUESTS.labels(name).inc()

@@ -125,6 +125,15 @@ class SqlRateLimiter:
                 )
             )
 
+    def unsent(self, provider: str) -> None:
+        """A grant dropped as too late (see :func:`acquire`): the provider never saw it."""
+        with self.db.write() as conn:
+            conn.execute(
+                sa.update(rate_limits)
+                .where(rate_limits.c.provider == provider, rate_limits.c.requests > 0)
+                .values(requests=rate_limits.c.requests - 1)
+            )
+
     def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
         """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
 
@@ -243,6 +252,7 @@ async def acquire(
     limit: RateLimit,
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    clock: Callable[[], float] | None = None,
     max_wait_s: float | None = None,
 ) -> float:
     """Wait until ``limiter`` grants one slot for ``provider``; returns the seconds waited.
@@ -262,7 +272,10 @@ async def acquire(
     once. A loop's first grant for a provider is treated as ``COLD_S`` late
     (its first connection). After ``_MAX_DROPS`` drops in a row (a machine too loaded to answer
     within the margin at all) the next grant is used anyway, with a warning,
-    rather than never sending.
+    rather than never sending. Lateness is measured on real time from the
+    limiter's own stamp; with ``clock`` (a simulated clock that ``sleep``
+    sleeps on) it is measured on that clock from the answer's return, so
+    only simulated time makes a grant late, never a slow machine.
 
     Raises:
         ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
@@ -273,11 +286,17 @@ async def acquire(
     fresh_s = gcra.send_margin_s(limit)
     dropped = 0
     warm = _warm.setdefault(asyncio.get_running_loop(), set())
+    now = time.monotonic if clock is None else clock
+
+    def take() -> tuple[float, float, float]:
+        wait_s, decided, tat = limiter.take(provider, limit)
+        return wait_s, decided if clock is None else clock(), tat
+
     async with _lock_for(provider):
         while True:
-            wait_s, decided, tat = await asyncio.to_thread(limiter.take, provider, limit)
+            wait_s, decided, tat = await asyncio.to_thread(take)
             if wait_s <= 0:
-                late_s = time.monotonic() - decided
+                late_s = now() - decided
                 cold = provider not in warm
                 if late_s <= fresh_s and not cold:
                     return waited
@@ -288,9 +307,10 @@ async def acquire(
                     log.warning("%s: grant %.3f s late (margin %.3f s); sent", provider, late_s, fresh_s)
                     return waited
                 await asyncio.to_thread(limiter.defer, provider, tat, late_s)
-                if time.monotonic() - decided <= late_s + fresh_s / 2:
+                if now() - decided <= late_s + fresh_s / 2:
                     return waited
                 dropped += 1
+                await asyncio.to_thread(limiter.unsent, provider)
                 log.info("%s: grant %.3f s late (margin %.3f s); dropped", provider, late_s, fresh_s)
                 continue
             if max_wait_s is not None and waited + wait_s > max_wait_s:

@@ -30,6 +30,8 @@ class SimClock:
         start: the initial simulated time, Unix seconds.
     """
 
+    simulated = True
+
     def __init__(self, start: float) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
