@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -42,6 +44,21 @@ def _store(db: Database, provider: SyntheticProvider, start: int, end: int) -> N
         notify_changed(conn)
 
 
+@contextmanager
+def _statements(app: App) -> Iterator[list[str]]:
+    """The SQL statements ``app``'s engine runs inside the block."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(app.db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(app.db.engine, "before_cursor_execute", count)
+
+
 def _wait(check: Any, what: str) -> None:
     deadline = time.monotonic() + 20
     while not check():
@@ -53,11 +70,6 @@ def test_revalidation_runs_no_sql_and_ends_when_bars_land(db: Database) -> None:
     provider = SyntheticProvider(calendar=get_calendar())
     app: App = make_app(db, {"synthetic": provider})
     _store(db, provider, START, ts("2024-03-06T00:00"))
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     try:
         with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
             version = server.fastapi_app.state.barfill_reads.version
@@ -66,12 +78,11 @@ def test_revalidation_runs_no_sql_and_ends_when_bars_land(db: Database) -> None:
             assert first.status_code == 200
             etag = first.headers["etag"]
             before = first.json()["layers"]["historical"]["t"]
-            sa.event.listen(app.db.engine, "before_cursor_execute", count)
-            for _ in range(5):
-                again = c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag})
-                assert again.status_code == 304
+            with _statements(app) as statements:
+                for _ in range(5):
+                    again = c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag})
+                    assert again.status_code == 304
             assert statements == []
-            sa.event.remove(app.db.engine, "before_cursor_execute", count)
 
             # Another connection (as another process would) stores two more sessions.
             other = Database(db.url)
@@ -139,11 +150,6 @@ def test_an_adjusted_read_revalidates_until_a_split_is_stored(db: Database) -> N
     app: App = make_app(db, {"synthetic": provider})
     _store(db, provider, START, END)
     adjusted = {**PARAMS, "adjust": "split"}
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     try:
         with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
             version = server.fastapi_app.state.barfill_reads.version
@@ -151,10 +157,10 @@ def test_an_adjusted_read_revalidates_until_a_split_is_stored(db: Database) -> N
             first = c.get("/v1/bars/AAPL", params=adjusted)
             assert first.status_code == 200
             etag, before = first.headers["etag"], first.json()["layers"]["historical"]["c"]
-            sa.event.listen(app.db.engine, "before_cursor_execute", count)
-            assert c.get("/v1/bars/AAPL", params=adjusted, headers={"If-None-Match": etag}).status_code == 304
+            with _statements(app) as statements:
+                again = c.get("/v1/bars/AAPL", params=adjusted, headers={"If-None-Match": etag})
+            assert again.status_code == 304
             assert statements == []
-            sa.event.remove(app.db.engine, "before_cursor_execute", count)
 
             other = Database(db.url)
             try:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -283,9 +284,9 @@ class ThrottlingServer:
         return best
 
 
-@pytest.fixture
-def server() -> Iterator[ThrottlingServer]:
-    srv = ThrottlingServer(SERVER_LIMIT)
+@contextmanager
+def _serving(limit: int) -> Iterator[ThrottlingServer]:
+    srv = ThrottlingServer(limit)
     srv.thread.start()
     try:
         yield srv
@@ -293,6 +294,12 @@ def server() -> Iterator[ThrottlingServer]:
         srv.httpd.shutdown()
         srv.httpd.server_close()
         srv.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[ThrottlingServer]:
+    with _serving(SERVER_LIMIT) as srv:
+        yield srv
 
 
 def _client_process(
@@ -323,13 +330,13 @@ async def _client(url: str, port: int, requests: int, barrier: Any, limit: RateL
         db.dispose()
 
 
-@pytest.mark.timeout(90)
-def test_many_processes_never_exceed_the_servers_limit(db: Database, server: ThrottlingServer) -> None:
+def _run_clients(db: Database, server: ThrottlingServer, processes: int, each: int, limit: RateLimit) -> None:
+    """``processes`` spawned clients, started together, each sending ``each`` requests under ``limit``."""
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(PROCESSES)
+    barrier = ctx.Barrier(processes)
     procs = [
-        ctx.Process(target=_client_process, args=(db.url, server.port, REQUESTS_EACH, barrier))
-        for _ in range(PROCESSES)
+        ctx.Process(target=_client_process, args=(db.url, server.port, each, barrier, limit))
+        for _ in range(processes)
     ]
     for p in procs:
         p.start()
@@ -341,7 +348,12 @@ def test_many_processes_never_exceed_the_servers_limit(db: Database, server: Thr
             if p.is_alive():
                 p.kill()
                 p.join()
-    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    assert [p.exitcode for p in procs] == [0] * processes
+
+
+@pytest.mark.timeout(90)
+def test_many_processes_never_exceed_the_servers_limit(db: Database, server: ThrottlingServer) -> None:
+    _run_clients(db, server, PROCESSES, REQUESTS_EACH, CLIENT_LIMIT)
 
     statuses = [s for _, s in server.arrivals]
     busiest = server.max_in_any_second()
@@ -360,14 +372,8 @@ STRICT_EACH = 12
 
 @pytest.fixture
 def strict_server() -> Iterator[ThrottlingServer]:
-    srv = ThrottlingServer(STRICT_N)
-    srv.thread.start()
-    try:
+    with _serving(STRICT_N) as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join(timeout=5)
 
 
 @pytest.mark.timeout(90)
@@ -380,24 +386,7 @@ def test_processes_configured_at_the_servers_exact_limit_get_no_429(
     clock, and a grant older than the margin is never sent: the server, judging
     arrivals by its own clock in a strict sliding window, refuses nothing.
     """
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(STRICT_PROCESSES)
-    limit = RateLimit(requests=STRICT_N, period_s=1.0)
-    procs = [
-        ctx.Process(target=_client_process, args=(db.url, strict_server.port, STRICT_EACH, barrier, limit))
-        for _ in range(STRICT_PROCESSES)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join(timeout=60)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    assert [p.exitcode for p in procs] == [0] * STRICT_PROCESSES
+    _run_clients(db, strict_server, STRICT_PROCESSES, STRICT_EACH, RateLimit(requests=STRICT_N, period_s=1.0))
     statuses = [s for _, s in strict_server.arrivals]
     assert statuses.count(429) == 0
     assert statuses.count(200) == STRICT_PROCESSES * STRICT_EACH
