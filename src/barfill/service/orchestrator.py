@@ -107,10 +107,10 @@ def tick(app: App) -> TickResult:
             cooldown_max_s=app.settings.failed_cooldown_max_s,
         )
         coverage = coverage_views(conn, symbol_ids)
-        calendars = symbol_calendars(conn, symbol_ids)
         # Re-verification looks at every enabled definition with a session due, covered or not.
         due = due_sessions(conn, clock) if app.settings.reverify_after_sessions > 0 else []
         checked = sorted({row.symbol_id for row in due})
+        calendars = symbol_calendars(conn, sorted({*symbol_ids, *checked}))
         owners = list_definitions(conn, enabled=True, symbol_ids=checked) if due else []
         checks = (
             open_work(
@@ -123,9 +123,8 @@ def tick(app: App) -> TickResult:
             if due
             else None
         )
-        check_calendars = symbol_calendars(conn, checked) if due else {}
         densities = all_densities(conn)
-    by_symbol = {d.symbol_id: get_calendar(calendars.get(d.symbol_id, app.settings.calendar)) for d in defs}
+    by_symbol = {i: get_calendar(calendars.get(i, app.settings.calendar)) for i in {*symbol_ids, *checked}}
     new, errors = plan_tick(
         defs,
         coverage,
@@ -138,9 +137,8 @@ def tick(app: App) -> TickResult:
     )
     result.errors.extend(errors)
     if checks is not None:
-        check_cals = {i: get_calendar(check_calendars.get(i, app.settings.calendar)) for i in checked}
         verify = plan_verification(
-            due, owners, checks, check_cals, app.router, max_attempts=app.settings.max_attempts
+            due, owners, checks, by_symbol, app.router, max_attempts=app.settings.max_attempts
         )
         result.verify_planned = len(verify)
         new += verify
