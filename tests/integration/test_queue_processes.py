@@ -57,7 +57,10 @@ def _work(url: str, out: Path, worker_id: str, lease_s: float, hold: int) -> Non
                 queue.complete(c, [_bar(c)], [CoverageSpan(c.start, c.end)])
                 log.write(f"{c.id}\n")
                 log.flush()
-            Path(f"{out}.ready").write_text(" ".join(str(c.id) for c in claimed[hold // 2 :]))
+            # Written whole, then renamed: the parent polls for the name and must never read it half-written.
+            staging = Path(f"{out}.ready.tmp")
+            staging.write_text(" ".join(str(c.id) for c in claimed[hold // 2 :]))
+            os.replace(staging, f"{out}.ready")
             time.sleep(WAIT_S * 2)  # killed long before this ends
             return
         while True:
@@ -157,14 +160,16 @@ def test_killed_workers_slices_are_reclaimed_and_done_once(db: Database, tmp_pat
     lease_s = 1.5
     sid = _setup(db, n)
     victim = _spawn(db, tmp_path, "victim", lease_s=lease_s, hold=10)
-    ready = tmp_path / "victim.log.ready"
-    deadline = time.monotonic() + WAIT_S
-    while not ready.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ready.exists(), (tmp_path / "victim.err").read_text()
-    held = [int(i) for i in ready.read_text().split()]
-    assert len(held) == 5
-    os.kill(victim.pid, signal.SIGKILL)
+    try:
+        ready = tmp_path / "victim.log.ready"
+        deadline = time.monotonic() + WAIT_S
+        while not ready.exists() and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), (tmp_path / "victim.err").read_text()
+        held = [int(i) for i in ready.read_text().split()]
+        assert len(held) == 5
+    finally:  # a failed check must not leave the frozen victim running into the next test
+        victim.kill()
     assert victim.wait(timeout=10) == -signal.SIGKILL
     assert SqlQueue(db).counts()["running"] == 5
     dead_leases = _column(db, job_runs.c.lease_until, held)
