@@ -95,17 +95,17 @@ class RateLimiter(Protocol):
         """Take one request slot: 0.0 if granted now, else seconds to wait before asking again."""
         ...
 
-    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, float]:
-        """``try_acquire``, plus a ``time.monotonic()`` no later than the grant, and the budget it left.
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, int]:
+        """``try_acquire``, plus a ``time.monotonic()`` no later than the grant, and the grant's number.
 
         A grant older than the limit's send margin
-        (:func:`barfill.domain.gcra.send_margin_s`) is not sent as is: the
-        caller defers the grants after it (:meth:`defer`) or drops it.
+        (:func:`barfill.domain.sliding_log.send_margin_s`) is not sent as is:
+        the caller records it as sent late (:meth:`defer`) or drops it.
         """
         ...
 
-    def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
-        """Shift every grant after the one that left ``granted_tat`` by ``seconds``."""
+    def defer(self, provider: str, seq: int, seconds: float) -> None:
+        """Grant number ``seq`` was sent ``seconds`` late: the grants it limits wait that much more."""
         ...
 
     def unsent(self, provider: str) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 
 from barfill.bootstrap import build
 from barfill.config import load_settings
-from barfill.domain import gcra
+from barfill.domain import sliding_log
 from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
@@ -75,7 +75,7 @@ def test_refresh_waits_for_the_rate_limit(db: Database) -> None:
         assert result.fetched == {"synthetic": 3}
         # One request a minute (plus the limiter's send margin) on the (simulated) database
         # clock: the refresh waited for its slots.
-        step = gcra.spacing_s(limit)
+        step = sliding_log.window_s(limit)
         assert step >= 60
         assert [round(t - seen[0], 3) for t in seen] == [0, round(step, 3), round(2 * step, 3)]
     finally:

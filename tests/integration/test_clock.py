@@ -17,7 +17,7 @@ import pytest
 from barfill.bootstrap import App, build
 from barfill.clock import SystemClock
 from barfill.config import load_settings
-from barfill.domain import gcra
+from barfill.domain import sliding_log
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.domain.slices import NewSlice
@@ -122,29 +122,30 @@ def test_backoff_and_retry_after_follow_the_simulated_clock(simdb: Database, sim
 
 def test_rate_limiter_follows_the_simulated_clock(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
-    limit = RateLimit(requests=5, period_s=60.0, burst=1)
-    assert limiter.try_acquire("polygon", limit) == 0.0
-    spacing = gcra.spacing_s(limit)  # 12 s, widened by the send margin
-    wait = limiter.try_acquire("polygon", limit)
-    assert wait == pytest.approx(spacing, abs=1e-6)
-    sim.advance(spacing - 0.5)
+    limit = RateLimit(requests=5, period_s=60.0)
+    assert [limiter.try_acquire("polygon", limit) for _ in range(5)] == [0.0] * 5  # 5 at once
+    window = sliding_log.window_s(limit)  # 60 s, widened by the send margin
+    assert limiter.try_acquire("polygon", limit) == pytest.approx(window, abs=1e-6)
+    sim.advance(window - 0.5)
     assert limiter.try_acquire("polygon", limit) == pytest.approx(0.5, abs=1e-6)
     sim.advance(0.5)
-    assert limiter.try_acquire("polygon", limit) == 0.0
-    assert limiter.peek("polygon", limit) == pytest.approx(spacing, abs=1e-6)
+    assert [limiter.try_acquire("polygon", limit) for _ in range(5)] == [0.0] * 5
+    assert limiter.peek("polygon", limit) == pytest.approx(window, abs=1e-6)
 
 
 def test_acquire_sleeps_on_the_simulated_clock(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
-    limit = RateLimit(requests=5, period_s=60.0, burst=1)
+    limit = RateLimit(requests=5, period_s=60.0)
 
     async def take(n: int) -> float:
-        return sum([await acquire(limiter, "polygon", limit, sleep=sim.sleep) for _ in range(n)])
+        return sum(
+            [await acquire(limiter, "polygon", limit, sleep=sim.sleep, clock=sim.now) for _ in range(n)]
+        )
 
     waited = asyncio.run(take(6))
-    five = 5 * gcra.spacing_s(limit) + COLD_S  # 5 waits of ~12 s (the first grant deferred the rest)
-    assert waited == pytest.approx(five, abs=1e-6)
-    assert sim.now() == pytest.approx(T0 + five, abs=1e-6)
+    # Five at once, the sixth a window after the first, which counts as sent COLD_S late.
+    assert waited == pytest.approx(sliding_log.window_s(limit) + COLD_S, abs=1e-6)
+    assert sim.now() == pytest.approx(T0 + waited, abs=1e-6)
 
 
 def test_concurrent_simulated_sleeps_share_the_time_that_passes() -> None:
@@ -176,7 +177,7 @@ def _daily_slices(app: App, n: int) -> list[NewSlice]:
 
 
 def test_worker_until_idle_waits_out_rate_limits_in_simulated_time(db: Database, sim: SimClock) -> None:
-    limit = RateLimit(requests=5, period_s=60.0, burst=1)
+    limit = RateLimit(requests=5, period_s=60.0)
     app, synthetic = _worker_app(db, sim, limit)
     try:
         app.queue.enqueue(_daily_slices(app, 6))
@@ -184,15 +185,15 @@ def test_worker_until_idle_waits_out_rate_limits_in_simulated_time(db: Database,
         assert stats.succeeded == 6 and stats.failed == 0
         assert synthetic.requests == 6
         assert app.queue.counts()["succeeded"] == 6
-        # Six requests at 5/min, one at once: five ~12 s waits passed on the simulated clock.
-        assert sim.now() == pytest.approx(T0 + 5 * gcra.spacing_s(limit) + COLD_S, abs=1e-3)
+        # Six requests at 5/min: five at once, the sixth a window (and the first's cold start) later.
+        assert sim.now() == pytest.approx(T0 + sliding_log.window_s(limit) + COLD_S, abs=1e-3)
         assert app.db.now() == pytest.approx(sim.now(), abs=1e-3)
     finally:
         app.close()
 
 
 def test_worker_until_idle_returns_while_slices_back_off(db: Database, sim: SimClock) -> None:
-    app, synthetic = _worker_app(db, sim, RateLimit(requests=100, period_s=1.0, burst=10))
+    app, synthetic = _worker_app(db, sim, RateLimit(requests=100, period_s=1.0))
     try:
         app.queue.enqueue(_daily_slices(app, 3))
         (held,) = app.queue.claim("test", 1, lease_s=60.0)

@@ -9,9 +9,11 @@ not the clients, records what arrived and when.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,114 +24,270 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from barfill.domain import gcra
+from barfill.bootstrap import build
+from barfill.config import load_settings
+from barfill.domain import sliding_log
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
 from barfill.ports import RateLimiter
-from barfill.providers.http import warm_http_stack
+from barfill.providers.http import get_ok, on_send, warm_http_stack
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service import dashboard
 from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
 from barfill.store import migrate, web_reports
 from barfill.store.db import Database
-from barfill.store.ratelimit import COLD_S, SqlRateLimiter, acquire
+from barfill.store.ratelimit import COLD_S, SqlRateLimiter, acquire, record_send
+from barfill.testing.clock import SimClock
 from tests.e2e.helpers import make_app
 
 SERVER_LIMIT = 20  # requests the server accepts in any 1-second window
-# Leave headroom under the server's limit for the jitter between a grant and
-# the request's arrival: GCRA grants at most floor(1 s / interval) + burst = 18.
-CLIENT_LIMIT = RateLimit(requests=16, period_s=1.0, burst=2)
+# Headroom under the server's limit, as a cautious operator would configure it.
+CLIENT_LIMIT = RateLimit(requests=16, period_s=1.0)
 PROCESSES = 4
 REQUESTS_EACH = 25
+T0 = 1_764_000_000.0
+
+
+@pytest.fixture
+def sim() -> SimClock:
+    return SimClock(T0)
+
+
+@pytest.fixture
+def simdb(db: Database, sim: SimClock) -> Iterator[Database]:
+    """The test's database, opened again with the simulated clock."""
+    clocked = Database(db.url, clock=sim)
+    yield clocked
+    clocked.dispose()
+
+
+def _most_in_window(times: Sequence[float], window: float) -> int:
+    """Most instants inside any half-open window (t - window, t], as a strict server counts."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
 
 
 def test_fits_the_rate_limiter_port(db: Database) -> None:
     assert isinstance(SqlRateLimiter(db), RateLimiter)
 
 
-def test_grants_the_burst_at_once_then_spaces_requests(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
-    limit = RateLimit(requests=2, period_s=1.0, burst=3)  # one every 0.5 s: room for a slow box
-    waits = [limiter.try_acquire("p", limit) for _ in range(3)]
-    assert waits == [0.0, 0.0, 0.0]
-    wait = limiter.try_acquire("p", limit)
-    assert 0.0 < wait <= gcra.spacing_s(limit) + 1e-6  # one spacing, minus the time the calls took
-    time.sleep(wait)
-    assert limiter.try_acquire("p", limit) == 0.0
-    assert limiter.try_acquire("p", limit) > 0  # and spaced again
+def test_grants_n_at_once_then_n_per_window(simdb: Database, sim: SimClock) -> None:
+    limiter = SqlRateLimiter(simdb)
+    limit = RateLimit(requests=3, period_s=1.0)
+    window = sliding_log.window_s(limit)
+    assert [limiter.try_acquire("p", limit) for _ in range(3)] == [0.0] * 3
+    assert limiter.try_acquire("p", limit) == pytest.approx(window, abs=1e-6)
+    assert limiter.peek("p", limit) == pytest.approx(window, abs=1e-6)
+    sim.advance(0.4)
+    assert limiter.try_acquire("p", limit) == pytest.approx(window - 0.4, abs=1e-6)
+    sim.advance(window - 0.4)
+    assert limiter.peek("p", limit) == 0.0
+    assert [limiter.try_acquire("p", limit) for _ in range(4)][:3] == [0.0] * 3
 
 
-def test_stored_arrival_time_matches_the_pure_arithmetic(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
-    limit = RateLimit(requests=5, period_s=60.0)
-    before = db.now()
-    assert limiter.try_acquire("p", limit) == 0.0
-    after = db.now()
-    tat = limiter.tat("p")
-    assert tat is not None
-    assert gcra.decide(None, before, limit).tat <= tat <= gcra.decide(None, after, limit).tat
-    wait = limiter.try_acquire("p", limit)
-    expected = gcra.decide(tat, db.now(), limit)
-    assert not expected.granted
-    assert wait == pytest.approx(expected.wait_s, abs=0.5)
-    assert limiter.tat("p") == tat  # a refusal changes nothing
-
-
-def test_providers_have_independent_budgets(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
+def test_providers_have_independent_budgets(simdb: Database) -> None:
+    limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=1, period_s=60.0)
     assert limiter.try_acquire("a", limit) == 0.0
     assert limiter.try_acquire("b", limit) == 0.0
-    assert limiter.try_acquire("a", limit) > 50
-    assert limiter.tat("never-used") is None
+    assert limiter.try_acquire("a", limit) > 60
+    assert limiter.peek("never-used", limit) == 0.0
 
 
-def test_penalize_pushes_every_worker_back(db: Database) -> None:
-    other = Database(db.url)  # another process's engine, same database
+def test_two_limiters_on_one_database_never_put_n_plus_one_in_a_window(db: Database, sim: SimClock) -> None:
+    """Two processes' engines, asking greedily in turn on one clock: the log is shared."""
+    engines = [Database(db.url, clock=sim), Database(db.url, clock=sim)]
     try:
-        mine, theirs = SqlRateLimiter(db), SqlRateLimiter(other)
-        limit = RateLimit(requests=100, period_s=1.0, burst=5)
+        limiters = [SqlRateLimiter(e) for e in engines]
+        limit = RateLimit(requests=4, period_s=1.0)
+        grants: list[float] = []
+        turn = 0
+        while len(grants) < 30:
+            wait = limiters[turn % 2].try_acquire("p", limit)
+            turn += 1
+            if wait == 0.0:
+                grants.append(sim.now())
+            elif turn % 2 == 0:  # both were refused: time passes until the slot
+                sim.advance(wait)
+        assert grants[:4] == [T0] * 4
+        assert _most_in_window(grants, limit.period_s) == 4
+        assert grants[-1] == pytest.approx(T0 + 7 * sliding_log.window_s(limit), abs=1e-6)
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_a_big_limit_keeps_n_per_window(simdb: Database, sim: SimClock) -> None:
+    limiter = SqlRateLimiter(simdb)
+    limit = RateLimit(requests=100, period_s=1.0)
+    grants: list[float] = []
+    while len(grants) < 250:
+        wait = limiter.try_acquire("p", limit)
+        if wait == 0.0:
+            grants.append(sim.now())
+        else:
+            sim.advance(wait)
+    assert grants[:100] == [T0] * 100
+    assert _most_in_window(grants, limit.period_s) == 100
+    assert grants[-1] == pytest.approx(T0 + 2 * sliding_log.window_s(limit), abs=1e-6)
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "take", "take", "advance", "penalty", "defer", "other_limit"]),
+        st.floats(0.0, 1.5, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS, requests=st.integers(1, 6))
+def test_the_database_log_decides_as_the_pure_one(
+    simdb: Database, sim: SimClock, ops: list[tuple[str, float]], requests: int
+) -> None:
+    """Grants, refusals, penalties, late sends and a changed N: SQL and :class:`sliding_log.Log` agree."""
+    limiter = SqlRateLimiter(simdb)
+    provider = f"p{uuid.uuid4().hex[:8]}"  # a fresh budget per example (the clock only moves on)
+    limits = [RateLimit(requests=requests, period_s=1.0), RateLimit(requests=requests + 2, period_s=1.0)]
+    model = sliding_log.Log({})
+    which, last = 0, -1
+    for op, x in ops:
+        limit = limits[which]
+        if op == "advance":
+            sim.advance(x)
+        elif op == "penalty":
+            limiter.penalize(provider, x)
+            model.penalize(sim.now(), x)
+        elif op == "defer" and last >= 0:
+            limiter.defer(provider, last, x)
+            model.defer(last, x, limit)
+        elif op == "other_limit":
+            which = 1 - which
+        else:
+            wait, _, seq = limiter.take(provider, limit)
+            expected, expected_seq = model.take(sim.now(), limit)
+            assert seq == expected_seq
+            assert wait == pytest.approx(
+                max(expected.wait_s, 0.001) if not expected.granted else 0.0, abs=1e-6
+            )
+            last = seq if seq >= 0 else last
+        assert limiter.peek(provider, limits[which]) == pytest.approx(
+            _model_peek(model, sim.now(), limits[which]), abs=1e-6
+        )
+
+
+def _model_peek(model: sliding_log.Log, now: float, limit: RateLimit) -> float:
+    copy = sliding_log.Log(dict(model.slots), model.seq, model.not_before)
+    d, _ = copy.take(now, limit)
+    return d.wait_s
+
+
+def test_penalize_pushes_every_worker_back(simdb: Database, sim: SimClock) -> None:
+    other = Database(simdb.url, clock=sim)  # another process's engine, same database
+    try:
+        mine, theirs = SqlRateLimiter(simdb), SqlRateLimiter(other)
+        limit = RateLimit(requests=100, period_s=1.0)
         assert mine.try_acquire("p", limit) == 0.0
-        mine.penalize("p", 5.0)  # remembers the burst tolerance from try_acquire
-        wait = theirs.try_acquire("p", limit)
-        assert 4.5 < wait <= 5.0 + 1e-6
-        theirs.penalize("p", 1.0, limit=limit)  # a shorter penalty never shortens a longer one
-        assert 4.5 < theirs.try_acquire("p", limit) <= 5.0 + 1e-6
+        mine.penalize("p", 5.0)
+        assert theirs.try_acquire("p", limit) == pytest.approx(5.0, abs=1e-6)
+        theirs.penalize("p", 1.0)  # a shorter penalty never shortens a longer one
+        assert theirs.try_acquire("p", limit) == pytest.approx(5.0, abs=1e-6)
+        sim.advance(5.0)
+        # The floor is past and the first grant more than a window old: N more, then a wait.
+        assert [theirs.try_acquire("p", limit) for _ in range(100)] == [0.0] * 100
+        assert theirs.try_acquire("p", limit) > 0.0
         theirs.penalize("fresh", 2.0)  # first use of a provider may be a penalty
-        assert 1.5 < theirs.try_acquire("fresh", RateLimit(1, 1.0)) <= 2.0 + 1e-6
+        assert theirs.try_acquire("fresh", RateLimit(1, 1.0)) == pytest.approx(2.0, abs=1e-6)
     finally:
         other.dispose()
 
 
-async def test_acquire_sleeps_what_the_limiter_says(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
+async def test_acquire_sleeps_what_the_limiter_says(simdb: Database, sim: SimClock) -> None:
+    limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=2, period_s=1.0)
     slept: list[float] = []
 
-    async def fake_sleep(seconds: float) -> None:
+    async def sleep(seconds: float) -> None:
         slept.append(seconds)
-        await asyncio.sleep(seconds)
+        await sim.sleep(seconds)
 
-    first = await acquire(limiter, "p", limit, sleep=fake_sleep)  # 0.0 unless a late grant was dropped
-    waited = await acquire(limiter, "p", limit, sleep=fake_sleep)
-    assert len(slept) >= 1 and first + waited == pytest.approx(sum(slept))
-    # What the limiter asked for: a spacing at most, after the first grant's cold-start deferral.
-    assert 0.0 < waited <= gcra.spacing_s(limit) + COLD_S + 1e-6
+    waits = [await acquire(limiter, "p", limit, sleep=sleep, clock=sim.now) for _ in range(3)]
+    # Two at once; the third a window after the first, which counts as sent COLD_S late.
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2] == pytest.approx(sliding_log.window_s(limit) + COLD_S, abs=1e-6) == sum(slept)
 
 
-async def test_acquire_gives_up_after_max_wait(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
+async def test_late_grants_are_recorded_late_then_dropped_never_lost(
+    simdb: Database, sim: SimClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every answer comes back 0.05 s after it was decided (past the 0.03 s margin) and each record
+    of that lateness 0.05 s later still: the grant is dropped (not counted), three times, then sent."""
+    limiter = SqlRateLimiter(simdb)
+    limit = RateLimit(requests=2, period_s=1.0)
+    await acquire(limiter, "p", limit, clock=sim.now)  # the loop's first (cold) grant
+    sim.advance(5.0)
+
+    def ticking() -> float:
+        t = sim.now()
+        sim.advance(0.05)
+        return t
+
+    caplog.set_level(logging.INFO, logger="barfill.ratelimit")
+    await acquire(limiter, "p", limit, sleep=sim.sleep, clock=ticking)
+    assert [r.levelname for r in caplog.records if r.name == "barfill.ratelimit"] == ["INFO"] * 3 + [
+        "WARNING"
+    ]
+    assert _counters(simdb, "p") == (2, 0, 0)  # five grants, three dropped unsent
+    sim.advance(60.0)
+    assert limiter.take("p", limit)[2] == 5
+
+
+async def test_a_request_that_leaves_late_is_recorded_late(
+    simdb: Database, sim: SimClock, server: ThrottlingServer
+) -> None:
+    """The grant was fresh when handed over, but the request left 0.2 s later (a busy loop):
+    the HTTP edge reports the departure, and the grant N after it waits those 0.2 s too."""
+    limiter = SqlRateLimiter(simdb)
+    limit = RateLimit(requests=1, period_s=1.0)
+    window = sliding_log.window_s(limit)
+    await acquire(limiter, "p", limit, clock=sim.now)  # the loop's first (cold) grant
+    sim.advance(5.0)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", trust_env=False) as client:
+        await acquire(limiter, "p", limit, clock=sim.now)
+        assert limiter.peek("p", limit) == pytest.approx(window, abs=1e-6)
+        sim.advance(0.2)
+        on_send.set(record_send)
+        await get_ok(client, "/v2/aggs", provider="p")
+        for _ in range(500):  # the record is written in the background
+            if limiter.peek("p", limit) > window - 0.1:
+                break
+            await asyncio.sleep(0.01)
+    assert limiter.peek("p", limit) == pytest.approx(window, abs=1e-6)  # not window - 0.2
+    assert on_send.get() is None  # one request per grant
+
+
+async def test_acquire_gives_up_after_max_wait(simdb: Database, sim: SimClock) -> None:
+    limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=1, period_s=60.0)
-    await acquire(limiter, "p", limit)
+    await acquire(limiter, "p", limit, clock=sim.now)
     with pytest.raises(ProviderError) as e:
-        await acquire(limiter, "p", limit, max_wait_s=1.0)
+        await acquire(limiter, "p", limit, max_wait_s=1.0, sleep=sim.sleep, clock=sim.now)
     assert e.value.code == "rate_limited" and e.value.retryable
-    assert e.value.retry_after_s is not None and 55 < e.value.retry_after_s <= gcra.spacing_s(limit) + COLD_S
+    assert e.value.retry_after_s == pytest.approx(sliding_log.window_s(limit) + COLD_S, abs=1e-6)
 
 
 # -- lifetime counters -----------------------------------------------------------------
@@ -145,7 +303,7 @@ def test_counters_count_grants_penalties_and_errors_across_engines(db: Database)
     other = Database(db.url)  # another process's engine, same database
     try:
         mine, theirs = SqlRateLimiter(db), SqlRateLimiter(other)
-        limit = RateLimit(requests=1, period_s=3600.0, burst=4)  # 4 at once, then one an hour
+        limit = RateLimit(requests=4, period_s=3600.0)  # 4 at once, then none for an hour
         assert [mine.try_acquire("p", limit) for _ in range(3)] == [0.0] * 3
         assert theirs.try_acquire("p", limit) == 0.0
         assert theirs.try_acquire("p", limit) > 0  # refused: not a request, not counted
@@ -155,6 +313,8 @@ def test_counters_count_grants_penalties_and_errors_across_engines(db: Database)
         theirs.record_error("p")
         theirs.record_error("p")
         assert _counters(db, "p") == (4, 1, 2)
+        theirs.unsent("p")  # a grant dropped unsent is not a request
+        assert _counters(db, "p") == (3, 1, 2)
         # A provider whose first event is an error or a penalty gets its row then.
         mine.record_error("fresh")
         mine.penalize("late", 1.0)
@@ -163,34 +323,41 @@ def test_counters_count_grants_penalties_and_errors_across_engines(db: Database)
         other.dispose()
 
 
-def test_dashboard_wait_is_the_budgets_lead_beyond_the_burst(db: Database) -> None:
-    limiter = SqlRateLimiter(db)
-    limit = RateLimit(requests=1, period_s=3600.0, burst=2)
-    limiter.try_acquire("p", limit)
-    with db.read() as conn:
-        ahead = web_reports.provider_counts(conn)["p"]["ahead_s"]
-    assert 0.0 < ahead <= gcra.spacing_s(limit)  # tat runs one spacing ahead, the burst has a slot
-    assert limiter.peek("p", limit) == 0.0
-    limiter.try_acquire("p", limit)
-    with db.read() as conn:
-        ahead = web_reports.provider_counts(conn)["p"]["ahead_s"]
-    assert ahead - gcra.burst_tolerance_s(limit) == pytest.approx(limiter.peek("p", limit), abs=60.0)
-    assert ahead - gcra.burst_tolerance_s(limit) > 3000.0  # the next slot is most of an hour away
+def test_dashboard_wait_is_the_limiters_wait(simdb: Database, sim: SimClock) -> None:
+    limit = RateLimit(requests=2, period_s=3600.0)
+    provider = SyntheticProvider(calendar=get_calendar(), rate_limit=limit)
+    app = build(load_settings(database_url=simdb.url), providers={"synthetic": provider}, clock=sim)
+    try:
+        (p,) = dashboard.overview(app)["providers"]
+        assert (p["requests"], p["wait_s"]) == (0, 0.0)  # never used
+        app.limiter.try_acquire("synthetic", limit)
+        (p,) = dashboard.overview(app)["providers"]
+        assert (p["requests"], p["wait_s"]) == (1, 0.0)  # one of the two left
+        app.limiter.try_acquire("synthetic", limit)
+        sim.advance(600.0)
+        (p,) = dashboard.overview(app)["providers"]
+        assert p["requests"] == 2
+        assert p["wait_s"] == pytest.approx(sliding_log.window_s(limit) - 600.0, abs=1e-3)
+    finally:
+        app.close()
 
 
-def test_existing_rate_limit_rows_survive_migration_0006(db: Database) -> None:
+def test_rate_limit_rows_survive_migrations_0006_and_0010(db: Database) -> None:
     cfg = migrate._config()
     with db.write() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0005")
     with db.write() as conn:
         conn.execute(sa.text("INSERT INTO rate_limits (provider, tat, updated_at) VALUES ('old', 1.0, 1.0)"))
+        conn.execute(sa.text("INSERT INTO rate_limits (provider, tat, updated_at) VALUES ('busy', 4e9, 1.0)"))
     migrate.upgrade(db)
     migrate.require_current(db)
     limiter = SqlRateLimiter(db)
-    assert limiter.tat("old") == 1.0 and _counters(db, "old") == (0, 0, 0)
-    assert limiter.try_acquire("old", RateLimit(1, 1.0)) == 0.0  # tat 1.0 is long past
+    assert _counters(db, "old") == (0, 0, 0)
+    assert limiter.try_acquire("old", RateLimit(1, 1.0)) == 0.0  # its tat 1.0 is long past
     assert _counters(db, "old") == (1, 0, 0)
+    # A tat in the future is kept as the floor: nothing is granted earlier than before.
+    assert limiter.try_acquire("busy", RateLimit(1, 1.0)) > 1e9
 
 
 class ThrottledOnce(SyntheticProvider):
@@ -321,11 +488,13 @@ async def _client(url: str, port: int, requests: int, barrier: Any, limit: RateL
             for _ in range(requests):
                 while True:
                     await acquire(limiter, "local", limit)
-                    response = await client.get("/v2/aggs")
-                    if response.status_code != 429:
-                        response.raise_for_status()
+                    on_send.set(record_send)  # as the worker does: the departure is checked too
+                    try:
+                        await get_ok(client, "/v2/aggs", provider="local")
                         break
-                    limiter.penalize("local", float(response.headers.get("Retry-After", "1")))
+                    except ProviderError as e:
+                        assert e.code == "http_429", e
+                        limiter.penalize("local", e.retry_after_s or 1.0)
     finally:
         db.dispose()
 
@@ -380,7 +549,7 @@ def strict_server() -> Iterator[ThrottlingServer]:
 def test_processes_configured_at_the_servers_exact_limit_get_no_429(
     db: Database, strict_server: ThrottlingServer
 ) -> None:
-    """No headroom: barfill is told the server's own limit (4/1, burst 1), as a user would.
+    """No headroom: barfill is told the server's own limit (4/1), as a user would.
 
     Grants alone are 1 s + the send margin apart for every N + 1, on the database
     clock, and a grant older than the margin is never sent: the server, judging

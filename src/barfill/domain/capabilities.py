@@ -31,7 +31,12 @@ class HourAlignment(StrEnum):
 
 @dataclass(frozen=True)
 class RateLimit:
-    """``requests`` per ``period_s`` seconds, with up to ``burst`` back to back."""
+    """At most ``requests`` in any ``period_s`` seconds.
+
+    A provider's limit is kept as a sliding log (:mod:`barfill.domain.sliding_log`):
+    up to ``requests`` may go at once. ``burst`` is read only by GCRA limits
+    (:mod:`barfill.domain.gcra`, the HTTP API's per-key limit): requests back to back.
+    """
 
     requests: int
     period_s: float

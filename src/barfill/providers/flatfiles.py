@@ -69,7 +69,7 @@ _REQUIRED = ("ts", "open", "high", "low", "close", "volume")
 _OPTIONAL = ("vwap", "trade_count", "symbol")
 _DATE_FIELDS = {"date", "year", "month", "day"}
 # Reading local files is cheap; this limit only keeps one worker from starving others.
-_LOCAL_RATE = RateLimit(requests=1_000, period_s=1.0, burst=100)
+_LOCAL_RATE = RateLimit(requests=1_000, period_s=1.0)
 # Polygon publishes a session's flat files the next morning: 07:00 New York the next calendar day.
 PUBLISHED_AT_LOCAL_S = 86_400 + 7 * 3600
 

@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import email.utils
 import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import httpx
@@ -63,6 +64,16 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import NotSupported, ProviderError
 
 log = logging.getLogger("barfill.providers")
+
+on_send: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "barfill_on_send", default=None
+)
+"""Called once, as this context's next request starts writing its headers to the wire.
+
+The shared rate limiter's hook (:func:`barfill.store.ratelimit.record_send`):
+a strict provider counts arrivals, so the instant that matters is when the
+request leaves, after the connection is made, not when its slot was granted.
+"""
 
 _DAY = 86_400
 _SNIPPET = 300  # characters of an error body kept in a message
@@ -277,8 +288,22 @@ async def _send(
 ) -> httpx.Response | ProviderError:
     """The response, or the error to raise: returned, not raised, so that the
     httpx exception (URL and all) never rides along as ``__context__``."""
+    hook = on_send.get()
+    extensions: dict[str, Any] | None = None
+    if hook is not None:
+        on_send.set(None)  # one request per grant: a next page takes its own slot
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            nonlocal hook
+            if hook is not None and event.endswith("send_request_headers.started"):
+                hook()
+                hook = None
+
+        extensions = {"trace": trace}
     try:
-        return await client.get(url, params=params, headers=headers)
+        if extensions is None:
+            return await client.get(url, params=params, headers=headers)
+        return await client.get(url, params=params, headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
         return error_for_exception(exc, provider=provider, secrets=secrets)
 
@@ -500,9 +525,10 @@ class LoopClient:
         *,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
         """``GET url`` with the running loop's client."""
-        return await self.client().get(url, params=params, headers=headers)
+        return await self.client().get(url, params=params, headers=headers, extensions=extensions)
 
     async def aclose(self) -> None:
         """Close the client if it belongs to the running loop; forget it otherwise."""

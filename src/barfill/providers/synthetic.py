@@ -137,7 +137,7 @@ class SyntheticProvider:
             request and its attempt number, so a retry of the same request
             can succeed, and runs are reproducible.
         seed: changes every number.
-        rate_limit: the declared limit (default 100 requests/s, burst 10).
+        rate_limit: the declared limit (default 100 requests/s).
         page_limit: declared bars per request (the planner sizes slices by it).
         name: the provider name stamped on bars.
         now: clock (Unix seconds) deciding which bars are still forming.
@@ -182,7 +182,7 @@ class SyntheticProvider:
             page_limit=page_limit,
             page_unit=PageUnit.bars,
             max_symbols=50,
-            rate_limit=rate_limit or RateLimit(requests=100, period_s=1.0, burst=10),
+            rate_limit=rate_limit or RateLimit(requests=100, period_s=1.0),
             realtime=True,
         )
 

@@ -13,7 +13,6 @@ import numpy as np
 import sqlalchemy as sa
 
 from barfill.bootstrap import App
-from barfill.domain import gcra
 from barfill.domain.coverage_grid import Cell, classify_days
 from barfill.domain.intervals import Interval
 from barfill.domain.timeframes import Timeframe
@@ -81,20 +80,19 @@ def overview(app: App) -> dict[str, Any]:
     }
 
 
-def providers(app: App, counts: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def providers(app: App, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """Per configured provider: its declared limit, lifetime counters and the current rate-limit wait.
 
     ``requests``, ``rate_limited`` (throttled: 429 / Retry-After penalties)
     and ``errors`` are the shared ``rate_limits`` counters of every worker
     process. ``wait_s`` is how long a request asked for now would wait, on the
-    database clock: the budget's lead ``tat - now`` beyond the provider's
-    burst tolerance, 0 when a slot is free.
+    database clock (the shared limiter's :meth:`peek`), 0 when a slot is free.
     """
     out = []
     for name, provider in sorted(app.providers.items()):
         limit = provider.capabilities.rate_limit
         c = counts.get(name, {})
-        ahead = float(c.get("ahead_s", 0.0))
+        wait_s = app.limiter.peek(name, limit) if c else 0.0
         out.append(
             {
                 "name": name,
@@ -102,7 +100,7 @@ def providers(app: App, counts: dict[str, dict[str, float]]) -> list[dict[str, A
                 "requests": int(c.get("requests", 0)),
                 "rate_limited": int(c.get("throttled", 0)),
                 "errors": int(c.get("errors", 0)),
-                "wait_s": round(max(ahead - gcra.burst_tolerance_s(limit), 0.0), 3),
+                "wait_s": round(wait_s, 3),
             }
         )
     return out

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection
 
 from barfill import telemetry
 from barfill.bootstrap import App
-from barfill.domain import gcra
+from barfill.domain import sliding_log
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.finality import Finality, classify, final_at, final_until
@@ -56,7 +56,7 @@ from barfill.domain.slices import ClaimedSlice, CompletionItem, CoverageSpan, Ne
 from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.providers import usage
-from barfill.providers.http import warm_http_stack
+from barfill.providers.http import on_send, warm_http_stack
 from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
@@ -64,7 +64,7 @@ from barfill.store.definitions import get_definition
 from barfill.store.densities import base_of, record_densities
 from barfill.store.flags import reflag
 from barfill.store.queue import completion_time
-from barfill.store.ratelimit import acquire
+from barfill.store.ratelimit import acquire, record_send
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.worker")
@@ -296,7 +296,7 @@ class Worker:
         soonest = float("inf")
         for name, p in self.app.providers.items():
             limit = p.capabilities.rate_limit
-            ahead = min(gcra.spacing_s(limit) * free, self.lease_s / 4)
+            ahead = min(sliding_log.pace_s(limit) * free, self.lease_s / 4)
             wait = self.app.limiter.peek(name, limit)
             if wait <= ahead:
                 ready.append(name)
@@ -394,6 +394,7 @@ class Worker:
                 sleep=self.app.clock.sleep,
                 clock=self.app.clock.now if self.app.clock.simulated else None,
             )
+            on_send.set(record_send)  # the request's real departure is checked against the grant
             telemetry.RATE_LIMIT_WAIT.labels(name).observe(time.monotonic() - t0)
             telemetry.PROVIDER_REQUESTS.labels(name).inc()
             self.stats.requests += 1

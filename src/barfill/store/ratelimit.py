@@ -1,132 +1,115 @@
-"""A rate limiter shared by every worker process, held in the database.
+"""A rate limiter shared by every worker process, held in the database: a sliding log of grants.
 
-One row per provider in ``rate_limits`` holds the GCRA theoretical arrival
-time ``tat`` (Unix seconds on the **database clock**, so machines with skewed
-clocks still agree). Taking a slot is one conditional statement::
+The rule is :mod:`barfill.domain.sliding_log`'s: grant ``k`` is due at
+``max(not_before, grant[k - N] + period + margin)``. Per provider, one
+``rate_limits`` row holds the grant count ``seq`` and the penalty floor
+``not_before``; ``rate_limit_slots`` holds the last N grant instants, a ring
+of N rows (slot ``k mod N`` holds grant ``k``). Times are Unix seconds on the
+**database clock**, so machines with skewed clocks still agree.
 
-    UPDATE rate_limits SET tat = max(tat, now) + spacing, updated_at = now,
-                           requests = requests + 1
-    WHERE provider = :p AND tat - :tolerance <= now RETURNING tat
+Taking a slot is one short write transaction: lock the provider's row
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+serializes writers), read the ring slot and the clock, decide with the pure
+functions, and on a grant overwrite the slot and count it. The rule lives
+in one place (the domain module); SQL only stores its state, and the tests
+check the two agree.
 
 The same row keeps lifetime counters for the dashboard: ``requests`` (slots
-granted, counted by the granting statement itself, so no extra round trip),
-``throttled`` (penalties: 429 / Retry-After) and ``errors`` (failed provider
-calls, reported by the worker through :meth:`SqlRateLimiter.record_error`).
-
-On PostgreSQL the row lock serializes concurrent updaters (a waiter re-checks
-the condition on the new row version); on SQLite :meth:`Database.write`
-starts with ``BEGIN IMMEDIATE``, which serializes writers. The arithmetic is
-:mod:`barfill.domain.gcra`'s, and the tests check both agree.
+granted, counted by the granting transaction itself), ``throttled``
+(penalties: 429 / Retry-After) and ``errors`` (failed provider calls,
+reported by the worker through :meth:`SqlRateLimiter.record_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
-from barfill.domain import gcra
+from barfill.domain import sliding_log
 from barfill.domain.capabilities import RateLimit
-from barfill.errors import ProviderError
+from barfill.errors import BarfillError, ProviderError
 from barfill.ports import RateLimiter
 from barfill.store.db import Database, db_now
-from barfill.store.schema import rate_limits
+from barfill.store.schema import rate_limit_slots, rate_limits
 
 log = logging.getLogger("barfill.ratelimit")
 
 # A refused request always waits a little, even if the clock moved past the
-# slot between the UPDATE and the read that computes the wait.
+# slot between the decision and the caller's sleep.
 _MIN_WAIT_S = 0.001
 # Late grants dropped in a row before one is used anyway (see :func:`acquire`).
 _MAX_DROPS = 3
 
-
-def _greatest(a: ColumnElement[float], b: ColumnElement[float]) -> ColumnElement[float]:
-    # SQLite's scalar max() and PostgreSQL's greatest() differ; CASE is portable.
-    return sa.case((a > b, a), else_=b)
+_slots = rate_limit_slots
 
 
 class SqlRateLimiter:
-    """GCRA over the ``rate_limits`` table; implements :class:`barfill.ports.RateLimiter`.
-
-    Each instance remembers the last :class:`RateLimit` it was asked about per
-    provider, so :meth:`penalize` can add that limit's burst tolerance and keep
-    ``Retry-After`` exact (the row stores only ``tat``).
-    """
+    """The sliding log in ``rate_limits`` and ``rate_limit_slots``: a :class:`barfill.ports.RateLimiter`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._limits: dict[str, RateLimit] = {}
 
     def try_acquire(self, provider: str, limit: RateLimit) -> float:
         """Take one slot: 0.0 if granted now, else the seconds to wait (> 0) before asking again."""
         return self.take(provider, limit)[0]
 
-    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, float]:
-        """:meth:`try_acquire`, plus when it was decided and the budget it left.
+    def take(self, provider: str, limit: RateLimit) -> tuple[float, float, int]:
+        """:meth:`try_acquire`, plus when it was decided and which grant it was.
 
-        Returns ``(wait_s, decided, tat)``: ``decided`` is ``time.monotonic()``
-        just before the deciding statement (the grant's instant on the database
-        clock is no earlier, so ``time.monotonic() - decided`` bounds how long
-        ago the slot was granted, without the wait for SQLite's write lock);
-        ``tat`` is the arrival time stored by a grant (0.0 when refused), for
-        :meth:`defer`.
+        Returns ``(wait_s, decided, seq)``: ``decided`` is ``time.monotonic()``
+        just before the statement that reads the deciding clock (the grant's
+        instant on the database clock is no earlier, so ``time.monotonic() -
+        decided`` bounds how long ago the slot was granted, without the wait
+        for the provider's lock); ``seq`` is the grant's number (-1 when
+        refused), for :meth:`defer`.
         """
-        self._limits[provider] = limit
-        interval = gcra.spacing_s(limit)
-        tolerance = gcra.burst_tolerance_s(limit)
         with self.db.write() as conn:
             if conn.dialect.name == "postgresql":
                 # A grant must come back fast (it is only good for the send margin), and
                 # losing one to a server crash costs nothing: don't wait for the WAL flush.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            seq, not_before = self._lock(conn, provider)
+            slot = sliding_log.slot_of(seq, limit)
             decided = time.monotonic()
-            tat_after = self._update(conn, provider, interval, tolerance)
-            if tat_after is not None:
-                return 0.0, decided, tat_after
-            row = self._read(conn, provider)
-            if row is None:
-                self._insert(conn, provider)
-                decided = time.monotonic()
-                tat_after = self._update(conn, provider, interval, tolerance)
-                if tat_after is not None:
-                    return 0.0, decided, tat_after
-                row = self._read(conn, provider)
-                if row is None:  # pragma: no cover - the row was just inserted
-                    raise RuntimeError(f"rate_limits row for {provider!r} vanished")
-        tat, now = row
-        return max(tat - tolerance - now, _MIN_WAIT_S), decided, 0.0
+            # After the lock, in its own statement: the clock read is the decision's instant.
+            now, at = self._anchor(conn, provider, seq, limit)
+            d = sliding_log.decide(at, not_before, now, limit)
+            if not d.granted:
+                return max(d.wait_s, _MIN_WAIT_S), decided, -1
+            self._record(conn, provider, slot, seq, now)
+            return 0.0, decided, seq
 
-    def defer(self, provider: str, granted_tat: float, seconds: float) -> None:
-        """Shift every grant after the one that stored ``granted_tat`` by ``seconds``.
+    def defer(self, provider: str, seq: int, seconds: float) -> None:
+        """Grant ``seq`` was sent ``seconds`` after it was granted: the grant N after it waits that too.
 
         For a grant that reached its worker late: sent anyway, it arrives up to
-        ``seconds`` later than the spacing allows for, so the requests after it
-        wait that much longer (``tat = max(tat, granted_tat) + seconds``). The
-        grant right after it then comes no earlier than ``seconds`` after its
-        due time, and so every later one.
+        ``seconds`` later than the log assumed, so its ring slot is moved by
+        that much (if the ring has not moved past it).
         """
         with self.db.write() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            tat = rate_limits.c.tat
             conn.execute(
-                sa.update(rate_limits)
-                .where(rate_limits.c.provider == provider)
-                .values(
-                    tat=_greatest(tat, sa.literal(granted_tat, sa.Double)) + sa.literal(seconds, sa.Double)
-                )
+                sa.update(_slots)
+                .where(_slots.c.provider == provider, _slots.c.seq == seq)
+                .values(granted_at=_slots.c.granted_at + sa.literal(max(seconds, 0.0), sa.Double))
             )
 
     def unsent(self, provider: str) -> None:
-        """A grant dropped as too late (see :func:`acquire`): the provider never saw it."""
+        """A grant dropped as too late (see :func:`acquire`): the provider never saw it.
+
+        Only the ``requests`` counter changes: the ring keeps the slot used, which
+        costs at most one slot for one window and never over-sends.
+        """
         with self.db.write() as conn:
             conn.execute(
                 sa.update(rate_limits)
@@ -134,26 +117,23 @@ class SqlRateLimiter:
                 .values(requests=rate_limits.c.requests - 1)
             )
 
-    def penalize(self, provider: str, seconds: float, *, limit: RateLimit | None = None) -> None:
+    def penalize(self, provider: str, seconds: float) -> None:
         """Push the provider's budget so nobody is granted a slot within ``seconds`` from now.
 
         Args:
             provider: the provider's name.
             seconds: the back-off (a 429's ``Retry-After``, or a default).
-            limit: the provider's limit, to add its burst tolerance; defaults
-                to the last limit this instance used for ``provider``.
         """
-        limit = limit or self._limits.get(provider)
-        tolerance = 0.0 if limit is None else gcra.burst_tolerance_s(limit)
         with self.db.write() as conn:
             now = db_now(conn)
-            target = now + sa.literal(max(seconds, 0.0) + tolerance, sa.Double)
+            target = now + sa.literal(max(seconds, 0.0), sa.Double)
             self._insert(conn, provider)
+            floor = rate_limits.c.not_before
             conn.execute(
                 sa.update(rate_limits)
                 .where(rate_limits.c.provider == provider)
                 .values(
-                    tat=_greatest(rate_limits.c.tat, target),
+                    not_before=sa.case((floor > target, floor), else_=target),
                     updated_at=now,
                     throttled=rate_limits.c.throttled + 1,
                 )
@@ -180,48 +160,81 @@ class SqlRateLimiter:
         cannot start; the slot itself is taken later with :meth:`try_acquire`.
         """
         with self.db.read() as conn:
-            row = self._read(conn, provider)
-        if row is None:
+            state = self._state(conn, provider, limit)
+        if state is None:
             return 0.0
-        tat, now = row
-        return max(tat - gcra.burst_tolerance_s(limit) - now, 0.0)
-
-    def tat(self, provider: str) -> float | None:
-        """The stored theoretical arrival time (database clock), or None if never used."""
-        with self.db.read() as conn:
-            row = self._read(conn, provider)
-        return None if row is None else row[0]
+        at, now = state
+        return 0.0 if at is None else max(at - now, 0.0)
 
     # -- statements -------------------------------------------------------------
 
-    @staticmethod
-    def _update(conn: Connection, provider: str, interval: float, tolerance: float) -> float | None:
-        now = db_now(conn)
-        tat = rate_limits.c.tat
-        stmt = (
-            sa.update(rate_limits)
-            .where(rate_limits.c.provider == provider, tat - sa.literal(tolerance, sa.Double) <= now)
-            .values(
-                tat=_greatest(tat, now) + sa.literal(interval, sa.Double),
-                updated_at=now,
-                requests=rate_limits.c.requests + 1,
-            )
-            .returning(tat)
-        )
-        value = conn.execute(stmt).scalar_one_or_none()
-        return None if value is None else float(value)
+    @classmethod
+    def _state(cls, conn: Connection, provider: str, limit: RateLimit) -> tuple[float | None, float] | None:
+        """(when the next grant is due or None, the database clock), or None for an unused provider."""
+        r = rate_limits
+        head = conn.execute(sa.select(r.c.seq, r.c.not_before).where(r.c.provider == provider)).first()
+        if head is None:
+            return None
+        now, at = cls._anchor(conn, provider, int(head[0]), limit)
+        due = sliding_log.due(None if at is None else at + sliding_log.window_s(limit), float(head[1]))
+        return due, now
 
     @staticmethod
-    def _read(conn: Connection, provider: str) -> tuple[float, float] | None:
-        stmt = sa.select(rate_limits.c.tat, db_now(conn)).where(rate_limits.c.provider == provider)
-        row = conn.execute(stmt).first()
-        return None if row is None else (float(row[0]), float(row[1]))
+    def _anchor(conn: Connection, provider: str, seq: int, limit: RateLimit) -> tuple[float, float | None]:
+        """The database clock and :func:`sliding_log.anchor` for grant ``seq``: one slot row is read."""
+        mine = sa.and_(_slots.c.provider == provider, _slots.c.slot == sliding_log.slot_of(seq, limit))
+        row = conn.execute(
+            sa.select(
+                db_now(conn),
+                sa.select(_slots.c.seq).where(mine).scalar_subquery(),
+                sa.select(_slots.c.granted_at).where(mine).scalar_subquery(),
+            )
+        ).one()
+        now = float(row[0])
+        slot_seq = None if row[1] is None else int(row[1])
+        slot_at = None if row[2] is None else float(row[2])
+        latest = None
+        if slot_seq != seq - limit.requests and not (seq < limit.requests and slot_seq is None):
+            # The ring does not hold grant seq - N (N changed): the latest grant stands in for it.
+            value = conn.execute(
+                sa.select(sa.func.max(_slots.c.granted_at)).where(_slots.c.provider == provider)
+            ).scalar_one_or_none()
+            latest = None if value is None else float(value)
+        return now, sliding_log.anchor(seq, limit, slot_seq, slot_at, latest)
+
+    @staticmethod
+    def _lock(conn: Connection, provider: str) -> tuple[int, float]:
+        """The provider's ``(seq, not_before)``, its row locked until commit (created if missing)."""
+        r = rate_limits
+        query = sa.select(r.c.seq, r.c.not_before).where(r.c.provider == provider).with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            SqlRateLimiter._insert(conn, provider)
+            row = conn.execute(query).one()
+        return int(row[0]), float(row[1])
+
+    @staticmethod
+    def _record(conn: Connection, provider: str, slot: int, seq: int, now: float) -> None:
+        """Store grant ``seq`` in its ring slot and count it."""
+        values = {"provider": provider, "slot": slot, "seq": seq, "granted_at": now}
+        update = {"seq": seq, "granted_at": now}
+        if conn.dialect.name == "postgresql":
+            pg = postgresql.insert(_slots).values(values)
+            conn.execute(pg.on_conflict_do_update(index_elements=["provider", "slot"], set_=update))
+        else:
+            lite = sqlite.insert(_slots).values(values)
+            conn.execute(lite.on_conflict_do_update(index_elements=["provider", "slot"], set_=update))
+        conn.execute(
+            sa.update(rate_limits)
+            .where(rate_limits.c.provider == provider)
+            .values(seq=rate_limits.c.seq + 1, requests=rate_limits.c.requests + 1, updated_at=now)
+        )
 
     @staticmethod
     def _insert(conn: Connection, provider: str) -> None:
-        # A fresh row starts at ``now``: the full burst is available at once.
+        # A fresh row has no floor (``not_before`` long past) and an empty ring.
         now = db_now(conn)
-        values = {"provider": provider, "tat": now, "updated_at": now}
+        values = {"provider": provider, "not_before": 0.0, "updated_at": now}
         if conn.dialect.name == "postgresql":
             conn.execute(postgresql.insert(rate_limits).values(values).on_conflict_do_nothing())
         else:
@@ -239,6 +252,55 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio
 # first-time code paths) may leave up to COLD_S late, so the grants after it wait that.
 _warm: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
 COLD_S = 0.05
+
+
+@dataclass
+class _Grant:
+    """This context's last grant, until its request is sent (see :func:`record_send`)."""
+
+    limiter: RateLimiter
+    provider: str
+    seq: int
+    decided: float
+    recorded_s: float  # lateness already recorded for it (``defer``)
+    now: Callable[[], float]
+    slack_s: float  # lateness left unrecorded; the rest of the send margin covers the wire
+
+
+_granted: contextvars.ContextVar[_Grant | None] = contextvars.ContextVar("barfill_grant", default=None)
+_records: set[asyncio.Task[None]] = set()
+
+
+def record_send() -> None:
+    """The request of this context's last grant is leaving now: record how late, if it is.
+
+    :func:`acquire` checks a grant's age when it hands it over, but the
+    request leaves later: after the caller built it and the connection was
+    made, on an event loop that may be busy. A strict provider counts the
+    arrival. When more than ``slack_s`` (a third of the send margin) passed
+    since the grant, its ring slot is moved by the difference
+    (:meth:`SqlRateLimiter.defer`), in the background: the grant N after it
+    is due a whole window later, so the record lands long before it is asked
+    for. Call it from the coroutine that awaited :func:`acquire` (the
+    providers' HTTP edge does, through :data:`barfill.providers.http.on_send`).
+    """
+    grant = _granted.get()
+    if grant is None:
+        return
+    _granted.set(None)
+    extra = grant.now() - grant.decided - grant.recorded_s
+    if extra <= grant.slack_s:
+        return
+
+    async def write() -> None:
+        try:
+            await asyncio.to_thread(grant.limiter.defer, grant.provider, grant.seq, extra)
+        except BarfillError as e:  # the next grants then rely on the margin alone
+            log.warning("%s: a late send (%.3f s) not recorded (%s)", grant.provider, extra, e)
+
+    task = asyncio.get_running_loop().create_task(write())
+    _records.add(task)
+    task.add_done_callback(_records.discard)
 
 
 def _lock_for(provider: str) -> asyncio.Lock:
@@ -262,20 +324,22 @@ async def acquire(
     not this loop, decides the spacing. Within one process only one coroutine
     per provider polls the limiter at a time.
 
-    A grant is good for :func:`gcra.send_margin_s` only (see
-    :mod:`barfill.domain.gcra`). When more than that passed between asking and
-    getting the answer back here (a busy event loop, a slow commit), the
-    grants after it are pushed back by its lateness (:meth:`SqlRateLimiter.defer`)
-    and it is used if that push came back within half a margin more; else it
-    is dropped and another slot asked for. Either way a request never reaches
-    the provider later than the spacing allows for. The caller must send at
-    once. A loop's first grant for a provider is treated as ``COLD_S`` late
-    (its first connection). After ``_MAX_DROPS`` drops in a row (a machine too loaded to answer
-    within the margin at all) the next grant is used anyway, with a warning,
-    rather than never sending. Lateness is measured on real time from the
-    limiter's own stamp; with ``clock`` (a simulated clock that ``sleep``
-    sleeps on) it is measured on that clock from the answer's return, so
-    only simulated time makes a grant late, never a slow machine.
+    A grant is good for :func:`sliding_log.send_margin_s` only (see
+    :mod:`barfill.domain.sliding_log`). When more than that passed between
+    asking and getting the answer back here (a busy event loop, a slow
+    commit), the grant is recorded as sent that much later
+    (:meth:`SqlRateLimiter.defer`: the grant N after it waits for it) and it is
+    used if that record came back within half a margin more; else it is
+    dropped and another slot asked for. A loop's first grant for a provider
+    is treated as ``COLD_S`` late (its first connection). After
+    ``_MAX_DROPS`` drops in a row (a machine too loaded to answer within the
+    margin at all) the next grant is used anyway (recorded late), with a
+    warning, rather than never sending. The caller must send at once, and
+    call :func:`record_send` as the request leaves: what is late by then is
+    recorded too. Lateness is measured on real time from the limiter's own
+    stamp; with ``clock`` (a simulated clock that ``sleep`` sleeps on) it is
+    measured on that clock from the answer's return, so only simulated time
+    makes a grant late, never a slow machine.
 
     Raises:
         ProviderError: ``rate_limited`` (retryable, with ``retry_after_s``) when
@@ -283,31 +347,32 @@ async def acquire(
             slice back instead of holding it while it sleeps.
     """
     waited = 0.0
-    fresh_s = gcra.send_margin_s(limit)
+    fresh_s = sliding_log.send_margin_s(limit)
     dropped = 0
     warm = _warm.setdefault(asyncio.get_running_loop(), set())
     now = time.monotonic if clock is None else clock
 
-    def take() -> tuple[float, float, float]:
-        wait_s, decided, tat = limiter.take(provider, limit)
-        return wait_s, decided if clock is None else clock(), tat
+    def take() -> tuple[float, float, int]:
+        wait_s, decided, seq = limiter.take(provider, limit)
+        return wait_s, decided if clock is None else clock(), seq
 
     async with _lock_for(provider):
         while True:
-            wait_s, decided, tat = await asyncio.to_thread(take)
+            wait_s, decided, seq = await asyncio.to_thread(take)
             if wait_s <= 0:
                 late_s = now() - decided
                 cold = provider not in warm
                 if late_s <= fresh_s and not cold:
+                    _granted.set(_Grant(limiter, provider, seq, decided, 0.0, now, fresh_s / 3))
                     return waited
                 if cold:  # this loop's first request: its first connection may leave late
                     warm.add(provider)
                     late_s = max(late_s, COLD_S)
+                await asyncio.to_thread(limiter.defer, provider, seq, late_s)
                 if dropped >= _MAX_DROPS:
                     log.warning("%s: grant %.3f s late (margin %.3f s); sent", provider, late_s, fresh_s)
-                    return waited
-                await asyncio.to_thread(limiter.defer, provider, tat, late_s)
-                if now() - decided <= late_s + fresh_s / 2:
+                if dropped >= _MAX_DROPS or now() - decided <= late_s + fresh_s / 2:
+                    _granted.set(_Grant(limiter, provider, seq, decided, late_s, now, fresh_s / 3))
                     return waited
                 dropped += 1
                 await asyncio.to_thread(limiter.unsent, provider)

@@ -165,14 +165,28 @@ rate_limits = Table(
     "rate_limits",
     metadata,
     Column("provider", String(40), primary_key=True),
-    # GCRA theoretical arrival time, Unix seconds on the database clock.
-    Column("tat", Double, nullable=False),
+    # The sliding log's penalty floor (429 / Retry-After): no grant before this instant,
+    # Unix seconds on the database clock (see barfill.domain.sliding_log).
+    Column("not_before", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # Grants ever made: grant k is stored in ring slot k mod N of rate_limit_slots.
+    Column("seq", BigInteger, nullable=False, server_default="0"),
     # Lifetime counters, shared by every process: slots granted (requests sent),
     # throttling penalties (429 / Retry-After) and failed provider calls.
     Column("requests", BigInteger, nullable=False, server_default="0"),
     Column("throttled", BigInteger, nullable=False, server_default="0"),
     Column("errors", BigInteger, nullable=False, server_default="0"),
+)
+
+# The last N grants of each provider, a ring of N rows: slot k mod N holds grant k
+# (its number and when it was sent, database clock).
+rate_limit_slots = Table(
+    "rate_limit_slots",
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("granted_at", Double, nullable=False),
 )
 
 # What a provider really counts against its page limit for a symbol, learned from its

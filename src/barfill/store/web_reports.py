@@ -53,24 +53,19 @@ def throughput_series(conn: Connection, *, window_s: int = 3600, bucket_s: int =
     return Series([start + i * bucket_s for i in range(n)], slices, bars, bucket_s)
 
 
-def provider_counts(conn: Connection) -> dict[str, dict[str, float]]:
-    """Per provider with a ``rate_limits`` row: lifetime counters and how far its budget runs ahead.
+def provider_counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """Per provider with a ``rate_limits`` row: its lifetime counters.
 
     ``requests`` (slots granted, i.e. requests sent), ``throttled`` (429 /
     Retry-After penalties) and ``errors`` (failed provider calls) are shared by
-    every worker process through the database and never reset; ``ahead_s`` is
-    ``tat - now`` on the database clock, floored at 0 (a request waits only
-    once it exceeds the provider's burst tolerance). A provider never used
-    has no row and is absent.
+    every worker process through the database and never reset. A provider
+    never used has no row and is absent.
     """
     r = rate_limits
-    ahead = r.c.tat - db_now(conn)
-    query = sa.select(
-        r.c.provider, r.c.requests, r.c.throttled, r.c.errors, sa.case((ahead > 0, ahead), else_=0.0)
-    )
+    query = sa.select(r.c.provider, r.c.requests, r.c.throttled, r.c.errors)
     return {
-        str(p): {"requests": int(n), "throttled": int(t), "errors": int(e), "ahead_s": float(a)}
-        for p, n, t, e, a in conn.execute(query)
+        str(p): {"requests": int(n), "throttled": int(t), "errors": int(e)}
+        for p, n, t, e in conn.execute(query)
     }
 
 

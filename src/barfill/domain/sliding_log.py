@@ -1,0 +1,152 @@
+"""A provider's request limit as a sliding log of grants, as pure arithmetic.
+
+Why a sliding log: providers state their limits as "N requests per period"
+and count *arrivals* in a sliding window (at most N in any ``period_s``). The
+exact rule that never breaks such a limit, and never waits longer than it
+must, is to remember when the last N requests were granted:
+
+* grant ``k`` (0-based, in the order granted) is due at
+  ``max(not_before, grant[k - N] + window_s)``; the first N grants of an idle
+  provider go at once;
+* a penalty (HTTP 429, ``Retry-After``) of ``s`` seconds sets
+  ``not_before = max(not_before, now + s)``.
+
+So any N + 1 consecutive grants are at least ``window_s`` apart, and over a
+long job the pace is N per ``window_s``. The state is the last N grant
+instants (a ring of N slots, slot ``k mod N`` holding grant ``k``), the grant
+count and ``not_before``; :mod:`barfill.store.ratelimit` keeps it in the
+database, shared by every worker process on every machine, and decides with
+these functions. Times are seconds on one clock (the database's); this module
+never reads a clock.
+
+Why a send margin: a request arrives some time ``d`` after its grant. With
+``window_s = period_s`` exactly, grants ``k`` and ``k + N`` may be exactly one
+period apart, and grant ``k + N`` arriving a few milliseconds later than
+grant ``k`` puts N + 1 arrivals inside one window (the 429 seen at 4/s).
+``window_s = period_s + m`` keeps N + 1 arrivals a period apart as long as
+each request is sent within ``m`` of its grant;
+:func:`barfill.store.ratelimit.acquire` enforces that bound (a grant that
+reached its worker ``L > m`` late is recorded as sent ``L`` later, or
+dropped). ``m`` is :data:`SEND_MARGIN` of the period: 30 ms at 4/s, 1.8 s at
+5/min (jitter of 20-30 ms was measured on a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from barfill.domain.capabilities import RateLimit
+
+SEND_MARGIN = 0.03
+"""The send margin as a fraction of the limit's period (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one request for a slot: granted now, or the seconds until it would be (> 0)."""
+
+    granted: bool
+    wait_s: float
+
+
+def send_margin_s(limit: RateLimit) -> float:
+    """``m``: the longest a granted request may take to reach the provider (seconds)."""
+    return SEND_MARGIN * limit.period_s
+
+
+def window_s(limit: RateLimit) -> float:
+    """Seconds between grant ``k`` and grant ``k + N`` at the least: the period plus the send margin."""
+    return limit.period_s + send_margin_s(limit)
+
+
+def pace_s(limit: RateLimit) -> float:
+    """The mean seconds between grants over a long job at the limit (``window_s / N``)."""
+    return window_s(limit) / limit.requests
+
+
+def slot_of(seq: int, limit: RateLimit) -> int:
+    """The ring slot that holds grant ``seq`` (and, until it is taken, grant ``seq - N``)."""
+    return seq % limit.requests
+
+
+def anchor(
+    seq: int, limit: RateLimit, slot_seq: int | None, slot_at: float | None, latest: float | None
+) -> float | None:
+    """When grant ``seq - N`` was sent, or a stand-in no earlier than it; None if there was none.
+
+    Args:
+        seq: the number of the grant asked for (grants so far).
+        limit: the limit; ``N`` is ``limit.requests``.
+        slot_seq, slot_at: the grant stored in slot :func:`slot_of` (``seq``),
+            if any: which grant it is and when it was sent.
+        latest: the latest grant instant of all (used when the slot does not
+            hold grant ``seq - N``: N changed since; assuming the last N grants
+            all went then over-waits once, never over-sends).
+    """
+    n = limit.requests
+    if slot_seq is not None and slot_seq == seq - n:
+        return slot_at
+    if seq < n and slot_seq is None:
+        return None  # fewer than N grants ever
+    return latest
+
+
+def due(anchor_at: float | None, not_before: float | None) -> float | None:
+    """The earliest instant the next grant may be made; None: at once."""
+    if anchor_at is None:
+        return not_before
+    return anchor_at if not_before is None else max(anchor_at, not_before)
+
+
+def decide(anchor_at: float | None, not_before: float | None, now: float, limit: RateLimit) -> Decision:
+    """Ask for the next grant at ``now``, given :func:`anchor` and the penalty floor."""
+    anchor_at = None if anchor_at is None else anchor_at + window_s(limit)
+    at = due(anchor_at, not_before)
+    if at is None or at <= now:
+        return Decision(True, 0.0)
+    return Decision(False, at - now)
+
+
+def penalize(not_before: float | None, now: float, seconds: float) -> float:
+    """The floor after a penalty: nothing is granted before ``now + seconds`` (never moved back)."""
+    target = now + max(seconds, 0.0)
+    return target if not_before is None else max(not_before, target)
+
+
+@dataclass
+class Log:
+    """The whole state in memory: the model the database version is checked against, and a reference.
+
+    Attributes:
+        slots: ring slot → (grant number, instant sent).
+        seq: grants made so far.
+        not_before: the penalty floor, if any.
+    """
+
+    slots: dict[int, tuple[int, float]]
+    seq: int = 0
+    not_before: float | None = None
+
+    def take(self, now: float, limit: RateLimit) -> tuple[Decision, int]:
+        """Ask for a grant at ``now``; returns the decision and, if granted, the grant's number (else -1)."""
+        held = self.slots.get(slot_of(self.seq, limit))
+        latest = max((at for _, at in self.slots.values()), default=None)
+        slot_seq, slot_at = (None, None) if held is None else held
+        at = anchor(self.seq, limit, slot_seq, slot_at, latest)
+        d = decide(at, self.not_before, now, limit)
+        if not d.granted:
+            return d, -1
+        seq, self.seq = self.seq, self.seq + 1
+        self.slots[slot_of(seq, limit)] = (seq, now)
+        return d, seq
+
+    def defer(self, seq: int, seconds: float, limit: RateLimit) -> None:
+        """Grant ``seq`` was sent ``seconds`` after it was granted: the grant N after it waits that too."""
+        slot = slot_of(seq, limit)
+        held = self.slots.get(slot)
+        if held is not None and held[0] == seq:
+            self.slots[slot] = (seq, held[1] + max(seconds, 0.0))
+
+    def penalize(self, now: float, seconds: float) -> None:
+        """A 429 / ``Retry-After``: nothing is granted before ``now + seconds``."""
+        self.not_before = penalize(self.not_before, now, seconds)
