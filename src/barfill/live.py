@@ -14,6 +14,10 @@ from barfill.bootstrap import App
 from barfill.service.progress import JobRef, job_progress
 from barfill.service.progress import Progress as JobProgress
 from barfill.service.worker import Worker, WorkerStats
+from barfill.store.changes import Changes
+
+# Progress is re-read when the database changed (see :class:`Changes`), and at least this often.
+REFRESH_S = 0.5
 
 
 def on_signals(stop: asyncio.Event) -> None:
@@ -34,7 +38,11 @@ async def watch(
     title: str = "Hydrating",
     worker: Worker | None = None,
 ) -> tuple[JobProgress, WorkerStats | None]:
-    """Show percent, bars, bars/s and ETA until the job is done (or Ctrl-C)."""
+    """Show percent, bars, bars/s and ETA until the job is done (or Ctrl-C).
+
+    Progress is read again soon after each commit to the database (by any
+    process), so the job's end is seen within milliseconds, not at a poll.
+    """
     stop = asyncio.Event()
     on_signals(stop)
     w = worker or (Worker(app) if work else None)
@@ -49,15 +57,20 @@ async def watch(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console) as bar:
-        tid = bar.add_task(title, total=100, bars=0, rate="-")
-        while True:
-            p = await asyncio.to_thread(job_progress, app.db, job)
-            rate = p.bars_written / max(time.monotonic() - t0, 1e-3)
-            bar.update(tid, completed=p.progress_percent, bars=p.bars_written, rate=f"{rate:,.0f}")
-            if p.done or stop.is_set() or (task is not None and task.done()):
-                break
-            await asyncio.sleep(0.2)
+    changes = Changes(app.db)
+    try:
+        with Progress(*columns, console=console) as bar:
+            tid = bar.add_task(title, total=100, bars=0, rate="-")
+            while True:
+                p = await asyncio.to_thread(job_progress, app.db, job)
+                rate = p.bars_written / max(time.monotonic() - t0, 1e-3)
+                bar.update(tid, completed=p.progress_percent, bars=p.bars_written, rate=f"{rate:,.0f}")
+                if p.done or stop.is_set() or (task is not None and task.done()):
+                    break
+                # The job ends with a commit, here or in another process: look again right after one.
+                await changes.wait(REFRESH_S)
+    finally:
+        await changes.aclose()
     stop.set()
     stats = await task if task is not None else None
     return p, stats
