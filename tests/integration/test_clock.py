@@ -123,14 +123,16 @@ def test_backoff_and_retry_after_follow_the_simulated_clock(simdb: Database, sim
 def test_rate_limiter_follows_the_simulated_clock(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=5, period_s=60.0)
-    assert [limiter.try_acquire("polygon", limit) for _ in range(5)] == [0.0] * 5  # 5 at once
-    window = sliding_log.window_s(limit)  # 60 s, widened by the send margin
-    assert limiter.try_acquire("polygon", limit) == pytest.approx(window, abs=1e-6)
-    sim.advance(window - 0.5)
+    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)  # 61.8 s; 50 ms
+    for _ in range(5):  # 5 a stagger apart
+        assert limiter.try_acquire("polygon", limit) == 0.0
+        sim.advance(g)
+    assert limiter.try_acquire("polygon", limit) == pytest.approx(window - 5 * g, abs=1e-6)
+    sim.advance(window - 5 * g - 0.5)
     assert limiter.try_acquire("polygon", limit) == pytest.approx(0.5, abs=1e-6)
-    sim.advance(0.5)
-    assert [limiter.try_acquire("polygon", limit) for _ in range(5)] == [0.0] * 5
-    assert limiter.peek("polygon", limit) == pytest.approx(window, abs=1e-6)
+    sim.advance(0.5 + 1e-6)  # past the float rounding of the sums above
+    assert limiter.try_acquire("polygon", limit) == 0.0
+    assert limiter.peek("polygon", limit) == pytest.approx(g, abs=1e-5)
 
 
 def test_acquire_sleeps_on_the_simulated_clock(simdb: Database, sim: SimClock) -> None:

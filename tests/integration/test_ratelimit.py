@@ -79,22 +79,37 @@ def _most_in_window(times: Sequence[float], window: float) -> int:
     return best
 
 
+def _greedy(
+    limiter: SqlRateLimiter, sim: SimClock, provider: str, limit: RateLimit, count: int
+) -> list[float]:
+    """Instants (simulated) of ``count`` grants, each asked for as soon as the limiter allows."""
+    grants: list[float] = []
+    while len(grants) < count:
+        wait = limiter.try_acquire(provider, limit)
+        if wait == 0.0:
+            grants.append(sim.now())
+        else:
+            sim.advance(wait)
+    return grants
+
+
 def test_fits_the_rate_limiter_port(db: Database) -> None:
     assert isinstance(SqlRateLimiter(db), RateLimiter)
 
 
-def test_grants_n_at_once_then_n_per_window(simdb: Database, sim: SimClock) -> None:
+def test_grants_n_a_stagger_apart_then_n_per_window(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=3, period_s=1.0)
-    window = sliding_log.window_s(limit)
-    assert [limiter.try_acquire("p", limit) for _ in range(3)] == [0.0] * 3
-    assert limiter.try_acquire("p", limit) == pytest.approx(window, abs=1e-6)
-    assert limiter.peek("p", limit) == pytest.approx(window, abs=1e-6)
-    sim.advance(0.4)
-    assert limiter.try_acquire("p", limit) == pytest.approx(window - 0.4, abs=1e-6)
-    sim.advance(window - 0.4)
+    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)
+    assert limiter.try_acquire("p", limit) == 0.0
+    assert limiter.try_acquire("p", limit) == pytest.approx(g, abs=1e-6)  # not at the same instant
+    grants = [T0, *_greedy(limiter, sim, "p", limit, 2)]
+    assert grants == pytest.approx([T0, T0 + g, T0 + 2 * g], abs=1e-6)
+    assert limiter.try_acquire("p", limit) == pytest.approx(window - 2 * g, abs=1e-6)
+    assert limiter.peek("p", limit) == pytest.approx(window - 2 * g, abs=1e-6)
+    sim.advance(window - 2 * g)
     assert limiter.peek("p", limit) == 0.0
-    assert [limiter.try_acquire("p", limit) for _ in range(4)][:3] == [0.0] * 3
+    assert _greedy(limiter, sim, "p", limit, 3) == pytest.approx([T0 + window + i * g for i in range(3)])
 
 
 def test_providers_have_independent_budgets(simdb: Database) -> None:
@@ -121,9 +136,10 @@ def test_two_limiters_on_one_database_never_put_n_plus_one_in_a_window(db: Datab
                 grants.append(sim.now())
             elif turn % 2 == 0:  # both were refused: time passes until the slot
                 sim.advance(wait)
-        assert grants[:4] == [T0] * 4
+        g = sliding_log.stagger_s(limit)
+        assert grants[:4] == pytest.approx([T0 + i * g for i in range(4)], abs=1e-6)
         assert _most_in_window(grants, limit.period_s) == 4
-        assert grants[-1] == pytest.approx(T0 + 7 * sliding_log.window_s(limit), abs=1e-6)
+        assert grants[-1] == pytest.approx(T0 + 7 * sliding_log.window_s(limit) + g, abs=1e-6)
     finally:
         for e in engines:
             e.dispose()
@@ -132,16 +148,11 @@ def test_two_limiters_on_one_database_never_put_n_plus_one_in_a_window(db: Datab
 def test_a_big_limit_keeps_n_per_window(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=100, period_s=1.0)
-    grants: list[float] = []
-    while len(grants) < 250:
-        wait = limiter.try_acquire("p", limit)
-        if wait == 0.0:
-            grants.append(sim.now())
-        else:
-            sim.advance(wait)
-    assert grants[:100] == [T0] * 100
+    g = sliding_log.stagger_s(limit)
+    grants = _greedy(limiter, sim, "p", limit, 250)
+    assert grants[:100] == pytest.approx([T0 + i * g for i in range(100)], abs=1e-5)
     assert _most_in_window(grants, limit.period_s) == 100
-    assert grants[-1] == pytest.approx(T0 + 2 * sliding_log.window_s(limit), abs=1e-6)
+    assert grants[-1] == pytest.approx(T0 + 2 * sliding_log.window_s(limit) + 49 * g, abs=1e-5)
 
 
 _OPS = st.lists(
@@ -207,9 +218,9 @@ def test_penalize_pushes_every_worker_back(simdb: Database, sim: SimClock) -> No
         theirs.penalize("p", 1.0)  # a shorter penalty never shortens a longer one
         assert theirs.try_acquire("p", limit) == pytest.approx(5.0, abs=1e-6)
         sim.advance(5.0)
-        # The floor is past and the first grant more than a window old: N more, then a wait.
-        assert [theirs.try_acquire("p", limit) for _ in range(100)] == [0.0] * 100
-        assert theirs.try_acquire("p", limit) > 0.0
+        # The floor is past and the first grant more than a window old: N more, then a window's wait.
+        grants = _greedy(theirs, sim, "p", limit, 101)
+        assert grants[99] < T0 + 6.0 and grants[100] >= grants[0] + sliding_log.window_s(limit)
         theirs.penalize("fresh", 2.0)  # first use of a provider may be a penalty
         assert theirs.try_acquire("fresh", RateLimit(1, 1.0)) == pytest.approx(2.0, abs=1e-6)
     finally:
@@ -226,9 +237,9 @@ async def test_acquire_sleeps_what_the_limiter_says(simdb: Database, sim: SimClo
         await sim.sleep(seconds)
 
     waits = [await acquire(limiter, "p", limit, sleep=sleep, clock=sim.now) for _ in range(3)]
-    # Two at once; the third a window after the first, which counts as sent COLD_S late.
-    assert waits[:2] == [0.0, 0.0]
-    assert waits[2] == pytest.approx(sliding_log.window_s(limit) + COLD_S, abs=1e-6) == sum(slept)
+    # The first at once; the third a window after the first, which counts as sent COLD_S late.
+    assert waits[0] == 0.0
+    assert sum(waits) == pytest.approx(sliding_log.window_s(limit) + COLD_S, abs=1e-6) == sum(slept)
 
 
 async def test_late_grants_are_recorded_late_then_dropped_never_lost(
@@ -299,14 +310,15 @@ def _counters(db: Database, provider: str) -> tuple[int, int, int]:
     return int(c["requests"]), int(c["throttled"]), int(c["errors"])
 
 
-def test_counters_count_grants_penalties_and_errors_across_engines(db: Database) -> None:
-    other = Database(db.url)  # another process's engine, same database
+def test_counters_count_grants_penalties_and_errors_across_engines(simdb: Database, sim: SimClock) -> None:
+    db = simdb
+    other = Database(db.url, clock=sim)  # another process's engine, same database
     try:
         mine, theirs = SqlRateLimiter(db), SqlRateLimiter(other)
-        limit = RateLimit(requests=4, period_s=3600.0)  # 4 at once, then none for an hour
-        assert [mine.try_acquire("p", limit) for _ in range(3)] == [0.0] * 3
-        assert theirs.try_acquire("p", limit) == 0.0
-        assert theirs.try_acquire("p", limit) > 0  # refused: not a request, not counted
+        limit = RateLimit(requests=4, period_s=3600.0)  # 4, then none for an hour
+        _greedy(mine, sim, "p", limit, 3)
+        _greedy(theirs, sim, "p", limit, 1)
+        assert theirs.try_acquire("p", limit) > 3000  # refused: not a request, not counted
         assert _counters(db, "p") == (4, 0, 0)
         mine.penalize("p", 1.0)
         assert _counters(other, "p") == (4, 1, 0)
@@ -331,10 +343,11 @@ def test_dashboard_wait_is_the_limiters_wait(simdb: Database, sim: SimClock) -> 
         (p,) = dashboard.overview(app)["providers"]
         assert (p["requests"], p["wait_s"]) == (0, 0.0)  # never used
         app.limiter.try_acquire("synthetic", limit)
+        sim.advance(1.0)
         (p,) = dashboard.overview(app)["providers"]
         assert (p["requests"], p["wait_s"]) == (1, 0.0)  # one of the two left
         app.limiter.try_acquire("synthetic", limit)
-        sim.advance(600.0)
+        sim.advance(599.0)
         (p,) = dashboard.overview(app)["providers"]
         assert p["requests"] == 2
         assert p["wait_s"] == pytest.approx(sliding_log.window_s(limit) - 600.0, abs=1e-3)

@@ -36,14 +36,20 @@ def _most_in_window(times: list[float], window: float) -> int:
     return best
 
 
-def test_the_first_n_go_at_once_then_n_per_window() -> None:
+def test_the_first_n_go_a_stagger_apart_then_n_per_window() -> None:
     limit = RateLimit(requests=4, period_s=1.0)
-    window = sliding_log.window_s(limit)
-    assert window == pytest.approx(1.03)
+    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)
+    assert (window, g) == pytest.approx((1.03, 0.03))
     grants = _greedy(Log({}), limit, 12)
-    assert grants[:4] == [T0] * 4
-    assert grants[4:8] == pytest.approx([T0 + window] * 4)
-    assert grants[8:] == pytest.approx([T0 + 2 * window] * 4)
+    for burst in range(3):
+        expected = [T0 + burst * window + i * g for i in range(4)]
+        assert grants[4 * burst : 4 * burst + 4] == pytest.approx(expected)
+
+
+def test_the_stagger_is_the_margin_capped_by_the_pace_and_50_ms() -> None:
+    assert sliding_log.stagger_s(RateLimit(20, 1.0)) == pytest.approx(1.03 / 20 / 2)
+    assert sliding_log.stagger_s(RateLimit(100, 1.0)) == pytest.approx(1.03 / 100 / 2)
+    assert sliding_log.stagger_s(RateLimit(5, 60.0)) == sliding_log.MAX_STAGGER_S
 
 
 def test_refusal_says_when_the_slot_opens_and_changes_nothing() -> None:
@@ -63,7 +69,8 @@ def test_idle_time_refills_exactly_n() -> None:
     log = Log({})
     _greedy(log, limit, 7)
     later = T0 + 3600.0
-    decisions = [log.take(later, limit)[0].granted for _ in range(5)]
+    g = sliding_log.stagger_s(limit)
+    decisions = [log.take(later + i * g, limit)[0].granted for i in range(5)]
     assert decisions == [True, True, True, False, False]
 
 
@@ -74,23 +81,34 @@ def test_a_penalty_blocks_everyone_until_it_ends_and_never_shortens() -> None:
     log.penalize(T0, 5.0)  # a shorter penalty never shortens a longer one
     d, _ = log.take(T0 + 29.9, limit)
     assert not d.granted and d.wait_s == pytest.approx(0.1, abs=1e-6)
-    assert [log.take(T0 + 30.0, limit)[0].granted for _ in range(11)] == [True] * 10 + [False]
+    g = sliding_log.stagger_s(limit)
+    assert [log.take(T0 + 30.0 + i * g, limit)[0].granted for i in range(11)] == [True] * 10 + [False]
     assert sliding_log.penalize(None, T0, -5.0) == T0  # a negative Retry-After is ignored
 
 
 def test_a_grant_sent_late_holds_back_the_grant_n_after_it() -> None:
     limit = RateLimit(requests=2, period_s=1.0)
+    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)
     log = Log({})
     _, first = log.take(T0, limit)
-    log.take(T0, limit)
+    log.take(T0 + g, limit)
     log.defer(first, 0.2, limit)  # grant 0 left 0.2 s late
-    d, _ = log.take(T0 + sliding_log.window_s(limit), limit)
+    d, _ = log.take(T0 + window, limit)
     assert not d.granted and d.wait_s == pytest.approx(0.2)
     log.defer(first, 5.0, limit)  # deferring a grant the ring still holds keeps adding
     log.take(T0 + 10.0, limit)
-    log.take(T0 + 10.0, limit)
+    log.take(T0 + 11.0, limit)
     log.defer(first, 99.0, limit)  # the ring has moved past grant 0: nothing changes
-    assert [seq for seq, _ in log.slots.values()] == [2, 3]
+    assert sorted(seq for seq, _ in log.slots.values()) == [2, 3]
+
+
+def test_a_late_previous_grant_holds_back_the_next_by_the_stagger() -> None:
+    limit = RateLimit(requests=4, period_s=1.0)
+    log = Log({})
+    _, first = log.take(T0, limit)
+    log.defer(first, 0.5, limit)
+    d, _ = log.take(T0 + 0.1, limit)
+    assert not d.granted and d.wait_s == pytest.approx(0.4 + sliding_log.stagger_s(limit))
 
 
 def test_a_smaller_n_over_waits_once_never_over_sends() -> None:
@@ -115,14 +133,15 @@ def test_a_smaller_n_over_waits_once_never_over_sends() -> None:
 )
 def test_big_and_small_limits_keep_n_per_window_and_the_pace(limit: RateLimit, count: int) -> None:
     grants = _greedy(Log({}), limit, count)
-    n = limit.requests
+    n, g = limit.requests, sliding_log.stagger_s(limit)
     assert _most_in_window(grants, limit.period_s) <= n
-    assert grants[:n] == [T0] * n
+    assert grants[:n] == pytest.approx([T0 + i * g for i in range(n)], abs=1e-4)
     # Any N + 1 consecutive grants are the period and the margin apart: N per window_s.
     assert min(b - a for a, b in zip(grants, grants[n:], strict=False)) == pytest.approx(
         sliding_log.window_s(limit)
     )
-    assert grants[-1] - T0 == pytest.approx(((count - 1) // n) * sliding_log.window_s(limit))
+    last = ((count - 1) // n) * sliding_log.window_s(limit) + ((count - 1) % n) * g
+    assert grants[-1] - T0 == pytest.approx(last, abs=1e-4)  # float steps on a 1.7e9 s clock
 
 
 @settings(max_examples=200, deadline=None)

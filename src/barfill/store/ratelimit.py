@@ -29,10 +29,12 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from barfill.domain import sliding_log
 from barfill.domain.capabilities import RateLimit
@@ -81,8 +83,8 @@ class SqlRateLimiter:
             slot = sliding_log.slot_of(seq, limit)
             decided = time.monotonic()
             # After the lock, in its own statement: the clock read is the decision's instant.
-            now, at = self._anchor(conn, provider, seq, limit)
-            d = sliding_log.decide(at, not_before, now, limit)
+            now, at, before = self._anchors(conn, provider, seq, limit)
+            d = sliding_log.decide(at, before, not_before, now, limit)
             if not d.granted:
                 return max(d.wait_s, _MIN_WAIT_S), decided, -1
             self._record(conn, provider, slot, seq, now)
@@ -175,32 +177,57 @@ class SqlRateLimiter:
         head = conn.execute(sa.select(r.c.seq, r.c.not_before).where(r.c.provider == provider)).first()
         if head is None:
             return None
-        now, at = cls._anchor(conn, provider, int(head[0]), limit)
-        due = sliding_log.due(None if at is None else at + sliding_log.window_s(limit), float(head[1]))
+        now, at, before = cls._anchors(conn, provider, int(head[0]), limit)
+        due = sliding_log.due(at, before, float(head[1]), limit)
         return due, now
 
     @staticmethod
-    def _anchor(conn: Connection, provider: str, seq: int, limit: RateLimit) -> tuple[float, float | None]:
-        """The database clock and :func:`sliding_log.anchor` for grant ``seq``: one slot row is read."""
-        mine = sa.and_(_slots.c.provider == provider, _slots.c.slot == sliding_log.slot_of(seq, limit))
-        row = conn.execute(
-            sa.select(
-                db_now(conn),
+    def _anchors(
+        conn: Connection, provider: str, seq: int, limit: RateLimit
+    ) -> tuple[float, float | None, float | None]:
+        """The database clock, :func:`sliding_log.anchor` and :func:`sliding_log.previous` for grant ``seq``.
+
+        One statement reads the clock and the two ring slots; the latest grant of
+        all is read only when the ring does not hold the grants asked for (N changed).
+        """
+
+        def held(slot: int) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+            mine = sa.and_(_slots.c.provider == provider, _slots.c.slot == slot)
+            return (
                 sa.select(_slots.c.seq).where(mine).scalar_subquery(),
                 sa.select(_slots.c.granted_at).where(mine).scalar_subquery(),
             )
+
+        row = conn.execute(
+            sa.select(
+                db_now(conn),
+                *held(sliding_log.slot_of(seq, limit)),
+                *held(sliding_log.slot_of(seq - 1, limit)),
+            )
         ).one()
         now = float(row[0])
-        slot_seq = None if row[1] is None else int(row[1])
-        slot_at = None if row[2] is None else float(row[2])
+        slot_seq, slot_at, prev_seq, prev_at = (None if v is None else v for v in row[1:])
+        n = limit.requests
+        exact = (slot_seq == seq - n or (seq < n and slot_seq is None)) and (seq == 0 or prev_seq == seq - 1)
         latest = None
-        if slot_seq != seq - limit.requests and not (seq < limit.requests and slot_seq is None):
-            # The ring does not hold grant seq - N (N changed): the latest grant stands in for it.
+        if not exact:
+            # The ring does not hold the grants asked for (N changed): the latest grant stands in.
             value = conn.execute(
                 sa.select(sa.func.max(_slots.c.granted_at)).where(_slots.c.provider == provider)
             ).scalar_one_or_none()
             latest = None if value is None else float(value)
-        return now, sliding_log.anchor(seq, limit, slot_seq, slot_at, latest)
+
+        def num(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        def count(v: Any) -> int | None:
+            return None if v is None else int(v)
+
+        return (
+            now,
+            sliding_log.anchor(seq, limit, count(slot_seq), num(slot_at), latest),
+            sliding_log.previous(seq, limit, count(prev_seq), num(prev_at), latest),
+        )
 
     @staticmethod
     def _lock(conn: Connection, provider: str) -> tuple[int, float]:
