@@ -73,3 +73,10 @@ def test_a_hydrating_worker_loads_neither_pandas_nor_the_calendar_library(
     assert {"numpy", "sqlalchemy", "httpx"} <= set(answer["loaded"])
     assert set(answer["loaded"]).isdisjoint(HEAVY)
     assert list((tmp_path / "cache" / "barfill" / "calendars").glob("XNYS-*.npz"))
+
+
+def test_the_allocator_settings_apply_in_a_fresh_process() -> None:
+    code = "from barfill.malloc import tune_for_large_pages; print(tune_for_large_pages())"
+    env = {k: v for k, v in clean_env("sqlite://").items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")
