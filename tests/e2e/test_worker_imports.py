@@ -1,4 +1,5 @@
-"""A worker process hydrating from Polygon never imports pandas, pyarrow or exchange_calendars.
+"""A worker process hydrating from Polygon never imports pandas, pyarrow or exchange_calendars
+(nor psycopg, on SQLite).
 
 Those libraries cost a process ~110 MB resident: the worker's calendar comes
 from a schedule file (:mod:`barfill.domain.schedules`), built by a helper
@@ -72,6 +73,7 @@ def test_a_hydrating_worker_loads_neither_pandas_nor_the_calendar_library(
         assert count_bars(conn, timeframe=Timeframe.m5) > 1_000  # derived in the worker
     assert {"numpy", "sqlalchemy", "httpx"} <= set(answer["loaded"])
     assert set(answer["loaded"]).isdisjoint(HEAVY)
+    assert ("psycopg" in answer["loaded"]) == db.is_postgres  # a SQLite worker needs no PostgreSQL driver
     assert list((tmp_path / "cache" / "barfill" / "calendars").glob("XNYS-*.npz"))
 
 
