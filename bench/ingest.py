@@ -18,7 +18,9 @@ process (default concurrency and derivations) hydrates the window.
   high-water mark since ``exec``), read from ``/proc`` every 20 ms until it
   exits. Not ``ru_maxrss``: that one counts the forked child before ``exec``,
   which shares the bench's own pages (the pre-rendered answers). Target:
-  <= 200 MB.
+  <= 200 MB. Shown beside it (``idle_mb``): the resident size of a
+  ``barfill worker`` that has started and found nothing to do, so the
+  growth while hydrating reads as peak minus idle.
 """
 
 from __future__ import annotations
@@ -154,6 +156,29 @@ class _PeakRss:
         return self.kib
 
 
+def _idle_rss_kib(db: Database, server: PrerenderedServer, logs: Path) -> int:
+    """``VmRSS`` (KiB) of a ``barfill worker`` once it has started and polled an empty queue."""
+    barfill = Path(sys.executable).parent / "barfill"
+    proc = subprocess.Popen(
+        [str(barfill), "worker"],
+        env=_worker_env(db.url, server.url),
+        cwd=logs,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # "worker <id>: concurrency N" once it runs its loop
+            if b"concurrency" in line:
+                break
+        time.sleep(1.0)  # a few empty polls
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float, int, dict[str, int]]:
     """Run one draining worker; returns (seconds from first request to empty queue, peak RSS KiB, counts)."""
     from barfill.store.queue import SqlQueue
@@ -213,6 +238,7 @@ def _measure(kind: str) -> list[Result]:
     wire.page_size = PAGE
     server = PrerenderedServer(wire)
     with tempfile.TemporaryDirectory() as tmp, scratch_database(kind) as db, server:
+        idle_kib = _idle_rss_kib(db, server, Path(tmp))  # before anything is queued
         settings = load_settings(
             database_url=db.url,
             polygon_api_key=KEY,
@@ -269,6 +295,7 @@ def _measure(kind: str) -> list[Result]:
             rss_mb,
             "MB",
             target=f"<= {TARGET_RSS_MB:.0f} MB",
+            extra={"idle_mb": round(idle_kib * 1024 / 1e6, 1)},
         ),
     ]
 

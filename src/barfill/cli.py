@@ -382,8 +382,10 @@ def worker(
     import asyncio
 
     from barfill.live import on_signals
+    from barfill.malloc import tune_for_large_pages
     from barfill.service.worker import Worker
 
+    tune_for_large_pages()
     with _opened() as app:
         w = Worker(app, concurrency=concurrency)
 
@@ -446,6 +448,10 @@ def serve(
     if log_format not in ("text", "json"):
         raise InvalidInput("log-format", "text or json", log_format)
     logs.configure(log_format)
+    if workers:
+        from barfill.malloc import tune_for_large_pages
+
+        tune_for_large_pages()
     with _opened() as app:
         check_bind(app, host)
         options = ServerOptions(

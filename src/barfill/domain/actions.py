@@ -19,9 +19,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 
 from barfill.domain.bars import I64
 from barfill.errors import InvalidInput
@@ -107,10 +107,9 @@ def split_ratio(
 
 def ex_starts(ex_dates: Sequence[dt.date], tz: str) -> I64:
     """00:00 exchange-local of each ex date, as Unix seconds UTC (where "before" ends)."""
-    if not ex_dates:
-        return np.empty(0, dtype=np.int64)
-    local = pd.DatetimeIndex(pd.to_datetime(list(ex_dates))).tz_localize(tz)
-    return np.asarray(local.as_unit("s").asi8, dtype=np.int64)
+    zone = ZoneInfo(tz)
+    starts = [int(dt.datetime(d.year, d.month, d.day, tzinfo=zone).timestamp()) for d in ex_dates]
+    return np.asarray(starts, dtype=np.int64)
 
 
 def _finite(field: str, value: object, expected: str) -> float:

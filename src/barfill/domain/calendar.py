@@ -5,6 +5,11 @@ for crypto). Holidays, early closes, special closures and DST all come from
 the calendar library, never from hand-written rules. Times are Unix seconds,
 UTC; "local" means the exchange's time zone.
 
+Nothing here imports pandas: the sessions come as plain arrays from
+:mod:`barfill.domain.schedules` (a file built once by ``exchange_calendars``),
+and UTC offsets from a table of the zone's transitions read from ``zoneinfo``,
+so a worker process never pays for pandas and pyarrow.
+
 Bar labels: intraday bars (m1..h4) start on the exchange's local clock
 (``floor(local_time, timeframe)``: the h1 bar holding 09:30-09:59 is labelled
 09:00 New York time, as Polygon and Alpaca label it); a d1 bar is labelled
@@ -15,21 +20,21 @@ the regular close (20:00, or 17:00 after an early close).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
 import numpy as np
-import pandas as pd
 
 from barfill.domain.bars import I64
 from barfill.domain.intervals import Interval
+from barfill.domain.schedules import CALENDAR_START, Schedule, load_schedule
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 
-CALENDAR_START = "2000-01-03"
+__all__ = ["CALENDAR_START", "Session", "TradingCalendar", "get_calendar"]
 _PRE_MARKET_S = 4 * 3600  # 04:00 local
 _POST_MARKET_S = 4 * 3600  # until close + 4h
 _DAY = 86_400
@@ -48,22 +53,20 @@ class Session:
 class TradingCalendar:
     """Sessions of one exchange as numpy arrays, with the questions barfill asks of them."""
 
-    def __init__(self, name: str = "XNYS") -> None:
-        try:
-            with warnings.catch_warnings():
-                # exchange_calendars 4.13 reads ``Series.values`` of tz-aware columns, which
-                # pandas 3.1 deprecates (Pandas4Warning); harmless, and fatal under -W error.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                cal: Any = xcals.get_calendar(name, start=CALENDAR_START)
-        except (xcals.errors.InvalidCalendarName, KeyError) as e:
-            raise InvalidInput("calendar", "an exchange_calendars name such as XNYS or 24/7", name) from e
+    def __init__(self, name: str = "XNYS", *, schedule: Schedule | None = None) -> None:
+        """The calendar ``name`` (its sessions from ``schedule``, else loaded: see :func:`load_schedule`).
+
+        Raises:
+            InvalidInput: ``name`` is not an ``exchange_calendars`` name.
+        """
+        sched = schedule if schedule is not None else load_schedule(name)
         self.name = name
-        self.tz = str(cal.tz)
+        self.tz = sched.tz
         self.continuous = name in ("24/7", "24/5")
-        sched = cal.schedule
-        self.dates: np.ndarray[Any, np.dtype[np.datetime64]] = sched.index.values.astype("datetime64[D]")
-        self.opens: I64 = _utc_seconds(sched["open"])
-        self.closes: I64 = _utc_seconds(sched["close"])
+        self.dates: np.ndarray[Any, np.dtype[np.datetime64]] = sched.dates
+        self.opens: I64 = sched.opens
+        self.closes: I64 = sched.closes
+        self._zone = _ZoneOffsets(self.tz, int(self.opens[0]), int(self.closes[-1]))
         midnight_utc = self.dates.astype("datetime64[s]").astype(np.int64)
         # Local midnight of each session date, in UTC seconds. The offset at noon is only a first
         # guess: on a DST-change date it differs from the offset at midnight itself, so re-read
@@ -85,11 +88,7 @@ class TradingCalendar:
 
     def _offsets_at(self, ts: I64) -> I64:
         """UTC offset (seconds) of the exchange's zone at each ``ts``."""
-        if self.tz == "UTC":
-            return np.zeros(len(ts), dtype=np.int64)
-        utc = pd.DatetimeIndex(np.asarray(ts, dtype="datetime64[s]"), tz="UTC").as_unit("s")
-        local = utc.tz_convert(self.tz).tz_localize(None).as_unit("s")
-        return np.asarray(local.asi8 - utc.tz_localize(None).asi8, dtype=np.int64)
+        return self._zone.at(np.asarray(ts, dtype=np.int64))
 
     def utc_offset(self, ts: I64) -> I64:
         return self._offsets_at(np.asarray(ts, dtype=np.int64))
@@ -129,8 +128,8 @@ class TradingCalendar:
 
     def check_range(self, start: int, end: int) -> None:
         if start < self.first - 7 * _DAY or end > self.last + 7 * _DAY:
-            lo = pd.Timestamp(self.first, unit="s").date()
-            hi = pd.Timestamp(self.last, unit="s").date()
+            lo = datetime.fromtimestamp(self.first, UTC).date()
+            hi = datetime.fromtimestamp(self.last, UTC).date()
             raise InvalidInput("window", f"dates within the {self.name} calendar ({lo} to {hi})")
 
     def session_at(self, ts: int, *, extended: bool = False) -> int | None:
@@ -225,15 +224,61 @@ class TradingCalendar:
         return np.asarray(np.where(in_session, np.minimum(nominal, session_close), nominal))
 
 
-def _utc_seconds(column: pd.Series[Any]) -> I64:
-    """A datetime column (tz-aware or naive UTC) as Unix seconds."""
-    index = pd.DatetimeIndex(column)
-    if index.tz is not None:
-        index = index.tz_convert(None)
-    return np.asarray(index.as_unit("s").asi8, dtype=np.int64)
+class _ZoneOffsets:
+    """A time zone's UTC offset at any instant, vectorized: its transitions as sorted arrays.
+
+    The table is read from ``zoneinfo`` (the same zone data pandas converts
+    with) over the calendar's years plus a margin: the offset is probed once a
+    day and each change is narrowed to its exact second, which assumes no zone
+    changes its offset twice within one day (none has, in the years any
+    exchange calendar covers). Instants outside the table ask ``zoneinfo``
+    one by one.
+    """
+
+    _MARGIN_S = 400 * _DAY
+
+    def __init__(self, tz: str, first: int, last: int) -> None:
+        self.zone = ZoneInfo(tz)
+        self.lo = first - self._MARGIN_S
+        self.hi = last + 20 * 366 * _DAY  # bars are labelled until long after the calendar ends
+        starts, offsets = [self.lo], [self._one(self.lo)]
+        for day in range(self.lo + _DAY, self.hi + _DAY, _DAY):
+            offset = self._one(day)
+            if offset != offsets[-1]:
+                starts.append(self._change_after(day - _DAY, day))
+                offsets.append(offset)
+        self.starts = np.asarray(starts, dtype=np.int64)  # each offset holds from here on
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    def _one(self, ts: int) -> int:
+        delta = datetime.fromtimestamp(ts, self.zone).utcoffset()
+        return 0 if delta is None else int(delta.total_seconds())
+
+    def _change_after(self, lo: int, hi: int) -> int:
+        """The first second in (lo, hi] whose offset differs from lo's (one change in between)."""
+        before = self._one(lo)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._one(mid) == before:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    def at(self, ts: I64) -> I64:
+        """The UTC offset (seconds) at each instant of ``ts``."""
+        if len(self.offsets) == 1:  # UTC, or a zone without changes
+            out = np.full(len(ts), self.offsets[0], dtype=np.int64)
+        else:
+            out = self.offsets[np.maximum(np.searchsorted(self.starts, ts, side="right") - 1, 0)]
+        outside = (ts < self.lo) | (ts > self.hi)
+        if outside.any():
+            out = out.copy()
+            out[outside] = [self._one(int(t)) for t in ts[outside]]
+        return np.asarray(out, dtype=np.int64)
 
 
 @cache
 def get_calendar(name: str = "XNYS") -> TradingCalendar:
-    """A shared, cached calendar (building one takes ~0.1 s)."""
+    """A shared, cached calendar (its schedule from a file: see :mod:`barfill.domain.schedules`)."""
     return TradingCalendar(name)

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from barfill.domain.bars import I64, Basis, Layer
 from barfill.domain.calendar import TradingCalendar
@@ -173,11 +172,10 @@ def select_sources(
     if n == 0:
         return Selection(np.zeros(0, dtype=np.bool_), wanted, ())
     # Rank each distinct (provider, layer) pair once, then spread ranks over the rows.
-    # Hash-based factorizing: sorting 10^5 Python strings (np.unique) takes seconds.
-    prov_code, prov_names = pd.factorize(prov)
-    layer_code, layer_names = pd.factorize(lay)
+    prov_code, prov_names = _factorize(prov)
+    layer_code, layer_names = _factorize(lay)
     width = len(layer_names)
-    pair_of_row, pair_ids = pd.factorize(prov_code * width + layer_code)
+    pair_ids, pair_of_row = np.unique(prov_code * width + layer_code, return_inverse=True)
     pairs = [(str(prov_names[i // width]), str(layer_names[i % width])) for i in pair_ids.tolist()]
     keys = [source_key(p, layer, prec) for p, layer in pairs]
     rank_of_pair = np.empty(len(pairs), dtype=np.int64)
@@ -188,13 +186,20 @@ def select_sources(
     candidate = np.flatnonzero(bas == wanted.value)
     keep = np.zeros(n, dtype=np.bool_)
     if len(candidate):
-        range_of_row, range_ids = pd.factorize(labels[candidate])
+        range_ids, range_of_row = np.unique(labels[candidate], return_inverse=True)
         best = np.full(len(range_ids), np.iinfo(np.int64).max)
         np.minimum.at(best, range_of_row, rank[candidate])
         keep[candidate[rank[candidate] == best[range_of_row]]] = True
     by_rank = {int(rank_of_pair[i]): pairs[i] for i in range(len(pairs))}
     sources = tuple(by_rank[int(r)] for r in np.unique(rank[keep]))
     return Selection(keep, wanted, sources)
+
+
+def _factorize(values: np.ndarray[Any, Any]) -> tuple[I64, list[Any]]:
+    """Each value's code and the distinct values, by hashing: sorting 10^5 Python strings is slow."""
+    distinct = list(dict.fromkeys(values.tolist()))
+    code = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(code.__getitem__, values.tolist()), dtype=np.int64, count=len(values)), distinct
 
 
 def _parse_basis(basis: Basis | str | None) -> Basis | None:

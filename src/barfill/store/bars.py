@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -172,9 +172,18 @@ def upsert_bars(
         if conn.dialect.name == "postgresql":
             return _upsert_postgres(dbapi, symbol_id, batch, layer, fetched_at)
         return _upsert_sqlite(dbapi, symbol_id, batch, layer, fetched_at)
-    except (psycopg.Error, sqlite3.Error) as e:
+    except _driver_errors() as e:
         # Raw driver calls bypass SQLAlchemy's wrapping; speak barfill's language here.
         raise DatabaseError(f"writing {len(batch)} {batch.symbol} bars failed: {e}") from e
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """The DBAPI errors raw driver calls can raise: psycopg's only once it is loaded.
+
+    Not imported here: a SQLite process (a worker) never needs psycopg (~9 MB resident).
+    """
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def _unique_ts(batch: BarBatch) -> BarBatch:
@@ -263,7 +272,7 @@ def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fet
     try:
         with cur.copy(f"COPY bars ({_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(encode_copy_rows(symbol_id, batch, layer, fetched_at))
-    except psycopg.errors.UniqueViolation:
+    except sys.modules["psycopg"].errors.UniqueViolation:  # a psycopg cursor: the driver is loaded
         cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
         return False
     cur.execute("RELEASE SAVEPOINT barfill_bars")
@@ -491,7 +500,7 @@ def _fetch_rows(
                 return _empty_rows(basis)
             _remember(memo, guess, sources)
             rows = _fetch(cur, dialect, where, params, [x[:3] for x in sources])
-    except (psycopg.Error, sqlite3.Error) as e:
+    except _driver_errors() as e:
         raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
     finally:
         cur.close()
