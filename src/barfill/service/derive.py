@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from barfill.domain import intervals as iv
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar
 from barfill.domain.resample import complete_buckets, resample, touched_buckets
@@ -129,15 +129,32 @@ def derive_after(
             out = resample(src, d.target, calendar, provider=d.provider)
             out = out.take(np.isin(out.ts, complete))
             written += upsert_bars(conn, symbol_id, out, layer=layer, fetched_at=fetched_at)
-        ends = calendar.bar_end(d.target, complete)
-        spans = iv.normalize(zip(complete.tolist(), ends.tolist(), strict=True))
+        spans = merged_spans(complete, calendar.bar_end(d.target, complete))
         add_coverage(
-            conn,
-            symbol_id,
-            d.target,
-            [CoverageSpan(s.start, s.end, coverage_expires_at) for s in spans],
+            conn, symbol_id, d.target, [CoverageSpan(lo, hi, coverage_expires_at) for lo, hi in spans]
         )
     return written
+
+
+def merged_spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
+    """``[start, end)`` pairs merged as :func:`barfill.domain.intervals.normalize` merges them.
+
+    Columnar: a slice's buckets are thousands (an m5 bucket each), and
+    merging them one Interval at a time cost ~1/8 of a commit (profiled).
+    Empty pairs are dropped; overlapping and touching ones merge.
+    """
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if len(starts) == 0:
+        return []
+    order = np.lexsort((ends, starts))
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    first = np.r_[True, starts[1:] > reach[:-1]]  # a run starts past everything before it
+    run = np.flatnonzero(first)
+    last = np.r_[run[1:] - 1, len(starts) - 1]
+    return list(zip(starts[run].tolist(), reach[last].tolist(), strict=True))
 
 
 def _fresh_source(

@@ -128,6 +128,7 @@ class Worker:
         self._pins: dict[int, str | None] = {}
         self._last_reap = 0.0
         self._slot_in_s = 0.0  # when no provider was ready to claim for: seconds until one is
+        self._commit_slots = self._new_commit_slots()
 
     # -- main loop ------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class Worker:
             grace_s: seconds in-flight slices get to finish after ``stop``.
         """
         stop = stop or asyncio.Event()
+        self._commit_slots = self._new_commit_slots()  # bound to this run's event loop
         # Before the first slot, not between a grant and its request: httpx's lazy imports
         # and this loop's client (its TLS context) cost ~0.1 s the first time.
         await asyncio.to_thread(warm_http_stack)
@@ -206,6 +208,17 @@ class Worker:
                     await _wait_any({task}, stop)
         await self._shutdown(inflight, grace_s)
         return self.stats
+
+    def _new_commit_slots(self) -> asyncio.Semaphore:
+        """How many of this process's commits may run at once.
+
+        SQLite takes one writer at a time: committers queued here (FIFO) get
+        the write lock the moment the previous commit ends. Left to SQLite's
+        busy handler, a waiting ``BEGIN IMMEDIATE`` polls with sleeps growing
+        to 100 ms and the lock idles in between. PostgreSQL commits in
+        parallel (the server works on each in its own process).
+        """
+        return asyncio.Semaphore(1 if self.app.db.is_sqlite else self.concurrency)
 
     def _wait_for_claimable(self) -> float | None:
         """None if no slice of ours is runnable now; else seconds until a provider has a slot."""
@@ -637,7 +650,8 @@ class Worker:
                 fresh_at=completion_time(conn, s.id),
             )
 
-        result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)
+        async with self._commit_slots:
+            result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.bars_written += result.rows
@@ -661,9 +675,10 @@ class Worker:
                 counts=counts,
             )
 
-        result = await asyncio.to_thread(
-            self.app.queue.complete_many, items, layer=Layer.historical, also=check
-        )
+        async with self._commit_slots:
+            result = await asyncio.to_thread(
+                self.app.queue.complete_many, items, layer=Layer.historical, also=check
+            )
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.verified += counts.sessions

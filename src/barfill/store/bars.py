@@ -54,7 +54,7 @@ from barfill.domain.sources import (
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError, InvalidInput
 from barfill.store.actions import adjust_read
-from barfill.store.schema import bars, symbols
+from barfill.store.schema import LAYER_CODES, LAYER_NAMES, TIMEFRAME_CODES, bars, symbols
 
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
     import pandas as pd
@@ -212,36 +212,28 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
 def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bytes:
     """Whole ``bars`` rows as a binary ``COPY`` stream; a NaN vwap or a -1 trade_count is NULL.
 
-    The text columns (timeframe, provider, layer, basis) are constant within a
-    batch, so each row is fixed-width and the stream is one numpy structured
-    array. A NULL field is length -1 with no value bytes: those 8 bytes are cut
-    out of the rows with one byte mask (only when there is a NULL).
+    The key codes (timeframe, layer: ``schema.TIMEFRAME_CODES``, ``LAYER_CODES``)
+    and text columns (provider, basis) are constant within a batch, so each row
+    is fixed-width and the stream is one numpy structured array. A NULL field
+    is length -1 with no value bytes: those 8 bytes are cut out of the rows
+    with one byte mask (only when there is a NULL).
     """
-    texts = {
-        "timeframe": batch.timeframe.value.encode(),
-        "provider": batch.provider.encode(),
-        "layer": layer.value.encode(),
-        "basis": batch.basis.value.encode(),
-    }
+    texts = {"provider": batch.provider.encode(), "basis": batch.basis.value.encode()}
+    codes = {"timeframe": TIMEFRAME_CODES[batch.timeframe.value], "layer": LAYER_CODES[layer.value]}
+    kinds = {"symbol_id": ">i4", "ts": ">i8", "trade_count": ">i8"}
     fields: list[tuple[str, str]] = [("n", ">i2")]
     for name in _ROW_FIELDS:
-        kind = (
-            f"S{len(texts[name])}"
-            if name in texts
-            else ">i4"
-            if name == "symbol_id"
-            else ">i8"
-            if name in ("ts", "trade_count")
-            else ">f8"
-        )
+        kind = f"S{len(texts[name])}" if name in texts else ">i2" if name in codes else kinds.get(name, ">f8")
         fields += [(f"len_{name}", ">i4"), (name, kind)]
     # Every constant goes into one row, repeated: cheaper than filling 20 strided fields.
     template = np.zeros(1, dtype=np.dtype(fields))
     template["n"] = len(_ROW_FIELDS)
+    layout = template.dtype.fields
+    assert layout is not None  # a structured dtype always has fields
     for name in _ROW_FIELDS:
-        template[f"len_{name}"] = len(texts[name]) if name in texts else 4 if name == "symbol_id" else 8
+        template[f"len_{name}"] = layout[name][0].itemsize
     template["symbol_id"] = symbol_id
-    for name, value in texts.items():
+    for name, value in {**texts, **codes}.items():
         template[name] = value
     template["fetched_at"] = fetched_at
     rows = np.repeat(template, len(batch))
@@ -250,8 +242,6 @@ def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: 
     nulls = {"vwap": np.isnan(batch.vwap), "trade_count": batch.trade_count == -1}
     if not any(mask.any() for mask in nulls.values()):
         return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
-    layout = rows.dtype.fields
-    assert layout is not None  # a structured dtype always has fields
     keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
     for name, mask in nulls.items():
         rows[f"len_{name}"][mask] = -1
@@ -279,8 +269,14 @@ def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fet
     return True
 
 
+def _constants(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> tuple[Any, ...]:
+    """The parameters of :data:`_SELECT_STAGE`: the columns every row of the batch shares."""
+    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[layer.value]
+    return (symbol_id, tf, batch.provider, code, fetched_at, batch.basis.value)
+
+
 def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
-    params = (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at, batch.basis.value)
+    params = _constants(symbol_id, batch, layer, fetched_at)
     with dbapi.cursor() as cur:
         if _pg_copy_direct(cur, symbol_id, batch, layer, fetched_at):
             return len(batch)
@@ -295,7 +291,8 @@ def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, 
 
 
 def _pg_any_stored(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer) -> bool:
-    key = (symbol_id, batch.timeframe.value, int(batch.ts[0]), int(batch.ts[-1]), batch.provider, layer.value)
+    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[layer.value]
+    key = (symbol_id, tf, int(batch.ts[0]), int(batch.ts[-1]), batch.provider, code)
     cur.execute(_PG_PROBE, key)
     return bool(cur.fetchone()[0])
 
@@ -316,10 +313,7 @@ def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fe
     try:
         cur.execute(_SQLITE_STAGE_DDL)
         cur.executemany(f"INSERT INTO temp.{_STAGE} ({_STAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        cur.execute(
-            _SQLITE_MERGE,
-            (symbol_id, batch.timeframe.value, batch.provider, layer.value, fetched_at, batch.basis.value),
-        )
+        cur.execute(_SQLITE_MERGE, _constants(symbol_id, batch, layer, fetched_at))
         written = int(cur.rowcount)
         cur.execute(f"DELETE FROM temp.{_STAGE}")
         return written
@@ -472,7 +466,7 @@ def _fetch_rows(
         f"symbol_id = {mark} AND timeframe = {mark} AND ts >= {mark} AND ts < {mark} "
         f"AND layer IN ({', '.join([mark] * len(wanted))})"
     )
-    params: list[Any] = [symbol_id, tf.value, lo, hi, *wanted]
+    params: list[Any] = [symbol_id, TIMEFRAME_CODES[tf.value], lo, hi, *(LAYER_CODES[x] for x in wanted)]
     if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
         where += " AND flag IS NULL"
     if provider is not None:
@@ -495,7 +489,7 @@ def _fetch_rows(
                 "GROUP BY provider, layer, basis",
                 params,
             )
-            sources = [(str(p), str(la), str(b), float(f)) for p, la, b, f in cur.fetchall()]
+            sources = [(str(p), LAYER_NAMES[int(la)], str(b), float(f)) for p, la, b, f in cur.fetchall()]
             if not sources:
                 return _empty_rows(basis)
             _remember(memo, guess, sources)
@@ -523,7 +517,7 @@ def _fetch(
     cur.execute(
         f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
         f"coalesce(trade_count, -1), CASE {whens} ELSE -1 END FROM bars WHERE {where} ORDER BY ts",
-        [x for source in sources for x in source] + params,
+        [x for p, la, b in sources for x in (p, LAYER_CODES[la], b)] + params,
     )
     return np.fromiter(cur, dtype=_READ_ROW)
 
