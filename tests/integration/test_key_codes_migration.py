@@ -24,7 +24,7 @@ def test_every_timeframe_and_layer_survives_0011_both_ways(db: Database) -> None
     cfg = migrate._config()
     with db.write() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009")
+        command.downgrade(cfg, "0010")
     with db.write() as conn:
         for tf, layer, ts in _ROWS:  # text, as stored before 0011
             conn.execute(sa.text(_INSERT), {"tf": tf, "layer": layer, "ts": ts})
@@ -37,7 +37,7 @@ def test_every_timeframe_and_layer_survives_0011_both_ways(db: Database) -> None
     assert [tuple(r) for r in codes] == [(TIMEFRAME_CODES[tf], LAYER_CODES[la]) for tf, la, _ in _ROWS]
     with db.write() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009")
+        command.downgrade(cfg, "0010")
     with db.read() as conn:
         text_rows = conn.execute(sa.text("SELECT timeframe, layer, ts FROM bars ORDER BY ts")).all()
     assert [tuple(r) for r in text_rows] == _ROWS
