@@ -29,7 +29,7 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.server.read_cache import BarReads, Columns
-from barfill.store.bars import read_bars
+from barfill.store.bars import Fingerprint, read_bars, read_bars_fingerprinted
 
 CHUNK_BARS = 100_000
 _TEXT_PIECE = 50_000
@@ -92,10 +92,32 @@ def columns_key(q: BarQuery, layer: Layer) -> Hashable:
     return ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer, q.adjust, q.include_flagged)
 
 
-def layer_columns(conn: Connection, q: BarQuery, layer: Layer) -> LayerColumns:
+def layer_columns(
+    conn: Connection, q: BarQuery, layer: Layer, *, fingerprints: list[Fingerprint] | None = None
+) -> LayerColumns:
     """One layer's columns over the whole range, read chunk by chunk in ``conn``'s transaction,
-    and its provider label."""
-    parts = [_read_in(conn, q, lo, hi, [layer]) for lo, hi in _chunks(q)]
+    and its provider label.
+
+    With ``fingerprints``, each chunk's :data:`~barfill.store.bars.Fingerprint`
+    (from the same rows) is appended to it.
+    """
+    if fingerprints is None:
+        parts = [_read_in(conn, q, lo, hi, [layer]) for lo, hi in _chunks(q)]
+    else:
+        parts = []
+        for lo, hi in _chunks(q):
+            batch, fp = read_bars_fingerprinted(
+                conn,
+                q.symbol_id,
+                q.timeframe,
+                lo,
+                hi,
+                layers=[layer],
+                adjust=q.adjust,
+                include_flagged=q.include_flagged,
+            )
+            parts.append(batch)
+            fingerprints.append(fp)
     if not parts:  # an empty range (nothing stored for "the newest N")
         f64 = np.empty(0, dtype=np.float64)
         none = np.empty(0, dtype=np.int64)

@@ -43,7 +43,7 @@ from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads
-from barfill.store.bars import upsert_bars
+from barfill.store.bars import Fingerprint, merge_fingerprints, upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
 from barfill.store.definitions import get_definition
@@ -316,12 +316,15 @@ def _bar_query(
         sid = found
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
-        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust)
         q = bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged)
+        scanned: list[Fingerprint] | None = None
         if keep_columns is not None and version is not None:
+            scanned = []  # the fingerprint from the rows read, not from a scan of its own
             for layer in wanted:
-                cols = bars_out.layer_columns(conn, q, layer)
+                cols = bars_out.layer_columns(conn, q, layer, fingerprints=scanned)
                 keep_columns.columns.put(bars_out.columns_key(q, layer), cols, version, stamp)
+        bars_fp = None if scanned is None else merge_fingerprints(scanned)
+        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
     shape = (ticker, tf.value, lo, hi, names, fp, wanted_adjust, include_flagged)
     tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
     return q, f'"{tag}"'

@@ -22,13 +22,14 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError
 from barfill.store.actions import actions_fingerprint
+from barfill.store.bars import Fingerprint
 from barfill.store.db import db_now
 from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
 
 
 def bars_fingerprint(
     conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int, layers: Sequence[str]
-) -> tuple[int, float, int, int, int]:
+) -> Fingerprint:
     """(rows, newest fetch, flagged rows, first ts, last ts) of a range: changes whenever its bars do.
 
     A write always carries a newer ``fetched_at`` and a deletion changes the
@@ -64,14 +65,18 @@ def read_fingerprint(
     layers: Sequence[str],
     *,
     adjust: Adjust | None = None,
+    bars: Fingerprint | None = None,
 ) -> tuple[Any, ...]:
     """Everything a bar answer of this range depends on, for its ETag: equal means unchanged.
 
     The bars themselves and, for an adjusted read, the symbol's corporate
     actions. A writer of such an input outside a slice completion calls
-    :func:`notify_changed`.
+    :func:`notify_changed`. ``bars``: the bars' :func:`bars_fingerprint`,
+    already read (:func:`~barfill.store.bars.read_bars_fingerprinted`).
     """
-    fp: tuple[Any, ...] = (bars_fingerprint(conn, symbol_id, timeframe, start, end, layers),)
+    if bars is None:
+        bars = bars_fingerprint(conn, symbol_id, timeframe, start, end, layers)
+    fp: tuple[Any, ...] = (bars,)
     if adjust not in (None, Adjust.raw):
         fp += actions_fingerprint(conn, symbol_id)
     return fp
