@@ -172,7 +172,7 @@ class Worker:
                 continue
             idle_wait: float | None = None
             try:
-                groups = await self._claim_groups(free)
+                groups, surplus = await self._claim_groups(free)
                 if not groups:
                     await self._reap_if_due()
                     if drain and not inflight and await asyncio.to_thread(self._queue_empty):
@@ -203,6 +203,9 @@ class Worker:
             for i, group in enumerate(groups):
                 task = asyncio.create_task(self._process(group))
                 inflight.add(task)
+                if i == 0:  # what was claimed beyond our room goes back once the first one is off
+                    for s in surplus:
+                        await asyncio.to_thread(self._release_quietly, s)
                 if i == 0 and len(groups) > 1 and self._is_small(group):
                     # A chart's newest screen (planning.split_newest): let it land before the
                     # big pages claimed with it compete with it for this process.
@@ -245,16 +248,19 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------
 
-    async def _claim_groups(self, free: int) -> list[list[ClaimedSlice]]:
+    async def _claim_groups(self, free: int) -> tuple[list[list[ClaimedSlice]], list[ClaimedSlice]]:
         """Claim runnable slices and group same-range ones of multi-symbol providers.
 
         Slices of providers whose shared rate limit is exhausted are not
         claimed: a worker does not take work it cannot start soon (see
-        :meth:`_ready_providers`).
+        :meth:`_ready_providers`). Returns at most ``free`` groups, and the
+        slices claimed beyond them, for the caller to release once the first
+        group is started (a release is a write: the newest screen need not
+        wait for it).
         """
         ready = await asyncio.to_thread(self._ready_providers, free)
         if not ready:
-            return []
+            return [], []
         claimed = await asyncio.to_thread(self.app.queue.claim, self.worker_id, free, self.lease_s, ready)
         # A multi-symbol provider answers same-range slices of many symbols in one
         # request: take more of its slices (enqueue order puts same-range ones together).
@@ -266,11 +272,7 @@ class Worker:
             )
         self.stats.claimed += len(claimed)
         groups = self._group(claimed)
-        keep, extra = groups[:free], groups[free:]
-        for group in extra:
-            for s in group:
-                await asyncio.to_thread(self._release_quietly, s)
-        return keep
+        return groups[:free], [s for group in groups[free:] for s in group]
 
     def _is_small(self, group: Sequence[ClaimedSlice]) -> bool:
         """Whether a group is a small fraction of its provider's page (a newest-screen slice)."""
