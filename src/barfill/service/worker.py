@@ -42,7 +42,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill import telemetry
@@ -61,12 +60,10 @@ from barfill.providers.http import warm_http_stack
 from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
-from barfill.store.bars import upsert_bars
-from barfill.store.db import db_now
 from barfill.store.definitions import get_definition
 from barfill.store.densities import base_of, record_densities
 from barfill.store.flags import reflag
-from barfill.store.queue import completion_time, holds_lease
+from barfill.store.queue import completion_time
 from barfill.store.ratelimit import acquire
 from barfill.store.symbols import symbol_calendars
 
@@ -643,34 +640,12 @@ class Worker:
                 fresh_at=completion_time(conn, s.id),
             )
 
-        if any(d.source == first.timeframe for d in self.derivations) and self._is_small(group):
-            # A chart's newest screen: readable before its derived bars are computed.
-            await asyncio.to_thread(self._land_bars, items, layer, cal)
         result = await asyncio.to_thread(self.app.queue.complete_many, items, layer=layer, also=derived)
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.bars_written += result.rows
         telemetry.SLICES_DONE.inc(len(result.done))
         telemetry.BARS_WRITTEN.inc(result.rows)
-
-    def _land_bars(self, items: list[CompletionItem], layer: Layer, cal: TradingCalendar) -> None:
-        """Write a newest-screen group's bars (and their bad-bar flags) ahead of its completion.
-
-        The completion that follows writes them again, with their coverage,
-        the slice's status and the derived bars, all in one transaction, as
-        for every slice. Until it commits the slice stays running under its
-        lease: a crash in between leaves it to be reaped and fetched again, so
-        a derivation is never lost, only done later. Nothing is written for a
-        slice whose lease is gone (checked, and kept, inside this transaction).
-        """
-        with self.app.db.write() as conn:
-            now = float(conn.execute(sa.select(db_now(conn))).scalar_one())
-            for s, batches, _ in items:
-                if not holds_lease(conn, s):
-                    continue
-                for batch in batches:
-                    upsert_bars(conn, s.symbol_id, batch, layer=layer, fetched_at=now)
-                    reflag(conn, s.symbol_id, batch, layer=layer, calendar=cal)
 
     async def _commit_verify(
         self, items: list[CompletionItem], fetched: dict[int, BarBatch], cal: TradingCalendar

@@ -752,13 +752,6 @@ def completion_time(conn: Connection, slice_id: int) -> float | None:
     return None if value is None else float(value)
 
 
-def holds_lease(conn: Connection, claimed: ClaimedSlice) -> bool:
-    """Whether ``claimed`` still runs under its lease, kept so until ``conn``'s transaction ends
-    (PostgreSQL locks the row; a SQLite write transaction holds the whole database)."""
-    query = sa.select(job_runs.c.id).where(_owned()).with_for_update()
-    return conn.execute(query, _lease(claimed)).first() is not None
-
-
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[k] for k in _RUNNABLE_KEY)
 
