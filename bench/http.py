@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from barfill.bootstrap import App, build
 from barfill.config import load_settings
@@ -111,11 +113,14 @@ def _load(app: App, provider: SyntheticProvider, tf: Timeframe, start: int, end:
 
 
 def _raw_fetch(db: Database, sid: int, tf: Timeframe, start: int, end: int) -> int:
+    """The rows the server answers with (historical, not flagged bad), their eight served numbers
+    and each row's provider (the server needs each row's source to pick one per session)."""
     with db.engine.connect() as conn:
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cur.execute(
             "SELECT ts, open, high, low, close, volume, vwap, trade_count, provider FROM bars "
-            "WHERE symbol_id = ? AND timeframe = ? AND ts >= ? AND ts < ? ORDER BY ts",
+            "WHERE symbol_id = ? AND timeframe = ? AND ts >= ? AND ts < ? AND layer = 'historical' "
+            "AND flag IS NULL ORDER BY ts",
             (sid, tf.value, start, end),
         )
         n = len(cur.fetchall())
@@ -124,10 +129,20 @@ def _raw_fetch(db: Database, sid: int, tf: Timeframe, start: int, end: int) -> i
 
 
 def _touch(db: Database) -> None:
-    """Commit an unrelated row: the server's data version moves, so its next read is fully cold."""
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_touch (x INTEGER)"))
-        conn.execute(sa.text("INSERT INTO bench_touch VALUES (1)"))
+    """Commit an unrelated row: the server's data version moves, so its next read is fully cold.
+
+    Through a connection of its own, never the pooled one the raw fetch then
+    uses: SQLite keeps a writing connection's page cache, so a raw fetch on the
+    writer would read warm pages while the server's connections read cold ones.
+    """
+    path = make_url(db.url).database
+    assert path, "the HTTP bench runs on a SQLite file"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_touch (x INTEGER)")
+        conn.execute("INSERT INTO bench_touch VALUES (1)")
+    finally:
+        conn.close()
 
 
 def _chart_latency(

@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
 from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
-from barfill.server.read_cache import BarReads
-from barfill.store.bars import read_bars
+from barfill.server.read_cache import BarReads, Columns
+from barfill.store.bars import Fingerprint, read_bars, read_bars_fingerprinted
 
 CHUNK_BARS = 100_000
 _TEXT_PIECE = 50_000
+_SEND_BYTES = 1 << 20
 # JSON key → BarBatch column.
 COLUMNS = {
     "t": "ts",
@@ -43,6 +45,9 @@ COLUMNS = {
     "vw": "vwap",
     "n": "trade_count",
 }
+
+
+LayerColumns = tuple[Columns, str]  # one layer's JSON columns and its provider label
 
 
 @dataclass(frozen=True)
@@ -66,48 +71,85 @@ def _chunks(q: BarQuery) -> list[tuple[int, int]]:
 
 def _read(app: App, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
     with app.db.read() as conn:
-        return read_bars(
-            conn,
-            q.symbol_id,
-            q.timeframe,
-            lo,
-            hi,
-            layers=list(layers),
-            adjust=q.adjust,
-            include_flagged=q.include_flagged,
-        )
+        return _read_in(conn, q, lo, hi, layers)
 
 
-async def read_layer(
-    app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None
-) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+def _read_in(conn: Connection, q: BarQuery, lo: int, hi: int, layers: Sequence[Layer]) -> BarBatch:
+    return read_bars(
+        conn,
+        q.symbol_id,
+        q.timeframe,
+        lo,
+        hi,
+        layers=list(layers),
+        adjust=q.adjust,
+        include_flagged=q.include_flagged,
+    )
+
+
+def columns_key(q: BarQuery, layer: Layer) -> Hashable:
+    """The key of one layer's columns in :attr:`BarReads.columns <barfill.server.read_cache.BarReads>`."""
+    return ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer, q.adjust, q.include_flagged)
+
+
+def layer_columns(
+    conn: Connection, q: BarQuery, layer: Layer, *, fingerprints: list[Fingerprint] | None = None
+) -> LayerColumns:
+    """One layer's columns over the whole range, read chunk by chunk in ``conn``'s transaction,
+    and its provider label.
+
+    With ``fingerprints``, each chunk's :data:`~barfill.store.bars.Fingerprint`
+    (from the same rows) is appended to it.
+    """
+    if fingerprints is None:
+        parts = [_read_in(conn, q, lo, hi, [layer]) for lo, hi in _chunks(q)]
+    else:
+        parts = []
+        for lo, hi in _chunks(q):
+            batch, fp = read_bars_fingerprinted(
+                conn,
+                q.symbol_id,
+                q.timeframe,
+                lo,
+                hi,
+                layers=[layer],
+                adjust=q.adjust,
+                include_flagged=q.include_flagged,
+            )
+            parts.append(batch)
+            fingerprints.append(fp)
+    if not parts:  # an empty range (nothing stored for "the newest N")
+        f64 = np.empty(0, dtype=np.float64)
+        none = np.empty(0, dtype=np.int64)
+        parts.append(BarBatch(q.symbol, q.timeframe, "", none, f64, f64, f64, f64, f64))
+    if len(parts) == 1:
+        cols = {key: getattr(parts[0], name) for key, name in COLUMNS.items()}
+    else:
+        cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
+    providers = sorted({p for b in parts for p in b.provider.split("+") if p})
+    return cols, "+".join(providers)
+
+
+async def read_layer(app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None) -> LayerColumns:
     """One layer's columns over the whole range (read in chunks) and its provider label.
 
     With ``reads``, columns read while the data version stood still are
     served again from memory (they are never modified after this).
     """
     if reads is None:
-        return await _read_layer(app, q, layer)
-    key = ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer, q.adjust, q.include_flagged)
+        return await run_in_threadpool(_read_layer, app, q, layer)
+    key = columns_key(q, layer)
     found = reads.columns.get(key)
     if found is None:
         version, stamp = reads.version.current(), time.monotonic()
-        found = await _read_layer(app, q, layer)
+        found = await run_in_threadpool(_read_layer, app, q, layer)
         reads.columns.put(key, found, version, stamp)
     return found
 
 
-async def _read_layer(app: App, q: BarQuery, layer: Layer) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
-    parts: list[BarBatch] = []
-    for lo, hi in _chunks(q):
-        parts.append(await run_in_threadpool(_read, app, q, lo, hi, [layer]))
-    if not parts:  # an empty range (nothing stored for "the newest N")
-        f64 = np.empty(0, dtype=np.float64)
-        none = np.empty(0, dtype=np.int64)
-        parts.append(BarBatch(q.symbol, q.timeframe, "", none, f64, f64, f64, f64, f64))
-    cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
-    providers = sorted({p for b in parts for p in b.provider.split("+") if p})
-    return cols, "+".join(providers)
+def _read_layer(app: App, q: BarQuery, layer: Layer) -> LayerColumns:
+    with app.db.read() as conn:  # one snapshot for every chunk
+        return layer_columns(conn, q, layer)
 
 
 async def json_stream(app: App, q: BarQuery, *, reads: BarReads | None = None) -> AsyncIterator[bytes]:
@@ -115,8 +157,22 @@ async def json_stream(app: App, q: BarQuery, *, reads: BarReads | None = None) -
 
     ``vw`` (vwap) is null and ``n`` (trade count) is -1 where unknown. An
     intraday bar at a time that also has a historical bar is left out: the
-    final bar wins.
+    final bar wins. The text goes out in pieces of about ``_SEND_BYTES``: each
+    piece sent costs a pass through every middleware and the event loop.
     """
+    pending: list[bytes] = []
+    size = 0
+    async for piece in _json_pieces(app, q, reads):
+        pending.append(piece)
+        size += len(piece)
+        if size >= _SEND_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+async def _json_pieces(app: App, q: BarQuery, reads: BarReads | None) -> AsyncIterator[bytes]:
     head = {"symbol": q.symbol, "timeframe": q.timeframe.value, "start": q.start, "end": q.end}
     yield orjson.dumps(head)[:-1] + b',"layers":{'
     seen_final: np.ndarray[Any, Any] | None = None

@@ -16,6 +16,7 @@ import binascii
 import functools
 import hashlib
 import json
+import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -42,7 +43,7 @@ from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads
-from barfill.store.bars import upsert_bars
+from barfill.store.bars import Fingerprint, merge_fingerprints, upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
 from barfill.store.definitions import get_definition
@@ -269,6 +270,7 @@ def _bar_query(
     default_end: int,
     adjust: str | None = None,
     include_flagged: bool = False,
+    keep_columns: BarReads | None = None,
 ) -> tuple[bars_out.BarQuery, str]:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
 
@@ -276,7 +278,15 @@ def _bar_query(
     bar, on the bar grid (the same range, and ETag, all bar long). An adjusted
     read's ETag also covers the symbol's corporate actions: a new split or
     dividend changes the answer (and the tag) without any bar changing.
+
+    With ``keep_columns`` (a read that will be answered with a body), every
+    layer's columns are read too, in the same transaction, and kept there for
+    :func:`~barfill.server.bars_out.json_stream`: one snapshot for the ETag and
+    the values, one connection and one thread hop for a cold read.
     """
+    # Read before any data, so a write landing meanwhile moves the version past the kept columns.
+    version = None if keep_columns is None else keep_columns.version.current()
+    stamp = time.monotonic()
     tf = parse_timeframe(timeframe)
     wanted_adjust = parse_adjust(adjust)
     try:
@@ -306,10 +316,18 @@ def _bar_query(
         sid = found
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
-        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust)
+        q = bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged)
+        scanned: list[Fingerprint] | None = None
+        if keep_columns is not None and version is not None:
+            scanned = []  # the fingerprint from the rows read, not from a scan of its own
+            for layer in wanted:
+                cols = bars_out.layer_columns(conn, q, layer, fingerprints=scanned)
+                keep_columns.columns.put(bars_out.columns_key(q, layer), cols, version, stamp)
+        bars_fp = None if scanned is None else merge_fingerprints(scanned)
+        fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
     shape = (ticker, tf.value, lo, hi, names, fp, wanted_adjust, include_flagged)
     tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
-    return bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged), f'"{tag}"'
+    return q, f'"{tag}"'
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -346,17 +364,19 @@ async def get_bars(
         now = await run_in_threadpool(reads.clock.measure)
     until = default_end(now, tf)
     key = reads.key(symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged)
+    fmt = format or bars_format(request.headers.get("accept", ""))
+    if_none_match = request.headers.get("if-none-match", "")
     found = reads.cache.get(key)
     if found is None:
-        make = functools.partial(
-            _bar_query, app, symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged
-        )
+        # A read without If-None-Match is answered with a body: read its JSON columns along.
+        keep = reads if fmt == "json" and not if_none_match else None
+        args = (symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged, keep)
+        make = functools.partial(_bar_query, app, *args)
         found = await run_in_threadpool(reads.cache.compute, key, make)
     q, tag = found
-    fmt = format or bars_format(request.headers.get("accept", ""))
     etag = format_etag(tag, fmt)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag_matches(etag, request.headers.get("if-none-match", "")):
+    if etag_matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)
     if fmt == "csv":
         return StreamingResponse(bars_out.csv_stream(app, q), media_type="text/csv", headers=headers)

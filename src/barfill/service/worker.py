@@ -171,7 +171,7 @@ class Worker:
                 continue
             idle_wait: float | None = None
             try:
-                groups = await self._claim_groups(free)
+                groups, surplus = await self._claim_groups(free)
                 if not groups:
                     await self._reap_if_due()
                     if drain and not inflight and await asyncio.to_thread(self._queue_empty):
@@ -202,6 +202,9 @@ class Worker:
             for i, group in enumerate(groups):
                 task = asyncio.create_task(self._process(group))
                 inflight.add(task)
+                if i == 0:  # what was claimed beyond our room goes back once the first one is off
+                    for s in surplus:
+                        await asyncio.to_thread(self._release_quietly, s)
                 if i == 0 and len(groups) > 1 and self._is_small(group):
                     # A chart's newest screen (planning.split_newest): let it land before the
                     # big pages claimed with it compete with it for this process.
@@ -255,16 +258,19 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------
 
-    async def _claim_groups(self, free: int) -> list[list[ClaimedSlice]]:
+    async def _claim_groups(self, free: int) -> tuple[list[list[ClaimedSlice]], list[ClaimedSlice]]:
         """Claim runnable slices and group same-range ones of multi-symbol providers.
 
         Slices of providers whose shared rate limit is exhausted are not
         claimed: a worker does not take work it cannot start soon (see
-        :meth:`_ready_providers`).
+        :meth:`_ready_providers`). Returns at most ``free`` groups, and the
+        slices claimed beyond them, for the caller to release once the first
+        group is started (a release is a write: the newest screen need not
+        wait for it).
         """
         ready = await asyncio.to_thread(self._ready_providers, free)
         if not ready:
-            return []
+            return [], []
         claimed = await asyncio.to_thread(self.app.queue.claim, self.worker_id, free, self.lease_s, ready)
         # A multi-symbol provider answers same-range slices of many symbols in one
         # request: take more of its slices (enqueue order puts same-range ones together).
@@ -276,11 +282,7 @@ class Worker:
             )
         self.stats.claimed += len(claimed)
         groups = self._group(claimed)
-        keep, extra = groups[:free], groups[free:]
-        for group in extra:
-            for s in group:
-                await asyncio.to_thread(self._release_quietly, s)
-        return keep
+        return groups[:free], [s for group in groups[free:] for s in group]
 
     def _is_small(self, group: Sequence[ClaimedSlice]) -> bool:
         """Whether a group is a small fraction of its provider's page (a newest-screen slice)."""
@@ -389,11 +391,8 @@ class Worker:
         first = group[0]  # a group shares one range, provider, layer and purpose
         cal = self._calendar(first.symbol_id)
         attempted: list[str] = []
-        if first.purpose is Purpose.verify:  # a re-check asks the provider whose bars are stored
-            pinned: str | None = first.provider
-        else:
-            pinned = await asyncio.to_thread(self._pinned, first.definition_id)
-        now = await asyncio.to_thread(self.app.db.now)  # the rule runs on the database clock
+        # The pin and the database clock (the rule runs on it) in one thread hop.
+        pinned, now = await asyncio.to_thread(self._pin_and_now, first)
         if await self._not_due(group, cal, pinned, now):
             return
 
@@ -545,6 +544,11 @@ class Worker:
             except LeaseLost:
                 self.stats.lease_lost += 1
         return True
+
+    def _pin_and_now(self, first: ClaimedSlice) -> tuple[str | None, float]:
+        # A re-check asks the provider whose bars are stored.
+        pinned = first.provider if first.purpose is Purpose.verify else self._pinned(first.definition_id)
+        return pinned, self.app.db.now()
 
     def _pinned(self, definition_id: int) -> str | None:
         """The provider a definition is pinned to (cached: pins change rarely)."""

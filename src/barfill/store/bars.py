@@ -30,6 +30,8 @@ w1) comes from one source and the whole read from one adjustment basis, as
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -118,6 +120,10 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
+# (rows, newest fetch, flagged rows, first ts, last ts) of a range and layers: the input of a
+# bar answer's ETag (barfill.store.http_reads.bars_fingerprint); NO_ROWS for none.
+Fingerprint = tuple[int, float, int, int, int]
+NO_ROWS: Fingerprint = (0, 0.0, 0, 0, 0)
 
 
 def unix_seconds(value: object, field: str) -> int:
@@ -373,6 +379,7 @@ class _Rows:
         self.layers = layers
         self.selection = selection
         self.adjusted: Basis | None = None
+        self.fingerprint: Fingerprint = NO_ROWS
 
     @property
     def basis(self) -> Basis:
@@ -380,9 +387,10 @@ class _Rows:
         return self.adjusted or self.selection.basis or Basis.raw
 
 
-# What a read fetches per row: fixed-width numbers only, so rows go straight into one numpy
-# record array (no per-row Python strings). ``source`` indexes the (provider, layer, basis)
-# triples of the range, found first by a GROUP BY that runs inside the database.
+# What a read fetches per row when its integers are too large for the packed form of ``_fetch``:
+# fixed-width numbers only, so rows go straight into one numpy record array (no per-row strings).
+# ``source`` indexes the (provider, layer, basis) triples of the range, found first by a GROUP BY
+# that runs inside the database.
 _READ_ROW = np.dtype(
     [
         ("ts", np.int64),
@@ -394,14 +402,21 @@ _READ_ROW = np.dtype(
         ("vwap", np.float64),
         ("trade_count", np.int64),
         ("source", np.int64),
+        ("flagged", np.int64),
     ]
 )
+_READ_ROW_FINGERPRINT = np.dtype(_READ_ROW.descr + [("fetched_at", np.float64)])
 # (database, symbol id, timeframe) -> the (provider, layer, basis) sources a read of it found.
 # A read numbers its rows by these in the fetch itself; a row of any other source (numbered -1)
 # sends it back to finding the range's sources first (one more scan). Only ever a shortcut.
 _SEEN: dict[tuple[str, int, str], tuple[tuple[str, str, str], ...]] = {}
 _SEEN_MAX_SERIES = 100_000
 _SEEN_MAX_SOURCES = 16
+_SOURCE_BITS = 10
+_KEY_BITS = _SOURCE_BITS + 1  # then one bit: flagged bad
+_UNKNOWN_SOURCE = (1 << _SOURCE_BITS) - 1
+_EXACT = 2**53
+_READ_FLOATS = ("open", "high", "low", "close", "volume", "vwap")
 # SQLite turns NaN into NULL, so a NULL vwap is fetched as -inf and made NaN in numpy.
 _NO_VWAP = {"sqlite": "-9e999", "postgresql": "'NaN'::float8"}
 
@@ -421,6 +436,7 @@ def _read(
     range_by: Timeframe | None,
     adjust: Adjust | str | None = None,
     include_flagged: bool = False,
+    fingerprint: bool = False,
 ) -> tuple[Timeframe, str, _Rows]:
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
@@ -434,7 +450,19 @@ def _read(
     cal = calendar if calendar is not None else get_calendar(calendar_name)
     by = range_by if range_by is not None else range_timeframe(tf)
     out = _fetch_rows(
-        conn, symbol_id, ticker, tf, span, wanted, provider, prec, basis, cal, by, include_flagged
+        conn,
+        symbol_id,
+        ticker,
+        tf,
+        span,
+        wanted,
+        provider,
+        prec,
+        basis,
+        cal,
+        by,
+        include_flagged,
+        fingerprint,
     )
     # Splits and dividends, as known now: one columnar step (barfill.domain.adjust).
     out.columns, out.adjusted = adjust_read(
@@ -456,10 +484,16 @@ def _fetch_rows(
     cal: TradingCalendar,
     by: Timeframe,
     include_flagged: bool,
+    fingerprint: bool = False,
 ) -> _Rows:
-    """The stored rows of ``span`` selected one source per range (before any adjustment)."""
+    """The stored rows of ``span`` selected one source per range (before any adjustment).
+
+    With ``fingerprint``, flagged rows are fetched too (and left out here unless
+    ``include_flagged``) with their fetch times, and ``_Rows.fingerprint`` is
+    the span's :data:`Fingerprint`, from the same rows.
+    """
     # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
-    lo, hi = range_span(cal, by, span.start, span.end)
+    lo, hi = _range_span(cal, by, span.start, span.end)
     dialect = conn.dialect.name
     mark = "?" if dialect == "sqlite" else "%s"
     where = (
@@ -467,7 +501,7 @@ def _fetch_rows(
         f"AND layer IN ({', '.join([mark] * len(wanted))})"
     )
     params: list[Any] = [symbol_id, TIMEFRAME_CODES[tf.value], lo, hi, *(LAYER_CODES[x] for x in wanted)]
-    if not include_flagged:  # bad bars (domain.badbars) are kept but not shown unless asked for
+    if not include_flagged and not fingerprint:  # bad bars (domain.badbars) are shown only if asked for
         where += " AND flag IS NULL"
     if provider is not None:
         where += f" AND provider = {mark}"
@@ -479,9 +513,9 @@ def _fetch_rows(
         rows = None
         if guess is not None:
             # The sources this series had last time, numbered in the fetch itself: one scan.
-            rows = _fetch(cur, dialect, where, params, guess)
+            rows = _fetch(cur, dialect, where, params, guess, fingerprint)
             sources = [(*g, 0.0) for g in guess]
-            if len(rows) and int(rows["source"].min()) < 0:
+            if len(rows["ts"]) and int(rows["source"].min()) < 0:
                 rows = None  # a source not in the guess: find them all, then fetch again
         if rows is None:
             cur.execute(
@@ -493,33 +527,139 @@ def _fetch_rows(
             if not sources:
                 return _empty_rows(basis)
             _remember(memo, guess, sources)
-            rows = _fetch(cur, dialect, where, params, [x[:3] for x in sources])
+            rows = _fetch(cur, dialect, where, params, [x[:3] for x in sources], fingerprint)
     except _driver_errors() as e:
         raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
     finally:
         cur.close()
-    if len(rows) == 0:
-        return _empty_rows(basis)
+    found = _fingerprint(rows, span) if fingerprint else NO_ROWS
+    if fingerprint and not include_flagged and found[2]:
+        unflagged = rows["flagged"] == 0
+        rows = {name: column[unflagged] for name, column in rows.items()}
+    if len(rows["ts"]) == 0:
+        out = _empty_rows(basis)
+        out.fingerprint = found
+        return out
     if dialect == "sqlite":
         vwap = rows["vwap"]
         vwap[np.isneginf(vwap)] = np.nan
-    return _select(rows, sources, cal, by, span.start, span.end, prec, basis)
+    out = _select(rows, sources, cal, by, span.start, span.end, prec, basis)
+    out.fingerprint = found
+    return out
+
+
+def _fingerprint(rows: dict[str, np.ndarray[Any, Any]], span: Interval) -> Fingerprint:
+    """:func:`barfill.store.http_reads.bars_fingerprint` of ``span`` from the fetched rows (a superset)."""
+    ts = rows["ts"]
+    inside = (ts >= span.start) & (ts < span.end)
+    n = int(np.count_nonzero(inside))
+    if n == 0:
+        return NO_ROWS
+    mine = ts[inside]
+    flagged = int(np.count_nonzero(rows["flagged"][inside]))
+    return n, float(rows["fetched_at"][inside].max()), flagged, int(mine.min()), int(mine.max())
+
+
+def merge_fingerprints(parts: Sequence[Fingerprint]) -> Fingerprint:
+    """The :data:`Fingerprint` of adjacent ranges (or of several layers of one range) together."""
+    live = [p for p in parts if p[0]]
+    if not live:
+        return NO_ROWS
+    return (
+        sum(p[0] for p in live),
+        max(p[1] for p in live),
+        sum(p[2] for p in live),
+        min(p[3] for p in live),
+        max(p[4] for p in live),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _range_span(cal: TradingCalendar, by: Timeframe, start: int, end: int) -> tuple[int, int]:
+    """:func:`~barfill.domain.sources.range_span`, remembered: a chart asks for the same range
+    again and again, and the calendar lookup costs more than a small read (~1.5 ms)."""
+    return range_span(cal, by, start, end)
 
 
 def _fetch(
-    cur: Any, dialect: str, where: str, params: list[Any], sources: Sequence[tuple[str, str, str]]
-) -> np.ndarray[Any, Any]:
-    """The rows as one record array, each numbered by its source in ``sources`` (-1: none of them)."""
+    cur: Any,
+    dialect: str,
+    where: str,
+    params: list[Any],
+    sources: Sequence[tuple[str, str, str]],
+    fingerprint: bool = False,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The rows as columns, each row numbered by its source in ``sources`` (``source`` -1: none of them).
+
+    Each row comes as ``ts * 2048 + flagged * 1024 + source`` and its seven
+    numbers (and, with ``fingerprint``, its fetch time), read into one flat
+    float64 run: one Python object fewer per row and no per-row record
+    conversion (1.8 ms of a 17.6 ms read of 13,000 rows). Integers up to
+    2**53 are exact in float64; a row past that (a trade count beyond any
+    market's) sends the read to :func:`_fetch_exact`.
+    """
+    if len(sources) >= _UNKNOWN_SOURCE:
+        raise DatabaseError(f"{len(sources)} sources in one read: at most {_UNKNOWN_SOURCE - 1} are")
+    sql, args = _fetch_sql(dialect, where, params, sources, packed=True, fingerprint=fingerprint)
+    cur.execute(sql, args)
+    width = 9 if fingerprint else 8
+    table = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.float64).reshape(-1, width)
+    key, trades = table[:, 0], table[:, 7]
+    if len(table) and max(float(np.abs(key).max()), float(np.abs(trades).max())) >= _EXACT:
+        return _fetch_exact(cur, dialect, where, params, sources, fingerprint)
+    packed = key.astype(np.int64)
+    source = packed & _UNKNOWN_SOURCE
+    source[source == _UNKNOWN_SOURCE] = -1
+    cols: dict[str, np.ndarray[Any, Any]] = {
+        name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(_READ_FLOATS, start=1)
+    }
+    cols |= {"ts": packed >> _KEY_BITS, "trade_count": trades.astype(np.int64), "source": source}
+    cols["flagged"] = (packed >> _SOURCE_BITS) & 1
+    if fingerprint:
+        cols["fetched_at"] = np.ascontiguousarray(table[:, 8])
+    return cols
+
+
+def _fetch_exact(
+    cur: Any,
+    dialect: str,
+    where: str,
+    params: list[Any],
+    sources: Sequence[tuple[str, str, str]],
+    fingerprint: bool,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """:func:`_fetch` for rows whose integers float64 cannot hold: one record per row."""
+    sql, args = _fetch_sql(dialect, where, params, sources, packed=False, fingerprint=fingerprint)
+    cur.execute(sql, args)
+    dtype = _READ_ROW_FINGERPRINT if fingerprint else _READ_ROW
+    rows = np.fromiter(cur, dtype=dtype)
+    return {name: np.ascontiguousarray(rows[name]) for name in dtype.names or ()}
+
+
+def _fetch_sql(
+    dialect: str,
+    where: str,
+    params: list[Any],
+    sources: Sequence[tuple[str, str, str]],
+    *,
+    packed: bool,
+    fingerprint: bool,
+) -> tuple[str, list[Any]]:
     mark = "?" if dialect == "sqlite" else "%s"
     whens = " ".join(
         f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}" for i in range(len(sources))
     )
-    cur.execute(
-        f"SELECT ts, open, high, low, close, volume, coalesce(vwap, {_NO_VWAP[dialect]}), "
-        f"coalesce(trade_count, -1), CASE {whens} ELSE -1 END FROM bars WHERE {where} ORDER BY ts",
-        [x for p, la, b in sources for x in (p, LAYER_CODES[la], b)] + params,
-    )
-    return np.fromiter(cur, dtype=_READ_ROW)
+    vwap = f"coalesce(vwap, {_NO_VWAP[dialect]})"
+    numbers = f"open, high, low, close, volume, {vwap}, coalesce(trade_count, -1)"
+    if packed:
+        flagged = f"CASE WHEN flag IS NULL THEN 0 ELSE {1 << _SOURCE_BITS} END"
+        head = f"ts * {1 << _KEY_BITS} + {flagged} + CASE {whens} ELSE {_UNKNOWN_SOURCE} END, {numbers}"
+    else:
+        head = f"ts, {numbers}, CASE {whens} ELSE -1 END, CASE WHEN flag IS NULL THEN 0 ELSE 1 END"
+    if fingerprint:
+        head += ", fetched_at"
+    sql = f"SELECT {head} FROM bars WHERE {where} ORDER BY ts"
+    return sql, [x for p, la, b in sources for x in (p, LAYER_CODES[la], b)] + params
 
 
 def _remember(
@@ -578,7 +718,7 @@ def _empty_rows(basis: Basis | None) -> _Rows:
 
 
 def _select(
-    rows: np.ndarray[Any, Any],
+    rows: dict[str, np.ndarray[Any, Any]],
     sources: Sequence[tuple[str, str, str, float]],
     calendar: TradingCalendar,
     by: Timeframe,
@@ -609,15 +749,12 @@ def _select(
             fetched_at=fetched[code],
         )
     keep = selection.keep & (ts >= start) & (ts < end)
+    names_kept = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
     if bool(keep.all()):
-        kept = rows
+        cols = {name: rows[name] for name in names_kept}
     else:
-        kept = rows[keep]
+        cols = {name: rows[name][keep] for name in names_kept}
         code = code[keep]
-    cols: dict[str, np.ndarray[Any, Any]] = {
-        name: np.ascontiguousarray(kept[name])
-        for name in ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
-    }
     return _Rows(cols, names[code, 0], names[code, 1], selection)
 
 
@@ -686,6 +823,46 @@ def read_bars(
         adjust=adjust,
         include_flagged=include_flagged,
     )
+    return _batch(ticker, tf, rows, provider)
+
+
+def read_bars_fingerprinted(
+    conn: Connection,
+    symbol_id: int,
+    timeframe: Timeframe,
+    start: int,
+    end: int,
+    *,
+    layers: Sequence[Layer | str],
+    adjust: Adjust | str | None = None,
+    include_flagged: bool = False,
+) -> tuple[BarBatch, Fingerprint]:
+    """:func:`read_bars`, and the :data:`Fingerprint` of ``[start, end)`` in ``layers`` from the same rows.
+
+    The fingerprint equals :func:`barfill.store.http_reads.bars_fingerprint`
+    of the range (every provider, flagged bars too), read in the same scan
+    as the bars instead of a second one: a cold chart read needs both.
+    """
+    tf, ticker, rows = _read(
+        conn,
+        symbol_id,
+        timeframe,
+        start,
+        end,
+        layers=layers,
+        provider=None,
+        precedence=None,
+        basis=None,
+        calendar=None,
+        range_by=None,
+        adjust=adjust,
+        include_flagged=include_flagged,
+        fingerprint=True,
+    )
+    return _batch(ticker, tf, rows, None), rows.fingerprint
+
+
+def _batch(ticker: str, tf: Timeframe, rows: _Rows, provider: str | None) -> BarBatch:
     present = set(rows.providers.tolist())
     names = [p for p in rows.selection.providers if p in present]
     label = provider if provider is not None else "+".join(names)

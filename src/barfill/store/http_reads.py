@@ -9,44 +9,50 @@ priority changes, and the "bars landed" feed of completed slices behind
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.domain.adjust import Adjust
 from barfill.domain.timeframes import Timeframe
+from barfill.errors import DatabaseError
 from barfill.store.actions import actions_fingerprint
+from barfill.store.bars import Fingerprint
 from barfill.store.db import db_now
-from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
+from barfill.store.schema import LAYER_CODES, TIMEFRAME_CODES, bars, coverage, job_definitions, job_runs, symbols
 
 
 def bars_fingerprint(
     conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int, layers: Sequence[str]
-) -> tuple[int, float, int, int, int]:
+) -> Fingerprint:
     """(rows, newest fetch, flagged rows, first ts, last ts) of a range: changes whenever its bars do.
 
     A write always carries a newer ``fetched_at`` and a deletion changes the
-    count, so equal fingerprints mean equal answers.
+    count, so equal fingerprints mean equal answers. One statement through
+    the driver: every cold chart read asks it, and building it with
+    SQLAlchemy's expression language cost a fifth of its time.
     """
-    row = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.max(bars.c.fetched_at), 0.0),
-            # A flag set or cleared without a rewrite (a neighbour judged again) changes this.
-            sa.func.count(bars.c.flag),
-            sa.func.coalesce(sa.func.min(bars.c.ts), 0),
-            sa.func.coalesce(sa.func.max(bars.c.ts), 0),
-        ).where(
-            bars.c.symbol_id == symbol_id,
-            bars.c.timeframe == timeframe.value,
-            bars.c.ts >= start,
-            bars.c.ts < end,
-            bars.c.layer.in_(list(layers)),
-        )
-    ).one()
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    layer_marks = ", ".join([mark] * len(layers))
+    sql = (
+        # count(flag): a flag set or cleared without a rewrite (a neighbour judged again) changes it.
+        "SELECT count(*), coalesce(max(fetched_at), 0.0), count(flag), coalesce(min(ts), 0), "
+        f"coalesce(max(ts), 0) FROM bars WHERE symbol_id = {mark} AND timeframe = {mark} "
+        f"AND ts >= {mark} AND ts < {mark} AND layer IN ({layer_marks})"
+    )
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, [symbol_id, TIMEFRAME_CODES[timeframe.value], start, end, *(LAYER_CODES[x] for x in layers)])
+        row = cur.fetchone()
+    except (psycopg.Error, sqlite3.Error) as e:
+        raise DatabaseError(f"reading the fingerprint of {timeframe.value} bars failed: {e}") from e
+    finally:
+        cur.close()
     return int(row[0]), float(row[1]), int(row[2]), int(row[3]), int(row[4])
 
 
@@ -59,14 +65,18 @@ def read_fingerprint(
     layers: Sequence[str],
     *,
     adjust: Adjust | None = None,
+    bars: Fingerprint | None = None,
 ) -> tuple[Any, ...]:
     """Everything a bar answer of this range depends on, for its ETag: equal means unchanged.
 
     The bars themselves and, for an adjusted read, the symbol's corporate
     actions. A writer of such an input outside a slice completion calls
-    :func:`notify_changed`.
+    :func:`notify_changed`. ``bars``: the bars' :func:`bars_fingerprint`,
+    already read (:func:`~barfill.store.bars.read_bars_fingerprinted`).
     """
-    fp: tuple[Any, ...] = (bars_fingerprint(conn, symbol_id, timeframe, start, end, layers),)
+    if bars is None:
+        bars = bars_fingerprint(conn, symbol_id, timeframe, start, end, layers)
+    fp: tuple[Any, ...] = (bars,)
     if adjust not in (None, Adjust.raw):
         fp += actions_fingerprint(conn, symbol_id)
     return fp
