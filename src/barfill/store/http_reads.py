@@ -24,7 +24,15 @@ from barfill.errors import DatabaseError
 from barfill.store.actions import actions_fingerprint
 from barfill.store.bars import Fingerprint
 from barfill.store.db import db_now
-from barfill.store.schema import LAYER_CODES, TIMEFRAME_CODES, bars, coverage, job_definitions, job_runs, symbols
+from barfill.store.schema import (
+    LAYER_CODES,
+    TIMEFRAME_CODES,
+    bars,
+    coverage,
+    job_definitions,
+    job_runs,
+    symbols,
+)
 
 
 def bars_fingerprint(
@@ -47,7 +55,9 @@ def bars_fingerprint(
     )
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(sql, [symbol_id, TIMEFRAME_CODES[timeframe.value], start, end, *(LAYER_CODES[x] for x in layers)])
+        cur.execute(
+            sql, [symbol_id, TIMEFRAME_CODES[timeframe.value], start, end, *(LAYER_CODES[x] for x in layers)]
+        )
         row = cur.fetchone()
     except (psycopg.Error, sqlite3.Error) as e:
         raise DatabaseError(f"reading the fingerprint of {timeframe.value} bars failed: {e}") from e
