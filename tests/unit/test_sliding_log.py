@@ -92,13 +92,13 @@ def test_a_grant_sent_late_holds_back_the_grant_n_after_it() -> None:
     log = Log({})
     _, first = log.take(T0, limit)
     log.take(T0 + g, limit)
-    log.defer(first, 0.2, limit)  # grant 0 left 0.2 s late
+    log.defer(first, 0.2)  # grant 0 left 0.2 s late
     d, _ = log.take(T0 + window, limit)
     assert not d.granted and d.wait_s == pytest.approx(0.2)
-    log.defer(first, 5.0, limit)  # deferring a grant the ring still holds keeps adding
+    log.defer(first, 5.0)  # deferring a grant the ring still holds keeps adding
     log.take(T0 + 10.0, limit)
     log.take(T0 + 11.0, limit)
-    log.defer(first, 99.0, limit)  # the ring has moved past grant 0: nothing changes
+    log.defer(first, 99.0)  # the ring has moved past grant 0: nothing changes
     assert sorted(seq for seq, _ in log.slots.values()) == [2, 3]
 
 
@@ -106,7 +106,7 @@ def test_a_late_previous_grant_holds_back_the_next_by_the_stagger() -> None:
     limit = RateLimit(requests=4, period_s=1.0)
     log = Log({})
     _, first = log.take(T0, limit)
-    log.defer(first, 0.5, limit)
+    log.defer(first, 0.5)
     d, _ = log.take(T0 + 0.1, limit)
     assert not d.granted and d.wait_s == pytest.approx(0.4 + sliding_log.stagger_s(limit))
 
@@ -173,7 +173,7 @@ def test_arrivals_within_the_margin_of_their_grant_never_fill_a_window(
             log.penalize(now, gap)
             continue
         if kind == "late" and last >= 0:
-            log.defer(last, gap, limit)  # grant ``last`` is sent ``gap`` late
+            log.defer(last, gap)  # grant ``last`` is sent ``gap`` late
             arrivals[-1] += gap
             continue
         d, seq = log.take(now, limit)

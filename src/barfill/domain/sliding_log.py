@@ -175,12 +175,14 @@ class Log:
             previous(self.seq, limit, prev_seq, prev_at, latest),
         )
 
-    def defer(self, seq: int, seconds: float, limit: RateLimit) -> None:
-        """Grant ``seq`` was sent ``seconds`` after it was granted: the grant N after it waits that too."""
-        slot = slot_of(seq, limit)
-        held = self.slots.get(slot)
-        if held is not None and held[0] == seq:
-            self.slots[slot] = (seq, held[1] + max(seconds, 0.0))
+    def defer(self, seq: int, seconds: float) -> None:
+        """Grant ``seq`` was sent ``seconds`` after it was granted: the grant N after it waits that too.
+
+        Wherever the ring holds it (N may have changed since); nothing if the ring moved past it.
+        """
+        for slot, (held, at) in self.slots.items():
+            if held == seq:
+                self.slots[slot] = (held, at + max(seconds, 0.0))
 
     def penalize(self, now: float, seconds: float) -> None:
         """A 429 / ``Retry-After``: nothing is granted before ``now + seconds``."""
