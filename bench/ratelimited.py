@@ -14,8 +14,8 @@ Figures, each per database (SQLite, PostgreSQL), over ``RUNS`` fresh runs:
   at the server): the target is <= 1.10;
 * **first-to-last request ÷ ((requests - 1) ÷ 4 s)**: the pipeline's pace alone,
   without start-up and the last commit (about 1.0: the limiter's sliding log
-  sends N per period + 3 % margin, and the first N of the job a 30 ms stagger
-  apart instead of one spacing apart);
+  sends N per period + 3 % margin, and the first N of the job half a spacing
+  apart instead of one);
 * **429s** seen by the server: the target is 0.
 """
 

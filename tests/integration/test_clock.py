@@ -123,7 +123,7 @@ def test_backoff_and_retry_after_follow_the_simulated_clock(simdb: Database, sim
 def test_rate_limiter_follows_the_simulated_clock(simdb: Database, sim: SimClock) -> None:
     limiter = SqlRateLimiter(simdb)
     limit = RateLimit(requests=5, period_s=60.0)
-    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)  # 61.8 s; 50 ms
+    window, g = sliding_log.window_s(limit), sliding_log.stagger_s(limit)  # 61.8 s; 0.25 s
     for _ in range(5):  # 5 a stagger apart
         assert limiter.try_acquire("polygon", limit) == 0.0
         sim.advance(g)

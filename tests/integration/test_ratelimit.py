@@ -185,7 +185,7 @@ def test_the_database_log_decides_as_the_pure_one(
             model.penalize(sim.now(), x)
         elif op == "defer" and last >= 0:
             limiter.defer(provider, last, x)
-            model.defer(last, x, limit)
+            model.defer(last, x)
         elif op == "other_limit":
             which = 1 - which
         else:

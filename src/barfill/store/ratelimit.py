@@ -1,7 +1,7 @@
 """A rate limiter shared by every worker process, held in the database: a sliding log of grants.
 
 The rule is :mod:`barfill.domain.sliding_log`'s: grant ``k`` is due at
-``max(not_before, grant[k - N] + period + margin)``. Per provider, one
+``max(not_before, grant[k - N] + period + margin, grant[k - 1] + stagger)``. Per provider, one
 ``rate_limits`` row holds the grant count ``seq`` and the penalty floor
 ``not_before``; ``rate_limit_slots`` holds the last N grant instants, a ring
 of N rows (slot ``k mod N`` holds grant ``k``). Times are Unix seconds on the
@@ -9,7 +9,7 @@ of N rows (slot ``k mod N`` holds grant ``k``). Times are Unix seconds on the
 
 Taking a slot is one short write transaction: lock the provider's row
 (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
-serializes writers), read the ring slot and the clock, decide with the pure
+serializes writers), read the two ring slots and the clock, decide with the pure
 functions, and on a grant overwrite the slot and count it. The rule lives
 in one place (the domain module); SQL only stores its state, and the tests
 check the two agree.
