@@ -68,6 +68,9 @@ from barfill.store.ratelimit import acquire, record_send
 from barfill.store.symbols import symbol_calendars
 
 log = logging.getLogger("barfill.worker")
+# The shortest wait for a provider's next slot: Unix seconds near 1.8e9 resolve to ~0.2 us, so a
+# shorter sleep on a simulated clock could leave the time unchanged and the loop polling forever.
+_MIN_SLOT_WAIT_S = 0.001
 # A group this many times smaller than a page is started alone (see Worker.run).
 SMALL_FRACTION = 10
 
@@ -315,8 +318,8 @@ class Worker:
             wait = self.app.limiter.peek(name, limit)
             if wait <= ahead:
                 ready.append(name)
-            else:
-                soonest = min(soonest, wait - ahead)
+            else:  # at least a millisecond: a sleep below the clock's resolution would never end the wait
+                soonest = min(soonest, max(wait - ahead, _MIN_SLOT_WAIT_S))
         self._slot_in_s = soonest
         return ready
 
