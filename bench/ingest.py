@@ -132,11 +132,16 @@ def _worker_env(db_url: str, server_url: str) -> dict[str, str]:
 
 
 class _PeakRss:
-    """The highest ``VmHWM`` (KiB) seen in ``/proc/PID/status`` while the process lives."""
+    """The highest ``VmHWM`` (KiB) seen in ``/proc/PID/status`` while the process lives,
+    and its CPU seconds (user + system, ``/proc/PID/stat``) over time, to tell how
+    much of the window the worker spent computing (one process: its threads share a GIL).
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.kib = 0
+        self.cpu: list[tuple[float, float]] = []  # (monotonic, CPU seconds so far)
+        self._tick = os.sysconf("SC_CLK_TCK")
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -144,12 +149,24 @@ class _PeakRss:
         while True:
             try:
                 status = Path(f"/proc/{self.pid}/status").read_text()
+                stat = Path(f"/proc/{self.pid}/stat").read_text()
             except OSError:
                 return
             if "VmHWM:" not in status:  # a zombie: its memory is gone
                 return
             self.kib = max(self.kib, int(status.split("VmHWM:")[1].split()[0]))
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+            self.cpu.append((time.monotonic(), (int(fields[11]) + int(fields[12])) / self._tick))
             time.sleep(0.02)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds the process used between two monotonic instants (nearest samples)."""
+
+        def at(when: float) -> float:
+            before = [cpu for t, cpu in self.cpu if t <= when]
+            return before[-1] if before else 0.0
+
+        return at(end) - at(start)
 
     def result(self) -> int:
         self._thread.join()
@@ -179,8 +196,9 @@ def _idle_rss_kib(db: Database, server: PrerenderedServer, logs: Path) -> int:
         proc.wait(timeout=30)
 
 
-def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float, int, dict[str, int]]:
-    """Run one draining worker; returns (seconds from first request to empty queue, peak RSS KiB, counts)."""
+def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float, int, dict[str, int], float]:
+    """Run one draining worker; returns (seconds from first request to empty queue, peak RSS KiB,
+    counts, worker CPU seconds in that window)."""
     from barfill.store.queue import SqlQueue
 
     queue = SqlQueue(db)
@@ -215,7 +233,8 @@ def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float
         raise RuntimeError("the worker made no request")
     if status != 0:
         raise RuntimeError(f"worker exit status {status}: {(logs / 'worker.log').read_text()[-3000:]}")
-    return done_at - server.first_at, peak.result(), counts
+    rss = peak.result()
+    return done_at - server.first_at, rss, counts, peak.cpu_between(server.first_at, done_at)
 
 
 def _stored_chunks(db: Database, ids: dict[str, int]) -> list[tuple[int, BarBatch]]:
@@ -255,7 +274,7 @@ def _measure(kind: str) -> list[Result]:
         served = sum(server.render(p) for p in paths)
         render_s = time.perf_counter() - t0
         page_mb = sum(len(b) for b in server.pages.values()) / 1e6
-        seconds, rss_kib, counts = _hydrate(db, server, Path(tmp))
+        seconds, rss_kib, counts, cpu_s = _hydrate(db, server, Path(tmp))
         with db.read() as conn:
             ids = {
                 str(t): int(i)
@@ -275,6 +294,7 @@ def _measure(kind: str) -> list[Result]:
         "pages_mb": round(page_mb, 1),
         "render_s": round(render_s, 2),
         "seconds": round(seconds, 2),
+        "worker_cpu_s": round(cpu_s, 2),  # ~seconds: the one worker process computed all along
         "derived_bars": derived,
         "final_counts": counts,
     }

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from barfill.domain.badbars import SPIKE, ZERO_VOLUME, flag_reasons, spikes
+from barfill.domain.badbars import (
+    LIQUID_MEDIAN_VOLUME,
+    SPIKE,
+    ZERO_VOLUME,
+    empty_in_liquid_session,
+    flag_reasons,
+    spikes,
+)
 
 
 def _flat(n: int, price: float = 100.0) -> np.ndarray:
@@ -66,3 +75,29 @@ def test_a_spike_that_is_also_empty_is_a_spike() -> None:
     close[2] = 10_000.0
     volume = np.array([5_000.0, 5_000.0, 0.0, 5_000.0, 5_000.0])
     assert flag_reasons(close, close, close, volume, np.zeros(5, dtype=np.int64))[2] == SPIKE
+
+
+def _per_session(volume: np.ndarray, session: np.ndarray) -> list[bool]:
+    """The zero-volume rule spelled out one session at a time (np.median of each)."""
+    out = []
+    for vol, key in zip(volume.tolist(), session.tolist(), strict=True):
+        same = volume[session == key]
+        out.append(key >= 0 and vol == 0 and float(np.median(same)) >= LIQUID_MEDIAN_VOLUME)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-1, 4),
+            st.sampled_from([0.0, 0.0, 500.0, 999.0, 1000.0, 1001.0, 5000.0, float("nan")]),
+        ),
+        max_size=40,
+    )
+)
+def test_the_sessions_medians_taken_at_once_equal_each_sessions_own(rows: list[tuple[int, float]]) -> None:
+    rows.sort(key=lambda r: r[0] if r[0] >= 0 else 99)  # sessions in order, out-of-session bars last
+    session = np.array([r[0] for r in rows], dtype=np.int64)
+    volume = np.array([r[1] for r in rows], dtype=np.float64)
+    assert empty_in_liquid_session(volume, session).tolist() == _per_session(volume, session)

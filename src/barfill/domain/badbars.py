@@ -83,10 +83,16 @@ def empty_in_liquid_session(volume: F64, session: I64) -> np.ndarray[Any, np.dty
     if not len(inside):
         return out
     keys, vols = session[inside], volume[inside]
-    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    for run, vol in zip(np.split(inside, cuts), np.split(vols, cuts), strict=True):
-        if float(np.median(vol)) >= LIQUID_MEDIAN_VOLUME:
-            out[run] = vol == 0
+    starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(keys)])
+    # Every run's median at once (as np.median: the middle value, or the mean of the two
+    # middle ones; NaN if the run holds a NaN): sort by run, then volume within it.
+    run = np.repeat(np.arange(len(starts)), sizes)
+    ordered = vols[np.lexsort((vols, run))]
+    median = (ordered[starts + (sizes - 1) // 2] + ordered[starts + sizes // 2]) / 2.0
+    median[np.add.reduceat(np.isnan(vols), starts) > 0] = np.nan
+    liquid = np.repeat(median >= LIQUID_MEDIAN_VOLUME, sizes)
+    out[inside] = liquid & (vols == 0)
     return out
 
 

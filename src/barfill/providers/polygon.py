@@ -51,16 +51,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from itertools import compress
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import httpx
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from barfill.domain.actions import CorporateAction, dividend, split, split_ratio
-from barfill.domain.bars import BarBatch, Basis
+from barfill.domain.bars import I64, BarBatch, Basis
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.capabilities import Capabilities, PageUnit, RateLimit
 from barfill.domain.timeframes import Timeframe
@@ -83,7 +85,7 @@ from barfill.providers.http import (
     redact,
     relabel,
     rows_list,
-    session_bars,
+    session_mask,
 )
 from barfill.providers.usage import AnswerCost
 
@@ -137,6 +139,18 @@ class _Page(msgspec.Struct, gc=False):
 _PAGE = msgspec.json.Decoder(_Page)
 _T, _VW, _N = attrgetter("t"), attrgetter("vw"), attrgetter("n")
 _OHLCV = tuple(attrgetter(k) for k in ("o", "h", "l", "c", "v"))
+
+
+class _Answer(NamedTuple):
+    """One parsed page: its bars, ``next_url``, ``queryCount`` (as sent), the
+    latest bar start it held before any row was dropped, and how many of its
+    rows lie outside the regular session."""
+
+    bars: BarBatch
+    next_url: Any
+    count: Any
+    last: int | None = None
+    outside: int = 0
 
 
 class PolygonProvider(HttpAdapter):
@@ -211,45 +225,45 @@ class PolygonProvider(HttpAdapter):
         pieces: list[BarBatch] = []
         read: int | None = None
         cut: int | None = None
+        outside = 0
         for _ in range(_MAX_PAGES):
             response = await get_ok(
                 self._client, url, provider=NAME, params=params, headers=headers, secrets=(self._api_key,)
             )
-            piece, next_url, count = self._parse_answer(response, symbol, timeframe)
+            page = self._parse_answer(response, symbol, timeframe, kept_only=True)
             del response  # the page's bytes go now, not when the next page arrives
+            piece, next_url, count = page.bars, page.next_url, page.count
+            outside += page.outside
             if len(piece):
                 pieces.append(piece)
             if count is not None:
                 n = integer(count, provider=NAME, field="queryCount", bar=symbol)
                 read = (read or 0) + n
                 if n >= PAGE_LIMIT:
-                    cut = self._cut(symbol, piece, start)
+                    cut = self._cut(symbol, page.last, start)
                     break
             if not next_url:
                 break
             url, params = self._checked_next(next_url), None  # next_url carries its own query
         else:
             fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
-        # concat sorts by ts, stably: as the rows of every page sorted together.
+        # concat sorts by ts, stably: as the rows of every page sorted together. The
+        # pages hold only the session's rows already (intraday; d1/w1 are relabelled).
         joined = BarBatch.concat(pieces) if pieces else BarBatch.empty(symbol, timeframe, NAME)
         batch = relabel(joined, self._calendar)
-        regular = session_bars(batch, self._calendar, extended=False)
         if read is not None:
-            usage.report(
-                AnswerCost(NAME, symbol, timeframe, start, end, read, cut, len(batch) - len(regular))
-            )
-        batch = session_bars(batch, self._calendar, extended=True) if self._extended else regular
+            usage.report(AnswerCost(NAME, symbol, timeframe, start, end, read, cut, outside))
         return batch.between(start, end if cut is None else min(cut, end))
 
     @staticmethod
-    def _cut(symbol: str, piece: BarBatch, start: int) -> int:
+    def _cut(symbol: str, last: int | None, start: int) -> int:
         """Where a page that read ``limit`` base aggregates stops being complete.
 
-        Polygon stops reading at the limit: the last bar returned may be built
-        from part of its minutes, and nothing after it is there. Bars from the
-        last one on are dropped; the caller re-plans the rest.
+        Polygon stops reading at the limit: the last bar returned (``last``,
+        extended hours included) may be built from part of its minutes, and
+        nothing after it is there. Bars from the last one on are dropped; the
+        caller re-plans the rest.
         """
-        last = int(piece.ts.max()) if len(piece) else None
         if last is None or last <= start:
             fail_payload(NAME, f"{symbol}: answer read the whole limit but holds no complete bar")
         return last
@@ -312,38 +326,65 @@ class PolygonProvider(HttpAdapter):
         )
 
     def _parse_answer(
-        self, response: httpx.Response, symbol: str, timeframe: Timeframe
-    ) -> tuple[BarBatch, Any, Any]:
+        self, response: httpx.Response, symbol: str, timeframe: Timeframe, *, kept_only: bool = False
+    ) -> _Answer:
         """One answer's bars (in the page's order), its ``next_url`` and ``queryCount``.
 
         The documented shape is decoded straight into typed structs and then
         columns (no dict per bar); anything else is decoded as generic JSON
         and parsed row by row, which names the bar and field at fault.
+
+        With ``kept_only`` an intraday page keeps only the rows this adapter
+        stores (the regular session, or the extended one if configured): they
+        are dropped before their other columns are built, since Polygon sends
+        pre/post-market minutes that outnumber the regular ones.
         """
         try:
             page = _PAGE.decode(response.content)
         except msgspec.MsgspecError:
             return self._parse_page(
-                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"), symbol, timeframe
+                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"),
+                symbol,
+                timeframe,
+                kept_only=kept_only,
             )
         self._check_page(page.status, page.ticker, page.adjusted, page.error or page.message, symbol)
         if page.results is msgspec.UNSET:  # resultsCount 0: an empty, covered range
-            return BarBatch.empty(symbol, timeframe, NAME), page.next_url, page.queryCount
+            return _Answer(BarBatch.empty(symbol, timeframe, NAME), page.next_url, page.queryCount)
         bars = page.results
         t_ms = np.fromiter(map(_T, bars), dtype=np.int64, count=len(bars))
         if len(bars) and int(np.abs(t_ms).max()) >= _EXACT_INT:  # the row parser reads t through float()
             return self._parse_page(
-                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"), symbol, timeframe
+                mapping(json_of(response, provider=NAME), provider=NAME, field="answer"),
+                symbol,
+                timeframe,
+                kept_only=kept_only,
             )
+        ts = t_ms // 1000
+        last = int(ts.max()) if len(ts) else None
+        outside = 0
+        if kept_only:
+            keep, outside = self._kept(ts, timeframe)
+            if not keep.all():
+                bars = list(compress(bars, keep))
+                ts = ts[keep]
         o, h, lo, c, v = (np.fromiter(map(get, bars), dtype=np.float64, count=len(bars)) for get in _OHLCV)
         vwap = np.array(list(map(_VW, bars)), dtype=np.float64)  # null -> NaN
         trades = np.array([-1 if n is None else n for n in map(_N, bars)], dtype=np.int64)
-        batch = BarBatch(symbol, timeframe, NAME, t_ms // 1000, o, h, lo, c, v, vwap, trades)
-        return batch, page.next_url, page.queryCount
+        batch = BarBatch(symbol, timeframe, NAME, ts, o, h, lo, c, v, vwap, trades)
+        return _Answer(batch, page.next_url, page.queryCount, last, outside)
+
+    def _kept(self, ts: I64, timeframe: Timeframe) -> tuple[npt.NDArray[np.bool_], int]:
+        """The rows of ``ts`` this adapter stores, and how many lie outside the regular session."""
+        regular = session_mask(ts, timeframe, self._calendar, extended=False)
+        outside = len(ts) - int(np.count_nonzero(regular))
+        if self._extended:
+            return session_mask(ts, timeframe, self._calendar, extended=True), outside
+        return regular, outside
 
     def _parse_page(
-        self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe
-    ) -> tuple[BarBatch, Any, Any]:
+        self, page: Mapping[str, Any], symbol: str, timeframe: Timeframe, *, kept_only: bool
+    ) -> _Answer:
         """:meth:`_parse_answer` for a generically decoded answer, row by row."""
         self._check_page(
             page.get("status"),
@@ -352,11 +393,16 @@ class PolygonProvider(HttpAdapter):
             page.get("error") or page.get("message"),
             symbol,
         )
+        next_url, count = page.get("next_url"), page.get("queryCount")
         if "results" not in page:  # resultsCount 0: an empty, covered range
-            return BarBatch.empty(symbol, timeframe, NAME), page.get("next_url"), page.get("queryCount")
+            return _Answer(BarBatch.empty(symbol, timeframe, NAME), next_url, count)
         results = rows_list(page["results"], provider=NAME, field="results")
         batch = BarBatch.from_rows(symbol, timeframe, NAME, self._parse_rows(results, symbol))
-        return batch, page.get("next_url"), page.get("queryCount")
+        last = int(batch.ts.max()) if len(batch) else None
+        if not kept_only:
+            return _Answer(batch, next_url, count, last)
+        keep, outside = self._kept(batch.ts, timeframe)
+        return _Answer(batch.take(keep), next_url, count, last, outside)
 
     def _check_page(self, status: Any, ticker: Any, adjusted: Any, error: Any, symbol: str) -> None:
         """An error status, another ticker or another basis than asked fails the answer."""

@@ -320,3 +320,19 @@ async def test_a_nan_literal_is_still_read_as_the_standard_decoder_reads_it() ->
     assert b"NaN" in body
     got = await fetch([body])
     assert len(got) == 2 and np.isnan(got.open[0]) and got.open[1] == 11.0
+
+
+@pytest.mark.parametrize("typed_path", [True, False], ids=["typed", "row by row"])
+async def test_a_page_that_read_the_limit_is_cut_at_its_last_bar_as_served(typed_path: bool) -> None:
+    """Extended-hours rows are dropped while parsing, but the cut still falls at the page's
+    last bar as served (post-market here): the regular-session bars before it are kept."""
+    minute = 60_000
+    day_close = ny(2024, 3, 4, 16, 0) * 1000
+    rows = [bar(0), bar(1), bar(389)]  # 09:30, 09:31, 15:59
+    rows += [bar(0, t=day_close + 60 * minute), bar(0, t=day_close + 3 * 60 * minute)]  # 17:00, 19:00
+    if not typed_path:
+        rows[1]["n"] = 7.0  # not an int: the typed decoder refuses the page
+    body = page(rows, queryCount=50_000)
+    assert typed(body) is typed_path
+    got = await fetch([json.dumps(body).encode()])
+    assert got.ts.tolist() == [T0 // 1000, T0 // 1000 + 60, T0 // 1000 + 389 * 60]
