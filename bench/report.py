@@ -3,8 +3,9 @@
 Generic over :class:`~bench.common.Result`: a new suite's figures appear
 without code here. Whether a target is met is read from the target text when
 it has the form ``<= X``, ``>= X``, ``< X`` or ``> X`` (optionally with a unit):
-with a unit, against the value (``ms`` and ``s`` convert); without one,
-against the ratio when there is one, else the value. Other targets
+with a unit, against the value (``ms`` and ``s`` convert); with ``x`` or after
+``ratio``, against the ratio; without one, against the ratio when there is
+one, else the value. Every part of a compound target must be met. Other targets
 (``reference``, ``~10 (linear)``) are shown as they are.
 """
 
@@ -29,13 +30,32 @@ _SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
 def target_met(r: Result) -> bool | None:
-    """Whether ``r`` meets its target; None when the target is not a comparison (or not comparable)."""
-    m = _TARGET.match(r.target)
+    """Whether ``r`` meets its target; None when no part of it is a comparison (or comparable).
+
+    A compound target ("p50 <= 10 ms, ratio <= 2", ">= 200,000 bars/s and ratio >= 0.5") is met only
+    if every comparable part is: reading the first part alone called a 0.47 upsert ratio "met".
+    """
+    verdicts = [_clause_met(r, part) for part in _CLAUSES.split(r.target)]
+    known = [v for v in verdicts if v is not None]
+    if not known:
+        return None
+    return all(known)
+
+
+_CLAUSES = re.compile(r"\s+and\s+|,\s+")
+_SUBJECT = re.compile(r"^\s*(ratio|p\d+)\s+")
+
+
+def _clause_met(r: Result, clause: str) -> bool | None:
+    subject = _SUBJECT.match(clause)
+    m = _TARGET.match(clause[subject.end() :] if subject else clause)
     if m is None:
         return None
     op, bound_text, unit = m.groups()
     bound = float(bound_text.replace(",", ""))
-    if unit:
+    if (subject is not None and subject.group(1) == "ratio") or unit == "x":
+        got = r.ratio
+    elif unit:
         if unit == r.unit:
             got = r.value
         elif unit in _SECONDS and r.unit in _SECONDS:
@@ -44,6 +64,8 @@ def target_met(r: Result) -> bool | None:
             return None
     else:
         got = r.ratio if r.ratio is not None else r.value
+    if got is None:
+        return None
     return {"<=": got <= bound, ">=": got >= bound, "<": got < bound, ">": got > bound}[op]
 
 

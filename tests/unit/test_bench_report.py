@@ -23,6 +23,13 @@ from bench.report import render, target_met
         (5.0, "ms", 10.2, "~10 (linear)", None),
         (5.0, "ms", None, "reference", None),
         (5.0, "ms", None, "", None),
+        # compound targets: every comparable part must hold
+        (357_705.9, "bars/s", 0.472, ">= 200,000 bars/s and ratio >= 0.5", False),
+        (357_705.9, "bars/s", 0.574, ">= 200,000 bars/s and ratio >= 0.5", True),
+        (36.2, "ms", 1.31, "p50 <= 10 ms, ratio <= 2", False),
+        (6.8, "ms", 0.24, "p50 <= 10 ms, ratio <= 2", True),
+        (88_524.7, "bars/s", 0.226, ">= 0.5 x raw bulk insert", False),
+        (299.0, "ms", 1.47, "<= one round-trip + 100 ms", None),
     ],
 )
 def test_target_met(value: float, unit: str, ratio: float | None, target: str, met: bool | None) -> None:
