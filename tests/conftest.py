@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from barfill.store import migrate
 from barfill.store.db import Database
+from barfill.testing.clock import SimClock
 
 PG_URL = os.environ.get("BARFILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _counter = itertools.count()
@@ -147,3 +148,19 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
     yield db
     db.dispose()
+
+
+SIM_T0 = 1_764_000_000.0  # 2025-11-24 16:00 UTC: where a test's simulated clock starts
+
+
+@pytest.fixture
+def sim() -> SimClock:
+    return SimClock(SIM_T0)
+
+
+@pytest.fixture
+def simdb(db: Database, sim: SimClock) -> Iterator[Database]:
+    """The test's database, opened again with the simulated clock."""
+    clocked = Database(db.url, clock=sim)
+    yield clocked
+    clocked.dispose()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 
 import pytest
 
@@ -34,19 +33,6 @@ from barfill.testing.clock import SimClock
 
 T0 = 1_764_000_000.0  # 2025-11-24 16:00 UTC
 HOUR = 3_600
-
-
-@pytest.fixture
-def sim() -> SimClock:
-    return SimClock(T0)
-
-
-@pytest.fixture
-def simdb(db: Database, sim: SimClock) -> Iterator[Database]:
-    """The test's database, opened again with the simulated clock."""
-    clocked = Database(db.url, clock=sim)
-    yield clocked
-    clocked.dispose()
 
 
 def _slices(db: Database, n: int, *, max_attempts: int = 5) -> list[NewSlice]:

@@ -55,19 +55,6 @@ REQUESTS_EACH = 25
 T0 = 1_764_000_000.0
 
 
-@pytest.fixture
-def sim() -> SimClock:
-    return SimClock(T0)
-
-
-@pytest.fixture
-def simdb(db: Database, sim: SimClock) -> Iterator[Database]:
-    """The test's database, opened again with the simulated clock."""
-    clocked = Database(db.url, clock=sim)
-    yield clocked
-    clocked.dispose()
-
-
 def _most_in_window(times: Sequence[float], window: float) -> int:
     """Most instants inside any half-open window (t - window, t], as a strict server counts."""
     times = sorted(times)
