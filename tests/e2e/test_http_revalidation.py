@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from barfill.bootstrap import App
@@ -183,5 +184,56 @@ def test_an_adjusted_read_revalidates_until_a_split_is_stored(db: Database) -> N
             # Bars before the ex date are halved; the ones from it on are as stored.
             assert np.allclose(np.array(after["c"])[early], np.array(before)[early] / 2)
             assert np.allclose(np.array(after["c"])[~early], np.array(before)[~early])
+    finally:
+        app.close()
+
+
+def test_another_symbols_commit_keeps_the_read_and_its_own_write_ends_it(db: Database) -> None:
+    """After a commit that wrote other symbols only, a read is served again from memory once its
+    symbol's change counter shows nothing changed; a write to its own bars is served at once."""
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(db, {"synthetic": provider})
+    _store(db, provider, START, END)
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            reads = server.fastapi_app.state.barfill_reads
+            _wait(lambda: reads.version.exact, "the data version (PostgreSQL: LISTEN) to be live")
+            first = c.get("/v1/bars/AAPL", params=PARAMS)
+            assert first.status_code == 200
+            version, misses = reads.version.current(), (reads.cache.misses, reads.columns.misses)
+
+            other = Database(db.url)
+            try:
+                with other.write() as conn:
+                    msft = ensure_symbols(conn, ["MSFT"])["MSFT"]
+                    batch = provider.truth("MSFT", Timeframe.m15, START, END)
+                    upsert_bars(conn, msft, batch, layer=Layer.historical, fetched_at=time.time())
+                    notify_changed(conn)
+                _wait(lambda: reads.version.current() != version, "the other commit to be seen")
+                again = c.get("/v1/bars/AAPL", params=PARAMS)
+                assert again.headers["etag"] == first.headers["etag"]
+                assert again.json() == first.json()
+                assert (reads.cache.misses, reads.columns.misses) == misses  # renewed, not read again
+
+                # Its own bars change (a vendor correction of one close, stored by another process).
+                with other.write() as conn:
+                    aapl = ensure_symbols(conn, ["AAPL"])["AAPL"]
+                    bar = provider.truth("AAPL", Timeframe.m15, START, START + 900)
+                    bar.close[:] = bar.close + 0.5
+                    upsert_bars(conn, aapl, bar, layer=Layer.historical, fetched_at=time.time() + 1)
+                    notify_changed(conn)
+            finally:
+                other.dispose()
+
+            def corrected() -> bool:
+                r = c.get("/v1/bars/AAPL", params=PARAMS)
+                return r.headers["etag"] != first.headers["etag"]
+
+            _wait(corrected, "the corrected bar to be served")
+            after = c.get("/v1/bars/AAPL", params=PARAMS).json()["layers"]["historical"]
+            want = first.json()["layers"]["historical"]
+            assert after["t"] == want["t"]
+            assert after["c"][0] == pytest.approx(want["c"][0] + 0.5)
+            assert after["c"][1:] == want["c"][1:]
     finally:
         app.close()

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from barfill.server.bars_out import BarQuery
 
 MAX_AGE_S = 5.0
+# How long a read may be renewed by its symbol's change counter alone (store.stamps) before it
+# is computed again in full: bounds what a writer that bypasses the store (hand-written SQL)
+# could leave stale.
+RENEW_FOR_S = 60.0
 MAX_ENTRIES = 10_000
 # Bar columns kept for repeated reads (2 years of m1 for one symbol: about 12 MB).
 COLUMN_BYTES = 256 * 1024 * 1024
@@ -112,8 +116,9 @@ class DataVersion:
 @dataclass(frozen=True)
 class _Entry(Generic[T]):
     version: tuple[int, int]
-    stamp: float
+    stamp: float  # when the value was last known current (computed or renewed)
     value: T
+    computed: float  # when the value was computed from the data itself
 
 
 class ReadCache(Generic[T]):
@@ -182,6 +187,24 @@ class ReadCache(Generic[T]):
                 self._computing.clear()
         return value
 
+    def stale(self, key: Hashable) -> tuple[tuple[int, int], T] | None:
+        """The value kept for ``key`` and the version it was kept under, current or not, unless it
+        was computed more than ``RENEW_FOR_S`` ago (then only a full recompute may serve it)."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry.computed > RENEW_FOR_S:
+            return None
+        return entry.version, entry.value
+
+    def renew(self, key: Hashable, was: tuple[int, int], version: tuple[int, int], stamp: float) -> bool:
+        """Keep ``key``'s value under ``version`` (read *before* checking it is unchanged), if it is
+        still the value kept under ``was``; False if it was replaced or dropped meanwhile."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.version != was:
+                return False
+            self._entries[key] = _Entry(version, stamp, entry.value, entry.computed)
+            return True
+
     def put(self, key: Hashable, value: T, version: tuple[int, int] | None, stamp: float) -> None:
         """Keep ``value``, computed from data read at ``version`` (taken *before* reading) and ``stamp``.
 
@@ -197,7 +220,7 @@ class ReadCache(Generic[T]):
             while self._entries and self._weight + weight > self.max_weight:
                 oldest = next(iter(self._entries))
                 self._weight -= self.weigh(self._entries.pop(oldest).value)
-            self._entries[key] = _Entry(version, stamp, value)
+            self._entries[key] = _Entry(version, stamp, value, stamp)
             self._weight += weight
 
 
@@ -242,7 +265,8 @@ class BarReads:
         self.version = DataVersion(db)
         # SQLite's version sees every commit: no age limit needed there.
         max_age = None if db.is_sqlite else MAX_AGE_S
-        self.cache: ReadCache[tuple[BarQuery, str]] = ReadCache(self.version, max_age_s=max_age)
+        # (query, ETag, the symbol's change counter read before its data: store.stamps)
+        self.cache: ReadCache[tuple[BarQuery, str, int]] = ReadCache(self.version, max_age_s=max_age)
         self.columns: ReadCache[tuple[Columns, str]] = ReadCache(
             self.version, max_age_s=max_age, weigh=_column_bytes, max_weight=COLUMN_BYTES
         )

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable, Hashable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -42,7 +43,7 @@ from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
-from barfill.store import http_reads
+from barfill.store import http_reads, stamps
 from barfill.store.bars import Fingerprint, merge_fingerprints, upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
@@ -271,8 +272,11 @@ def _bar_query(
     adjust: str | None = None,
     include_flagged: bool = False,
     keep_columns: BarReads | None = None,
-) -> tuple[bars_out.BarQuery, str]:
+) -> tuple[bars_out.BarQuery, str, int]:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
+
+    Also returns the symbol's change counter (:mod:`barfill.store.stamps`), read
+    before any of its data, so :func:`_reuse` can later tell the answer stands.
 
     ``default_end`` is the end when ``end`` is not given: just past the forming
     bar, on the bar grid (the same range, and ETag, all bar long). An adjusted
@@ -314,6 +318,7 @@ def _bar_query(
         if found is None:
             raise HTTPException(404, f"Symbol {ticker} not found")
         sid = found
+        seq = stamps.read(conn, sid)
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
         q = bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged)
@@ -327,7 +332,38 @@ def _bar_query(
         fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
     shape = (ticker, tf.value, lo, hi, names, fp, wanted_adjust, include_flagged)
     tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
-    return q, f'"{tag}"'
+    return q, f'"{tag}"', seq
+
+
+def _reuse(app: App, reads: BarReads, key: Hashable) -> tuple[bars_out.BarQuery, str, int] | None:
+    """A read kept under an older data version, served again if its symbol's change counter has
+    not moved since: one point query instead of reading the bars again after every commit of
+    another symbol (a busy store commits all the time). Blocking: call it from a worker thread.
+
+    Its columns are renewed with it when they were kept under the same version (same data).
+    """
+    kept = reads.cache.stale(key)
+    if kept is None:
+        return None
+    was, value = kept
+    version, stamp = reads.version.current(), time.monotonic()  # before the check, as compute does
+    if version is None:
+        return None
+    q, _tag, seq = value
+    with app.db.read() as conn:
+        if stamps.read(conn, q.symbol_id) != seq:
+            return None
+    if not reads.cache.renew(key, was, version, stamp):
+        return None
+    for layer in q.layers:
+        reads.columns.renew(bars_out.columns_key(q, layer), was, version, stamp)
+    return value
+
+
+def _reuse_or_compute(
+    app: App, reads: BarReads, key: Hashable, make: Callable[[], tuple[bars_out.BarQuery, str, int]]
+) -> tuple[bars_out.BarQuery, str, int]:
+    return _reuse(app, reads, key) or reads.cache.compute(key, make)
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])
@@ -372,8 +408,8 @@ async def get_bars(
         keep = reads if fmt == "json" and not if_none_match else None
         args = (symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged, keep)
         make = functools.partial(_bar_query, app, *args)
-        found = await run_in_threadpool(reads.cache.compute, key, make)
-    q, tag = found
+        found = await run_in_threadpool(_reuse_or_compute, app, reads, key, make)
+    q, tag, _seq = found
     etag = format_etag(tag, fmt)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag_matches(etag, if_none_match):

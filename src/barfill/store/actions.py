@@ -23,6 +23,7 @@ from barfill.domain.adjust import Adjust, adjust_columns, needs_reference
 from barfill.domain.bars import Basis
 from barfill.domain.calendar import TradingCalendar
 from barfill.domain.timeframes import Timeframe
+from barfill.store import stamps
 from barfill.store.db import db_now
 from barfill.store.schema import action_refreshes, bars, corporate_actions, symbols
 from barfill.store.symbols import insert_on_conflict
@@ -70,6 +71,8 @@ def upsert_actions(conn: Connection, symbol_id: int, actions: Sequence[Corporate
             )
         )
         changed += 1
+    if changed:
+        stamps.touch(conn, symbol_id)
     return changed
 
 
@@ -89,6 +92,7 @@ def replace_actions(
     ).all()
     gone = [int(r.id) for r in stored if (str(r.kind), str(r.ex_date)) not in kept]
     if gone:
+        stamps.touch(conn, symbol_id)
         conn.execute(sa.delete(corporate_actions).where(c.id.in_(gone)))
     return changed + len(gone)
 

@@ -55,6 +55,7 @@ from barfill.domain.sources import (
 )
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError, InvalidInput
+from barfill.store import stamps
 from barfill.store.actions import adjust_read
 from barfill.store.schema import LAYER_CODES, LAYER_NAMES, TIMEFRAME_CODES, bars, symbols
 
@@ -173,6 +174,7 @@ def upsert_bars(
     batch = _unique_ts(batch)
     if len(batch) == 0:
         return 0
+    stamps.touch(conn, symbol_id)
     dbapi = conn.connection.driver_connection
     try:
         if conn.dialect.name == "postgresql":
@@ -972,6 +974,7 @@ def delete_bars(
     tf = Timeframe.parse(timeframe)
     span = interval(unix_seconds(start, "start"), unix_seconds(end, "end"))
     (layer_value,) = _parse_layers([layer])
+    stamps.touch(conn, symbol_id)
     result = conn.execute(
         sa.delete(bars).where(
             bars.c.symbol_id == symbol_id,

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
 from barfill.errors import DatabaseError, DatabaseUnavailable, InvalidInput
+from barfill.store import stamps
 
 if TYPE_CHECKING:
     from barfill.ports import Clock
@@ -126,8 +127,13 @@ class Database:
         with wrap_exceptions(self.url), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(barfill_write=True)
-            with conn.begin():
-                yield conn
+            stamps.begin(conn)
+            try:
+                with conn.begin():
+                    yield conn
+                    stamps.flush(conn)  # the touched symbols' counters move with this commit
+            finally:
+                stamps.end(conn)
 
     def now(self) -> float:
         """The database clock, in Unix seconds."""

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from barfill.domain.badbars import SPIKE, flag_reasons
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import TradingCalendar
+from barfill.store import stamps
 from barfill.store.schema import bars
 
 _CONTEXT = 2  # stored neighbours read on each side
@@ -105,6 +106,7 @@ def reflag(
         elif reason != SPIKE and row.flag == SPIKE:
             updates.append({"b_ts": int(row.ts), "b_flag": None})
     if updates:
+        stamps.touch(conn, symbol_id)
         b = bars.c
         stmt = (
             sa.update(bars)

@@ -231,6 +231,16 @@ rate_limit_slots = Table(
     Column("granted_at", Double, nullable=False),
 )
 
+# A change counter per symbol, moved when a transaction that wrote its bars, bar flags or
+# corporate actions commits (store.stamps): a server reuses what it read while it stands
+# (migration 0013).
+symbol_stamps = Table(
+    "symbol_stamps",
+    metadata,
+    Column("symbol_id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
 # What a provider really counts against its page limit for a symbol, learned from its
 # answers (Polygon's queryCount): base aggregates per unit the planner models (an
 # extended-hours minute, or a session for day bars). Below 1 for a symbol that trades

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
+from barfill.store import stamps
 from barfill.store.db import db_now
 from barfill.store.schema import bars, corrections, verifications
 from barfill.store.symbols import insert_on_conflict
@@ -142,6 +143,7 @@ def delete_stored(conn: Connection, symbol_id: int, batch_like: BarBatch, ts: Se
     """Delete the historical bars of ``batch_like``'s (timeframe, provider) at ``ts``."""
     if not len(ts):
         return 0
+    stamps.touch(conn, symbol_id)
     b = bars.c
     return int(
         conn.execute(
