@@ -24,6 +24,7 @@ from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.store import stamps
 from barfill.store.actions import replace_actions
 from barfill.store.api_keys import create_key, revoke_key
 from barfill.store.bars import upsert_bars
@@ -235,5 +236,36 @@ def test_another_symbols_commit_keeps_the_read_and_its_own_write_ends_it(db: Dat
             assert after["t"] == want["t"]
             assert after["c"][0] == pytest.approx(want["c"][0] + 0.5)
             assert after["c"][1:] == want["c"][1:]
+    finally:
+        app.close()
+
+
+def test_a_flag_moved_between_bars_changes_the_etag(db: Database) -> None:
+    """Every count of the bars' fingerprint stays as it was; the symbol's change counter does not."""
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(db, {"synthetic": provider})
+    _store(db, provider, START, END)
+    bar = sa.table("bars", sa.column("ts"), sa.column("flag"))
+    with db.write() as conn:
+        conn.execute(sa.update(bar).where(bar.c.ts == START).values(flag="spike"))
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            reads = server.fastapi_app.state.barfill_reads
+            _wait(lambda: reads.version.exact, "the data version (PostgreSQL: LISTEN) to be live")
+            first = c.get("/v1/bars/AAPL", params=PARAMS)
+            assert first.json()["layers"]["historical"]["t"][0] == START + 900
+            with db.write() as conn:  # as store.flags.reflag does: same transaction, one touch
+                conn.execute(sa.update(bar).where(bar.c.ts == START).values(flag=None))
+                conn.execute(sa.update(bar).where(bar.c.ts == START + 900).values(flag="spike"))
+                stamps.touch(conn, ensure_symbols(conn, ["AAPL"])["AAPL"])
+                notify_changed(conn)
+
+            def moved() -> bool:
+                r = c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": first.headers["etag"]})
+                return r.status_code == 200
+
+            _wait(moved, "the moved flag to end the 304s")
+            t = c.get("/v1/bars/AAPL", params=PARAMS).json()["layers"]["historical"]["t"]
+            assert t[:2] == [START, START + 1800]
     finally:
         app.close()

@@ -330,7 +330,8 @@ def _bar_query(
                 keep_columns.columns.put(bars_out.columns_key(q, layer), cols, version, stamp)
         bars_fp = None if scanned is None else merge_fingerprints(scanned)
         fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
-    shape = (ticker, tf.value, lo, hi, names, fp, wanted_adjust, include_flagged)
+    # seq: a flag moved from one bar to another leaves every count of the fingerprint as it was.
+    shape = (ticker, tf.value, lo, hi, names, fp, seq, wanted_adjust, include_flagged)
     tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
     return q, f'"{tag}"', seq
 
