@@ -138,7 +138,8 @@ def _write_own(db: Database, sid: int, tf: Timeframe, end: int) -> None:
         with other.read() as conn:
             newest = read_bars(conn, sid, tf, end - 7 * 86_400, end, layers=["historical"])
         with other.write() as conn:
-            upsert_bars(conn, sid, newest.take(slice(len(newest) - 1, None)), layer=Layer.historical, fetched_at=time.time())
+            last = newest.take(slice(len(newest) - 1, None))
+            upsert_bars(conn, sid, last, layer=Layer.historical, fetched_at=time.time())
     finally:
         other.dispose()
 
