@@ -757,8 +757,8 @@ class WriteTurns:
     then waits for the whole queue of commits, no page is fetched meanwhile,
     and fetching and committing take turns instead of overlapping (profiled:
     claims waited up to 0.6 s). Here a short write (``urgent``) goes next,
-    between two commits; the rest keep their order. A no-op for PostgreSQL,
-    whose writers do not exclude one another.
+    between two commits. A no-op for PostgreSQL, whose writers do not exclude
+    one another.
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -766,6 +766,7 @@ class WriteTurns:
         self._cond = threading.Condition()
         self._busy = False
         self._urgent = 0  # urgent writers waiting
+        self.waiting = 0  # every writer waiting
 
     @contextlib.contextmanager
     def __call__(self, *, urgent: bool) -> Iterator[None]:
@@ -774,11 +775,13 @@ class WriteTurns:
             return
         with self._cond:
             self._urgent += urgent
+            self.waiting += 1
             try:
                 while self._busy or (self._urgent and not urgent):
                     self._cond.wait()
             finally:
                 self._urgent -= urgent
+                self.waiting -= 1
             self._busy = True
         try:
             yield
