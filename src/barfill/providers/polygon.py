@@ -351,8 +351,7 @@ class PolygonProvider(HttpAdapter):
         self._check_page(page.status, page.ticker, page.adjusted, page.error or page.message, symbol)
         if page.results is msgspec.UNSET:  # resultsCount 0: an empty, covered range
             return _Answer(BarBatch.empty(symbol, timeframe, NAME), page.next_url, page.queryCount)
-        bars, next_url, count = page.results, page.next_url, page.queryCount
-        del page  # the list of every row goes once the kept rows are picked (2.4 dropped per kept)
+        bars = page.results
         t_ms = np.fromiter(map(_T, bars), dtype=np.int64, count=len(bars))
         if len(bars) and int(np.abs(t_ms).max()) >= _EXACT_INT:  # the row parser reads t through float()
             return self._parse_page(
@@ -373,7 +372,7 @@ class PolygonProvider(HttpAdapter):
         vwap = np.array(list(map(_VW, bars)), dtype=np.float64)  # null -> NaN
         trades = np.array([-1 if n is None else n for n in map(_N, bars)], dtype=np.int64)
         batch = BarBatch(symbol, timeframe, NAME, ts, o, h, lo, c, v, vwap, trades)
-        return _Answer(batch, next_url, count, last, outside)
+        return _Answer(batch, page.next_url, page.queryCount, last, outside)
 
     def _kept(self, ts: I64, timeframe: Timeframe) -> tuple[npt.NDArray[np.bool_], int]:
         """The rows of ``ts`` this adapter stores, and how many lie outside the regular session."""
