@@ -398,11 +398,16 @@ class Worker:
                 if s.id in lost:
                     continue
                 try:
-                    await asyncio.to_thread(self.app.queue.heartbeat, s, self.lease_s)
+                    await asyncio.to_thread(self._heartbeat_one, s)
                 except LeaseLost:
                     lost.add(s.id)
                 except DatabaseError as e:  # try again next beat; the lease has slack
                     log.warning("slice %s: heartbeat failed (%s)", s.id, e)
+
+    def _heartbeat_one(self, s: ClaimedSlice) -> None:
+        # Urgent: behind back-to-back commits a beat polling SQLite's busy handler could miss every gap.
+        with self._turns(urgent=True):
+            self.app.queue.heartbeat(s, self.lease_s)
 
     async def _fetch_and_commit(self, group: list[ClaimedSlice], lost: set[int]) -> None:
         first = group[0]  # a group shares one range, provider, layer and purpose
@@ -447,7 +452,7 @@ class Worker:
             if e.code == "http_429" and attempted:
                 name = attempted[-1]
                 wait = e.retry_after_s or 2 * self.app.providers[name].capabilities.rate_limit.interval_s
-                await asyncio.to_thread(self.app.limiter.penalize, name, wait)
+                await asyncio.to_thread(self._limiter.penalize, name, wait)
             for s in group:
                 await self._fail(s, e.code, str(e), retryable=e.retryable, retry_after_s=e.retry_after_s)
             return
@@ -513,7 +518,7 @@ class Worker:
         """
         for name in dict.fromkeys(failed):
             try:
-                await asyncio.to_thread(self.app.limiter.record_error, name)
+                await asyncio.to_thread(self._limiter.record_error, name)
             except DatabaseError as e:
                 log.warning("%s: error counter not updated (%s)", name, e)
 
