@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 
 import numpy as np
@@ -100,6 +101,27 @@ def test_overlapping_large_upsert_updates_and_inserts(db: Database) -> None:
         assert count_bars(conn) == 4_500
         got = read_bars(conn, sid, "m1", T0, END)
     assert got.open[0] == 100.0 and got.open[1_500] == 5_000.0 and got.open[-1] == 5_000.0 + 2_999
+
+
+def test_sqlite_upsert_fits_the_old_bound_value_limit(db: Database) -> None:
+    """SQLite before 3.32 binds at most 999 values per statement: the upsert splits rows to fit."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's limit on bound values")
+    sid = _symbol(db)
+    batch = _batch(1_000)
+    with db.write() as conn:
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        before = dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        try:
+            assert upsert_bars(conn, sid, batch, layer=Layer.historical, fetched_at=1.0) == 1_000
+            assert upsert_bars(conn, sid, batch, layer=Layer.historical, fetched_at=2.0) == 1_000
+        finally:
+            dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+    with db.read() as conn:
+        assert count_bars(conn) == 1_000
+        _same(read_bars(conn, sid, "m1", T0, END), batch)
+        assert conn.execute(sa.select(bars.c.fetched_at).distinct()).scalars().all() == [2.0]
 
 
 def test_repeated_ts_in_a_batch_keeps_the_last(db: Database) -> None:
