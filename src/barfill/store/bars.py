@@ -666,7 +666,8 @@ def _fetch_sql(
     mark = "?" if dialect == "sqlite" else "%s"
     provider = _PROVIDER_ID.format(mark=mark)
     whens = " ".join(
-        f"WHEN provider = {provider} AND layer = {mark} AND basis = {mark} THEN {i}" for i in range(len(sources))
+        f"WHEN provider = {provider} AND layer = {mark} AND basis = {mark} THEN {i}"
+        for i in range(len(sources))
     )
     vwap = f"coalesce(vwap, {_NO_VWAP[dialect]})"
     numbers = f"open, high, low, close, volume, {vwap}, coalesce(trade_count, -1)"

@@ -33,12 +33,16 @@ def provider_id(dbapi: Any, name: str, *, sqlite: bool) -> int:
         cur.execute(f"SELECT id FROM providers WHERE name = {mark}", (name,))
         row = cur.fetchone()
         if row is None:
-            cur.execute(f"INSERT INTO providers (name) VALUES ({mark}) ON CONFLICT (name) DO NOTHING", (name,))
+            cur.execute(
+                f"INSERT INTO providers (name) VALUES ({mark}) ON CONFLICT (name) DO NOTHING", (name,)
+            )
             cur.execute(f"SELECT id FROM providers WHERE name = {mark}", (name,))
             row = cur.fetchone()
     finally:
         cur.close()
     found = int(row[0])
     if found > MAX_PROVIDER_ID:
-        raise DatabaseError(f"no provider id left for {name!r}: bars.provider holds at most {MAX_PROVIDER_ID}")
+        raise DatabaseError(
+            f"no provider id left for {name!r}: bars.provider holds at most {MAX_PROVIDER_ID}"
+        )
     return found

@@ -116,7 +116,7 @@ class _ProviderName(TypeDecorator[str]):
     impl = SmallInteger
     cache_ok = True
 
-    def bind_expression(self, bindvalue: BindParameter[str]) -> ColumnElement[int]:
+    def bind_expression(self, bindvalue: BindParameter[str]) -> ColumnElement[Any]:
         name = type_coerce(bindvalue, String())
         return select(providers.c.id).where(providers.c.name == name).scalar_subquery()
 
