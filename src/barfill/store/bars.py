@@ -34,7 +34,7 @@ import functools
 import itertools
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -119,6 +119,7 @@ _COPY_TUPLE = np.dtype(
 _ROW_FIELDS = tuple(c.strip() for c in _INSERT_COLUMNS.split(","))
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_COPY_PIECE_ROWS = 16_384  # ~1.8 MB of bars rows (see encode_copy_rows)
 
 DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
 # (rows, newest fetch, flagged rows, first ts, last ts) of a range and layers: the input of a
@@ -226,8 +227,22 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-def encode_copy_rows(key: _Key, batch: BarBatch, fetched_at: float) -> bytes:
-    """Whole ``bars`` rows as a binary ``COPY`` stream; a NaN vwap or a -1 trade_count is NULL.
+def encode_copy_rows(key: _Key, batch: BarBatch, fetched_at: float) -> Iterator[bytes]:
+    """Whole ``bars`` rows as a binary ``COPY`` stream, in pieces of at most ``_COPY_PIECE_ROWS`` rows.
+
+    The header comes first and the trailer last, each a piece of its own.
+    Written piece by piece, the server parses and indexes one piece while the
+    next is encoded, and each piece's buffers stay small: one write of a
+    50,000-row batch (~5.5 MB) was measured 1.1-1.25x slower (bench store).
+    """
+    yield _COPY_HEADER
+    for start in range(0, len(batch), _COPY_PIECE_ROWS):
+        yield _encode_rows(key, batch.take(slice(start, start + _COPY_PIECE_ROWS)), fetched_at)
+    yield _COPY_TRAILER
+
+
+def _encode_rows(key: _Key, batch: BarBatch, fetched_at: float) -> bytes:
+    """The rows of a binary ``COPY`` stream (no header, no trailer); a NaN vwap or a -1 trade_count is NULL.
 
     The key codes (timeframe, provider, layer: ``schema.TIMEFRAME_CODES``, the
     provider's id, ``LAYER_CODES``) and the basis text are constant within a
@@ -262,13 +277,13 @@ def encode_copy_rows(key: _Key, batch: BarBatch, fetched_at: float) -> bytes:
         rows[name] = getattr(batch, name)
     nulls = {"vwap": np.isnan(batch.vwap), "trade_count": batch.trade_count == -1}
     if not any(mask.any() for mask in nulls.values()):
-        return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+        return rows.tobytes()
     keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
     for name, mask in nulls.items():
         rows[f"len_{name}"][mask] = -1
         offset = layout[name][1]
         keep[mask, offset : offset + 8] = False
-    return _COPY_HEADER + rows.view(np.uint8).reshape(keep.shape)[keep].tobytes() + _COPY_TRAILER
+    return rows.view(np.uint8).reshape(keep.shape)[keep].tobytes()
 
 
 def _pg_copy_direct(cur: Any, key: _Key, batch: BarBatch, fetched_at: float) -> bool:
@@ -282,7 +297,8 @@ def _pg_copy_direct(cur: Any, key: _Key, batch: BarBatch, fetched_at: float) -> 
     cur.execute("SAVEPOINT barfill_bars")
     try:
         with cur.copy(f"COPY bars ({_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(encode_copy_rows(key, batch, fetched_at))
+            for piece in encode_copy_rows(key, batch, fetched_at):
+                copy.write(piece)
     except sys.modules["psycopg"].errors.UniqueViolation:  # a psycopg cursor: the driver is loaded
         cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
         return False
