@@ -6,8 +6,9 @@ same bars again (every row a conflict: the update path). The baseline loads
 the same rows into an unindexed table with the same columns, the fastest
 plain way each driver offers: ``executemany`` on SQLite, binary ``COPY`` on
 PostgreSQL. Both carry ``bars``' 14 columns (with the adjustment ``basis``);
-the baseline's timeframe and layer stay text, as ``bars``' were before they
-became codes (migration 0011), so the baseline is the same as before it.
+the baseline's timeframe, layer and provider stay text, as ``bars``' were
+before they became codes and ids (migrations 0011, 0012), so the baseline is
+the same as before them.
 Baseline and subject are measured in interleaved rounds; medians (``_measure``).
 """
 

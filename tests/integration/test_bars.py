@@ -58,7 +58,8 @@ def _same(a: BarBatch, b: BarBatch) -> None:
         np.testing.assert_array_equal(getattr(a, col), getattr(b, col), err_msg=col)
 
 
-@pytest.mark.parametrize("n", [5, 3_000])  # 3,000 takes PostgreSQL's plain-INSERT fast path
+# 3,000 takes PostgreSQL's COPY fast path; 40,000 crosses its pieces (bars._COPY_PIECE_ROWS), NULLs included
+@pytest.mark.parametrize("n", [5, 3_000, 40_000])
 def test_upsert_is_idempotent(db: Database, n: int) -> None:
     sid = _symbol(db)
     batch = _batch(n)

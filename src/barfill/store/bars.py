@@ -7,7 +7,8 @@ commit. The two drivers are fed the way each is fastest:
 
 * PostgreSQL: when nothing is stored yet in the batch's range (the usual
   case) the batch is encoded with numpy as binary ``COPY`` straight into
-  ``bars`` under a savepoint, NULL vwap/trade_count included. Otherwise it
+  ``bars`` under a savepoint, NULL vwap/trade_count included, and sent in
+  pieces that the server works on while the next is encoded. Otherwise it
   is copied into a temporary table (``ON COMMIT DROP``) and merged with one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``: ON CONFLICT's speculative
   insertion is measured to cost 20-40% of the rate, and ``MERGE`` (hash join
@@ -36,8 +37,8 @@ import functools
 import itertools
 import sqlite3
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -59,6 +60,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError, InvalidInput
 from barfill.store import stamps
 from barfill.store.actions import adjust_read
+from barfill.store.provider_ids import provider_id
 from barfill.store.schema import LAYER_CODES, LAYER_NAMES, TIMEFRAME_CODES, bars, symbols
 
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes never need it.
@@ -77,7 +79,7 @@ _INSERT_COLUMNS = (
     "symbol_id, timeframe, ts, provider, layer, open, high, low, close, volume, vwap, trade_count, "
     "fetched_at, basis"
 )
-# Both dialects stage the batch in a temporary table and merge it with one statement.
+# PostgreSQL stages a batch that must be merged in a temporary table, then one statement merges it.
 # ``WHERE true`` lets SQLite parse ``INSERT ... SELECT ... ON CONFLICT`` unambiguously.
 _STAGE = "_barfill_bars_in"
 _STAGE_COLUMNS = "ts, open, high, low, close, volume, vwap, trade_count"
@@ -116,6 +118,7 @@ _COPY_TUPLE = np.dtype(
 _ROW_FIELDS = tuple(c.strip() for c in _INSERT_COLUMNS.split(","))
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_COPY_PIECE_ROWS = 16_384  # ~1.8 MB of bars rows (see encode_copy_rows)
 
 DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
 # (rows, newest fetch, flagged rows, first ts, last ts) of a range and layers: the input of a
@@ -173,13 +176,23 @@ def upsert_bars(
         return 0
     stamps.touch(conn, symbol_id)
     dbapi = conn.connection.driver_connection
+    sqlite = conn.dialect.name == "sqlite"
     try:
-        if conn.dialect.name == "postgresql":
-            return _upsert_postgres(dbapi, symbol_id, batch, layer, fetched_at)
-        return _upsert_sqlite(dbapi, symbol_id, batch, layer, fetched_at)
+        key = _Key(symbol_id, provider_id(dbapi, batch.provider, sqlite=sqlite), layer)
+        if not sqlite:
+            return _upsert_postgres(dbapi, key, batch, fetched_at)
+        return _upsert_sqlite(dbapi, key, batch, fetched_at)
     except _driver_errors() as e:
         # Raw driver calls bypass SQLAlchemy's wrapping; speak barfill's language here.
         raise DatabaseError(f"writing {len(batch)} {batch.symbol} bars failed: {e}") from e
+
+
+class _Key(NamedTuple):
+    """The key columns a batch's rows share, as stored: ``provider`` is its ``providers.id``."""
+
+    symbol_id: int
+    provider: int
+    layer: Layer
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
@@ -214,17 +227,35 @@ def encode_copy_binary(batch: BarBatch) -> bytes:
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bytes:
-    """Whole ``bars`` rows as a binary ``COPY`` stream; a NaN vwap or a -1 trade_count is NULL.
+def encode_copy_rows(key: _Key, batch: BarBatch, fetched_at: float) -> Iterator[bytes]:
+    """Whole ``bars`` rows as a binary ``COPY`` stream, in pieces of at most ``_COPY_PIECE_ROWS`` rows.
 
-    The key codes (timeframe, layer: ``schema.TIMEFRAME_CODES``, ``LAYER_CODES``)
-    and text columns (provider, basis) are constant within a batch, so each row
-    is fixed-width and the stream is one numpy structured array. A NULL field
-    is length -1 with no value bytes: those 8 bytes are cut out of the rows
-    with one byte mask (only when there is a NULL).
+    The header comes first and the trailer last, each a piece of its own.
+    Written piece by piece, the server parses and indexes one piece while the
+    next is encoded, and each piece's buffers stay small: one write of a
+    50,000-row batch (~5.5 MB) was measured 1.1-1.25x slower (same-run pairs).
     """
-    texts = {"provider": batch.provider.encode(), "basis": batch.basis.value.encode()}
-    codes = {"timeframe": TIMEFRAME_CODES[batch.timeframe.value], "layer": LAYER_CODES[layer.value]}
+    yield _COPY_HEADER
+    for start in range(0, len(batch), _COPY_PIECE_ROWS):
+        yield _encode_rows(key, batch.take(slice(start, start + _COPY_PIECE_ROWS)), fetched_at)
+    yield _COPY_TRAILER
+
+
+def _encode_rows(key: _Key, batch: BarBatch, fetched_at: float) -> bytes:
+    """The rows of a binary ``COPY`` stream (no header, no trailer); a NaN vwap or a -1 trade_count is NULL.
+
+    The key codes (timeframe, provider, layer: ``schema.TIMEFRAME_CODES``, the
+    provider's id, ``LAYER_CODES``) and the basis text are constant within a
+    batch, so each row is fixed-width and the stream is one numpy structured
+    array. A NULL field is length -1 with no value bytes: those 8 bytes are
+    cut out of the rows with one byte mask (only when there is a NULL).
+    """
+    texts = {"basis": batch.basis.value.encode()}
+    codes = {
+        "timeframe": TIMEFRAME_CODES[batch.timeframe.value],
+        "provider": key.provider,
+        "layer": LAYER_CODES[key.layer.value],
+    }
     kinds = {"symbol_id": ">i4", "ts": ">i8", "trade_count": ">i8"}
     fields: list[tuple[str, str]] = [("n", ">i2")]
     for name in _ROW_FIELDS:
@@ -237,7 +268,7 @@ def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: 
     assert layout is not None  # a structured dtype always has fields
     for name in _ROW_FIELDS:
         template[f"len_{name}"] = layout[name][0].itemsize
-    template["symbol_id"] = symbol_id
+    template["symbol_id"] = key.symbol_id
     for name, value in {**texts, **codes}.items():
         template[name] = value
     template["fetched_at"] = fetched_at
@@ -246,27 +277,28 @@ def encode_copy_rows(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: 
         rows[name] = getattr(batch, name)
     nulls = {"vwap": np.isnan(batch.vwap), "trade_count": batch.trade_count == -1}
     if not any(mask.any() for mask in nulls.values()):
-        return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+        return rows.tobytes()
     keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
     for name, mask in nulls.items():
         rows[f"len_{name}"][mask] = -1
         offset = layout[name][1]
         keep[mask, offset : offset + 8] = False
-    return _COPY_HEADER + rows.view(np.uint8).reshape(keep.shape)[keep].tobytes() + _COPY_TRAILER
+    return rows.view(np.uint8).reshape(keep.shape)[keep].tobytes()
 
 
-def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> bool:
+def _pg_copy_direct(cur: Any, key: _Key, batch: BarBatch, fetched_at: float) -> bool:
     """COPY straight into ``bars`` when the range is fresh; False if it must be merged instead.
 
     A concurrent writer of the same rows makes the COPY fail on the primary key;
     it is then undone to the savepoint and the caller merges the careful way.
     """
-    if len(batch) < _PG_FAST_PATH_MIN_ROWS or _pg_any_stored(cur, symbol_id, batch, layer):
+    if len(batch) < _PG_FAST_PATH_MIN_ROWS or _pg_any_stored(cur, key, batch):
         return False
     cur.execute("SAVEPOINT barfill_bars")
     try:
         with cur.copy(f"COPY bars ({_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(encode_copy_rows(symbol_id, batch, layer, fetched_at))
+            for piece in encode_copy_rows(key, batch, fetched_at):
+                copy.write(piece)
     except sys.modules["psycopg"].errors.UniqueViolation:  # a psycopg cursor: the driver is loaded
         cur.execute("ROLLBACK TO SAVEPOINT barfill_bars")
         return False
@@ -274,16 +306,16 @@ def _pg_copy_direct(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer, fet
     return True
 
 
-def _constants(symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> tuple[Any, ...]:
+def _constants(key: _Key, batch: BarBatch, fetched_at: float) -> tuple[Any, ...]:
     """The parameters of :data:`_SELECT_STAGE`: the columns every row of the batch shares."""
-    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[layer.value]
-    return (symbol_id, tf, batch.provider, code, fetched_at, batch.basis.value)
+    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[key.layer.value]
+    return (key.symbol_id, tf, key.provider, code, fetched_at, batch.basis.value)
 
 
-def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
-    params = _constants(symbol_id, batch, layer, fetched_at)
+def _upsert_postgres(dbapi: Any, key: _Key, batch: BarBatch, fetched_at: float) -> int:
+    params = _constants(key, batch, fetched_at)
     with dbapi.cursor() as cur:
-        if _pg_copy_direct(cur, symbol_id, batch, layer, fetched_at):
+        if _pg_copy_direct(cur, key, batch, fetched_at):
             return len(batch)
         cur.execute(_PG_STAGE_DDL)
         with cur.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -295,15 +327,14 @@ def _upsert_postgres(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, 
     return written
 
 
-def _pg_any_stored(cur: Any, symbol_id: int, batch: BarBatch, layer: Layer) -> bool:
-    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[layer.value]
-    key = (symbol_id, tf, int(batch.ts[0]), int(batch.ts[-1]), batch.provider, code)
-    cur.execute(_PG_PROBE, key)
+def _pg_any_stored(cur: Any, key: _Key, batch: BarBatch) -> bool:
+    tf, code = TIMEFRAME_CODES[batch.timeframe.value], LAYER_CODES[key.layer.value]
+    cur.execute(_PG_PROBE, (key.symbol_id, tf, int(batch.ts[0]), int(batch.ts[-1]), key.provider, code))
     return bool(cur.fetchone()[0])
 
 
-def _upsert_sqlite(dbapi: Any, symbol_id: int, batch: BarBatch, layer: Layer, fetched_at: float) -> int:
-    constants = list(_constants(symbol_id, batch, layer, fetched_at))
+def _upsert_sqlite(dbapi: Any, key: _Key, batch: BarBatch, fetched_at: float) -> int:
+    constants = list(_constants(key, batch, fetched_at))
     # The driver's limit on bound values (999 before SQLite 3.32, 32,766 since).
     room = (dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(constants)) // len(_COPY_FIELDS)
     most = min(_SQLITE_ROWS_MAX, 1 << (room.bit_length() - 1))
@@ -428,6 +459,10 @@ _KEY_BITS = _SOURCE_BITS + 1  # then one bit: flagged bad
 _UNKNOWN_SOURCE = (1 << _SOURCE_BITS) - 1
 _EXACT = 2**53
 _READ_FLOATS = ("open", "high", "low", "close", "volume", "vwap")
+# Raw reads name providers: bars.provider holds their ids (schema.providers). Uncorrelated, each
+# subquery runs once per statement.
+_PROVIDER_ID = "(SELECT providers.id FROM providers WHERE providers.name = {mark})"
+_PROVIDER_NAME = "(SELECT providers.name FROM providers WHERE providers.id = bars.provider)"
 # SQLite turns NaN into NULL, so a NULL vwap is fetched as -inf and made NaN in numpy.
 _NO_VWAP = {"sqlite": "-9e999", "postgresql": "'NaN'::float8"}
 
@@ -515,7 +550,7 @@ def _fetch_rows(
     if not include_flagged and not fingerprint:  # bad bars (domain.badbars) are shown only if asked for
         where += " AND flag IS NULL"
     if provider is not None:
-        where += f" AND provider = {mark}"
+        where += f" AND provider = {_PROVIDER_ID.format(mark=mark)}"
         params.append(provider)
     memo = (str(conn.engine.url), symbol_id, tf.value)
     guess = _SEEN.get(memo)
@@ -530,7 +565,7 @@ def _fetch_rows(
                 rows = None  # a source not in the guess: find them all, then fetch again
         if rows is None:
             cur.execute(
-                f"SELECT provider, layer, basis, max(fetched_at) FROM bars WHERE {where} "
+                f"SELECT {_PROVIDER_NAME}, layer, basis, max(fetched_at) FROM bars WHERE {where} "
                 "GROUP BY provider, layer, basis",
                 params,
             )
@@ -657,8 +692,10 @@ def _fetch_sql(
     fingerprint: bool,
 ) -> tuple[str, list[Any]]:
     mark = "?" if dialect == "sqlite" else "%s"
+    provider = _PROVIDER_ID.format(mark=mark)
     whens = " ".join(
-        f"WHEN provider = {mark} AND layer = {mark} AND basis = {mark} THEN {i}" for i in range(len(sources))
+        f"WHEN provider = {provider} AND layer = {mark} AND basis = {mark} THEN {i}"
+        for i in range(len(sources))
     )
     vwap = f"coalesce(vwap, {_NO_VWAP[dialect]})"
     numbers = f"open, high, low, close, volume, {vwap}, coalesce(trade_count, -1)"

@@ -9,7 +9,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.errors import InvalidInput
-from barfill.store.schema import JOB_STATUSES, bars, corrections, job_definitions, job_runs, symbols
+from barfill.store.schema import (
+    JOB_STATUSES,
+    TIMEFRAME_CODES,
+    bars,
+    corrections,
+    job_definitions,
+    job_runs,
+    symbols,
+)
 
 
 def list_slices(conn: Connection, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -52,14 +60,16 @@ def definitions_with_symbols(conn: Connection) -> list[dict[str, Any]]:
 
 
 def bar_counts(conn: Connection) -> list[tuple[str, str, str, int]]:
-    """(ticker, timeframe, provider, bars) for every stored combination."""
+    """(ticker, timeframe, provider, bars) for every stored combination, providers by name."""
     q = (
         sa.select(symbols.c.ticker, bars.c.timeframe, bars.c.provider, sa.func.count())
         .join(symbols, symbols.c.id == bars.c.symbol_id)
         .group_by(symbols.c.ticker, bars.c.timeframe, bars.c.provider)
-        .order_by(symbols.c.ticker, bars.c.timeframe, bars.c.provider)
+        .order_by(symbols.c.ticker, bars.c.timeframe)
     )
-    return [(t, tf, p, int(n)) for t, tf, p, n in conn.execute(q)]
+    rows = [(t, tf, p, int(n)) for t, tf, p, n in conn.execute(q)]
+    # bars.provider holds ids (schema.providers): the SQL order would be the ids'.
+    return sorted(rows, key=lambda r: (r[0], TIMEFRAME_CODES[r[1]], r[2]))
 
 
 def total_bars(conn: Connection) -> int:

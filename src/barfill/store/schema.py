@@ -27,9 +27,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    select,
     text,
+    type_coerce,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 # bars' timeframe and layer are stored as small integer codes: a narrower primary key
@@ -89,6 +92,38 @@ symbols = Table(
     Column("created_at", Double, nullable=False),
 )
 
+# Who supplied bars: a provider ("polygon"), a derivation ("resample:polygon") or a forecast
+# model (any name a client gives). bars.provider holds the id, a SMALLINT: the key stays narrow
+# (bench/store.py; migration 0012). Rows are added on first write (store.provider_ids), never renamed.
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40), nullable=False, unique=True),
+)
+
+
+class _ProviderName(TypeDecorator[str]):
+    """``bars.provider``: stored as a ``providers.id``, bound and read as the provider's name in SQL.
+
+    A bound name becomes ``(SELECT id FROM providers WHERE name = :name)`` and a
+    selected column ``(SELECT name FROM providers WHERE id = bars.provider)``, so
+    every SQLAlchemy statement on ``bars`` speaks names (an unknown name matches
+    nothing). Not for ``IN``, and not for writing a new name: ``upsert_bars``
+    creates ids; raw SQL binds them (``store.provider_ids``).
+    """
+
+    impl = SmallInteger
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: BindParameter[str]) -> ColumnElement[Any]:
+        name = type_coerce(bindvalue, String())
+        return select(providers.c.id).where(providers.c.name == name).scalar_subquery()
+
+    def column_expression(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        return select(providers.c.name).where(providers.c.id == column).scalar_subquery()
+
+
 bars = Table(
     "bars",
     metadata,
@@ -97,7 +132,7 @@ bars = Table(
     Column("symbol_id", Integer, primary_key=True),
     Column("timeframe", TimeframeCode, primary_key=True),  # TIMEFRAME_CODES
     Column("ts", BigInteger, primary_key=True),  # bar open, Unix seconds UTC
-    Column("provider", String(40), primary_key=True),
+    Column("provider", _ProviderName, primary_key=True),  # providers.id
     Column("layer", LayerCode, primary_key=True),  # LAYER_CODES
     Column("open", Double, nullable=False),
     Column("high", Double, nullable=False),

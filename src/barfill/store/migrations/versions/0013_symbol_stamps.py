@@ -1,7 +1,7 @@
 """symbol_stamps: a change counter per symbol, moved by every write of its bars or actions
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 
 A new, empty table: a symbol without a row reads as 0, and the first write
 after this revision moves it. No foreign key, like ``bars``: its writers take
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
