@@ -23,7 +23,8 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SPLIT_SYMBOL, SyntheticProvider
 from barfill.store.actions import load_actions, upsert_actions
-from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import upsert_bars
 from barfill.store.symbols import ensure_symbols
 from bench.common import Result, Timer, scratch_database
 

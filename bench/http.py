@@ -49,7 +49,8 @@ from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
-from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.schema import LAYER_CODES, TIMEFRAME_CODES, job_runs
 from barfill.store.symbols import ensure_symbols

@@ -43,7 +43,8 @@ import sqlalchemy as sa
 from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
-from barfill.store.bars import count_bars, read_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import count_bars
 from barfill.store.db import Database
 from barfill.store.schema import job_runs, symbols
 from bench.common import Result, scratch_database

@@ -34,7 +34,7 @@ from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.service.worker import Worker, WorkerStats
 from barfill.store import migrate
 from barfill.store.actions import list_actions
-from barfill.store.bars import read_bars_frame
+from barfill.store.bar_reads import read_bars_frame
 from barfill.store.definitions import DEFAULT_REQUESTER
 from barfill.store.symbols import symbol_calendars, symbol_id
 

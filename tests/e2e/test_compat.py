@@ -31,7 +31,8 @@ from barfill.server.app import create_app
 from barfill.service.admin import set_enabled
 from barfill.service.worker import Worker
 from barfill.store.api_keys import create_key
-from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.schema import job_definitions
 from barfill.store.symbols import symbol_id

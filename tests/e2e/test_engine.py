@@ -17,7 +17,7 @@ from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.planning import gaps_of
 from barfill.service.worker import Worker
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id

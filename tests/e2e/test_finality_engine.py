@@ -27,7 +27,8 @@ from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.derive import derive_after, parse_derivations
 from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
-from barfill.store.bars import count_bars, read_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import count_bars
 from barfill.store.coverage import read_coverage_view
 from barfill.store.db import Database
 from barfill.store.schema import bars, job_runs

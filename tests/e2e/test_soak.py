@@ -17,7 +17,8 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.ensure import ensure
-from barfill.store.bars import count_bars, read_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import count_bars
 from barfill.store.db import Database
 from barfill.store.symbols import symbol_id
 from tests.e2e.helpers import BIN, clean_env, make_app, queue_counts, ts

@@ -22,7 +22,8 @@ from barfill.store.actions import (
     replace_actions,
     upsert_actions,
 )
-from barfill.store.bars import read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols
 from tests.e2e.helpers import make_app

@@ -29,7 +29,7 @@ from barfill.domain.slices import NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.worker import Worker
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition

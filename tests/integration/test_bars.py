@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import count_bars, delete_bars, read_bars, read_bars_frame, upsert_bars
+from barfill.store.bar_reads import read_bars, read_bars_frame
+from barfill.store.bars import count_bars, delete_bars, upsert_bars
 from barfill.store.db import Database
 from barfill.store.schema import bars
 from barfill.store.symbols import ensure_symbols, symbol_id, tickers_by_id

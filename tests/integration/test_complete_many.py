@@ -23,7 +23,8 @@ from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.slices import ClaimedSlice, CompleteManyResult, CompletionItem, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import count_bars, read_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import count_bars
 from barfill.store.coverage import add_coverage, add_coverage_many, read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition

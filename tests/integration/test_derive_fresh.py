@@ -19,7 +19,8 @@ from barfill.domain.slices import CoverageSpan
 from barfill.domain.timeframes import Timeframe
 from barfill.service import derive
 from barfill.service.derive import derive_after, parse_derivations
-from barfill.store.bars import only_written, read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import only_written, upsert_bars
 from barfill.store.coverage import add_coverage
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols

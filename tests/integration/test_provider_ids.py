@@ -11,7 +11,8 @@ from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError
 from barfill.store import migrate
-from barfill.store.bars import only_written, read_bars, read_bars_frame, upsert_bars
+from barfill.store.bar_reads import read_bars, read_bars_frame
+from barfill.store.bars import only_written, upsert_bars
 from barfill.store.db import Database
 from barfill.store.reports import bar_counts
 from barfill.store.schema import bars, providers

@@ -25,7 +25,8 @@ from barfill.domain.bars import BarBatch
 from barfill.domain.slices import ClaimedSlice, CoverageSpan, NewSlice
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import LeaseLost
-from barfill.store.bars import count_bars, read_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import count_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition

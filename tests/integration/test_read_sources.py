@@ -26,7 +26,8 @@ from barfill.errors import InvalidInput
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.derive import derive_after, parse_derivations
 from barfill.store import migrate
-from barfill.store.bars import read_bars, read_bars_frame, upsert_bars
+from barfill.store.bar_reads import read_bars, read_bars_frame
+from barfill.store.bars import upsert_bars
 from barfill.store.coverage import add_coverage
 from barfill.store.db import Database
 from barfill.store.schema import bars

@@ -27,7 +27,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.service import admin
 from barfill.service.orchestrator import TickResult, tick
 from barfill.service.worker import Worker
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import Database
 from barfill.store.definitions import upsert_definition

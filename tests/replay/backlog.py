@@ -20,7 +20,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.symbols import symbol_id
 from barfill.testing.clock import SimClock
 from tests.integration.providers.servers import FakeServer

@@ -32,7 +32,7 @@ from barfill.ports import Provider
 from barfill.service.ensure import ensure
 from barfill.service.orchestrator import tick
 from barfill.service.worker import Worker, WorkerStats
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.schema import bars as bars_table
 from barfill.store.schema import job_runs
 from barfill.store.symbols import symbol_id

@@ -1,6 +1,6 @@
 """Bars over HTTP: columnar JSON, CSV, Parquet and Arrow IPC, streamed.
 
-Values always come from :func:`barfill.store.bars.read_bars` (which picks one
+Values always come from :func:`barfill.store.bar_reads.read_bars` (which picks one
 source per range); this module only cuts the range into chunks and encodes.
 The range is read chunk by chunk (``CHUNK_BARS`` bar lengths each), so the
 database driver never materialises two years of m1 as Python objects at
@@ -29,7 +29,7 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.server.read_cache import BarReads, Columns
-from barfill.store.bars import Fingerprint, read_bars, read_bars_fingerprinted
+from barfill.store.bar_reads import Fingerprint, read_bars, read_bars_fingerprinted
 
 CHUNK_BARS = 100_000
 _TEXT_PIECE = 50_000
@@ -98,7 +98,7 @@ def layer_columns(
     """One layer's columns over the whole range, read chunk by chunk in ``conn``'s transaction,
     and its provider label.
 
-    With ``fingerprints``, each chunk's :data:`~barfill.store.bars.Fingerprint`
+    With ``fingerprints``, each chunk's :data:`~barfill.store.bar_reads.Fingerprint`
     (from the same rows) is appended to it.
     """
     if fingerprints is None:

@@ -44,7 +44,8 @@ from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads, stamps
-from barfill.store.bars import Fingerprint, merge_fingerprints, upsert_bars
+from barfill.store.bar_reads import Fingerprint, merge_fingerprints
+from barfill.store.bars import upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
 from barfill.store.definitions import get_definition

@@ -31,7 +31,8 @@ from barfill.domain.slices import CoverageSpan
 from barfill.domain.sources import Precedence, range_span, range_timeframe
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import delete_bars, only_written, read_bars, upsert_bars
+from barfill.store.bar_reads import read_bars
+from barfill.store.bars import delete_bars, only_written, upsert_bars
 from barfill.store.coverage import add_coverage, drop_provisional, read_coverage
 from barfill.store.db import db_now
 

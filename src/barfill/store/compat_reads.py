@@ -2,7 +2,7 @@
 
 The chart routes of the original backend return "the latest N bars", not a
 date range; :func:`newest_bars` turns that into one range read through
-:func:`barfill.store.bars.read_bars`, so the one-bar-per-``ts`` selection of
+:func:`barfill.store.bar_reads.read_bars`, so the one-bar-per-``ts`` selection of
 reads applies unchanged. The orchestrator's ``status`` and ``retry_failed``
 actions list slices in the original's orders. Times are Unix seconds UTC.
 """
@@ -21,7 +21,7 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.bars import Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.store.bars import DEFAULT_LAYERS, read_bars_frame
+from barfill.store.bar_reads import DEFAULT_LAYERS, read_bars_frame
 from barfill.store.schema import bars, coverage, job_definitions, job_runs, symbols
 
 END_OF_TIME = 2**62

@@ -4,7 +4,7 @@ A cheap fingerprint of a bar range (for ETags), the start of the newest N
 bars, one slice by id, the provisional coverage, symbol search, definition
 priority changes, and the "bars landed" feed of completed slices behind
 ``/v1/events``. Bar *values* are never read here: that is
-:func:`barfill.store.bars.read_bars`' job (it picks one source per range).
+:func:`barfill.store.bar_reads.read_bars`' job (it picks one source per range).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError
 from barfill.store.actions import actions_fingerprint
-from barfill.store.bars import Fingerprint
+from barfill.store.bar_reads import Fingerprint
 from barfill.store.db import db_now
 from barfill.store.schema import (
     LAYER_CODES,
@@ -82,7 +82,7 @@ def read_fingerprint(
     The bars themselves and, for an adjusted read, the symbol's corporate
     actions. A writer of such an input outside a slice completion calls
     :func:`notify_changed`. ``bars``: the bars' :func:`bars_fingerprint`,
-    already read (:func:`~barfill.store.bars.read_bars_fingerprinted`).
+    already read (:func:`~barfill.store.bar_reads.read_bars_fingerprinted`).
     """
     if bars is None:
         bars = bars_fingerprint(conn, symbol_id, timeframe, start, end, layers)
