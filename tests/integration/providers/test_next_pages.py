@@ -10,14 +10,18 @@ the server's exact limit. The server, not barfill, records what arrived.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from barfill.bootstrap import App, build
 from barfill.config import load_settings
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
+from barfill.providers import AlpacaProvider, PolygonProvider
+from barfill.providers.http import next_grant
 from barfill.service.actions import refresh_due
 from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
@@ -130,3 +134,29 @@ def test_each_page_of_an_actions_refresh_takes_a_grant(
         assert window.most_in_any_window() == 1
     finally:
         app.close()
+
+
+async def test_an_adapter_awaits_the_hook_before_every_request_but_the_first(
+    sim: SimClock, served: tuple[str, FakeServer, StrictWindow]
+) -> None:
+    """Without a database: the hook is what the worker's slot-taking plugs into."""
+    name, server, window = served
+    window.requests = 10_000  # this test counts, it does not throttle
+    hooked: list[int] = []
+
+    async def hook() -> None:
+        hooked.append(len(server.seen))  # requests sent before this one
+
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        provider = (
+            PolygonProvider(client, api_key=KEY, base_url=server.url, calendar=CAL)
+            if name == "polygon"
+            else AlpacaProvider(client, key_id=KEY, secret_key=SECRET, base_url=server.url, calendar=CAL)
+        )
+        next_grant.set(hook)
+        await provider.fetch(["AAPL"], Timeframe.m15, START, END)
+        bars_requests = len(server.seen)
+        await provider.fetch_actions("SPLT", dt.date(2000, 1, 1), dt.date(2026, 12, 31))
+    assert bars_requests > 2
+    # One hook per request after each call's first; each awaited before its request left.
+    assert hooked == [*range(1, bars_requests), *range(bars_requests + 1, len(server.seen))]
