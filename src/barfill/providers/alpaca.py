@@ -14,7 +14,9 @@ Wire contract, as documented and as this adapter relies on it:
   follows ``next_page_token`` until it is null, every time; concluding from
   one page that "the batch returns only the first symbol" silently drops
   history (a known bug elsewhere). A symbol absent from every page has no
-  bars in the range: it maps to an empty batch.
+  bars in the range: it maps to an empty batch. Every page after the first
+  waits for its own rate-limit grant
+  (:func:`~barfill.providers.http.grant_next_request`), actions pages too.
 * Bars include pre/post-market (04:00-20:00 New York); intraday bars are
   filtered to the regular session unless ``extended_hours=True``.
 * Day bars are stamped 00:00 New York (04:00Z/05:00Z): read as the session
@@ -61,6 +63,7 @@ from barfill.providers.http import (
     bad_payload,
     fail_payload,
     get_json,
+    grant_next_request,
     integer,
     iso,
     mapping,
@@ -210,6 +213,7 @@ class AlpacaProvider(HttpAdapter):
                 fail_payload(NAME, f"next_page_token {token!r} repeated or not a string")
             tokens_seen.add(token)
             params = {**params, "page_token": token}
+            await grant_next_request()  # each page is a request the provider counts
         else:
             fail_payload(NAME, f"more than {_MAX_PAGES} pages; refusing to loop")
         out: dict[str, BarBatch] = {}
@@ -250,6 +254,7 @@ class AlpacaProvider(HttpAdapter):
                 fail_payload(NAME, f"next_page_token {token!r} repeated or not a string")
             tokens_seen.add(token)
             params = {**params, "page_token": token}
+            await grant_next_request()  # each page is a request the provider counts
         raise bad_payload(NAME, f"{symbol} corporate actions: over {_MAX_PAGES} pages; refusing to loop")
 
     def _collect(

@@ -50,7 +50,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import httpx
@@ -74,6 +74,19 @@ on_send: contextvars.ContextVar[Callable[[], None] | None] = contextvars.Context
 The shared rate limiter's hook (:func:`barfill.store.ratelimit.record_send`):
 a strict provider counts arrivals, so the instant that matters is when the
 request leaves, after the connection is made, not when its slot was granted.
+"""
+
+next_grant: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "barfill_next_grant", default=None
+)
+"""Awaited before each further request of one fetch (a next page): it takes that request's slot.
+
+The caller grants a fetch's first request itself (the worker's rate-limit slot,
+then :data:`on_send`); a chain of pages (Polygon's ``next_url``, Alpaca's
+``next_page_token``) sends more requests, and a strict provider counts each.
+Adapters await :func:`grant_next_request` before every such request; the worker
+and the actions refresh set this hook to take a slot from the same shared
+limiter. Unset (a direct call, a test): nothing is awaited.
 """
 
 _DAY = 86_400
@@ -204,6 +217,13 @@ def warm_http_stack() -> None:
             importlib.import_module(name)
 
 
+async def grant_next_request() -> None:
+    """Wait for this context's grant of a further request of the same fetch (see :data:`next_grant`)."""
+    hook = next_grant.get()
+    if hook is not None:
+        await hook()
+
+
 async def get_json(
     client: httpx.AsyncClient | LoopClient,
     url: str,
@@ -292,7 +312,7 @@ async def _send(
     hook = on_send.get()
     extensions: dict[str, Any] | None = None
     if hook is not None:
-        on_send.set(None)  # one request per grant: a next page takes its own slot
+        on_send.set(None)  # one request per grant: a next page takes its own (next_grant)
 
         async def trace(event: str, info: Mapping[str, Any]) -> None:
             nonlocal hook

@@ -45,6 +45,10 @@ Corporate actions (:meth:`PolygonProvider.fetch_actions`, two request chains):
   opposite; unconfirmed): barfill stores it as paid.
 * An empty answer has ``results: []`` or no ``results``. ``next_url`` is
   followed (same host only, key in the header), each page one request.
+
+Every page after the first, of bars or of actions, waits for its own
+rate-limit grant (:func:`~barfill.providers.http.grant_next_request`): a
+chain of pages must not burst past a strict limit.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ from barfill.providers.http import (
     fail_payload,
     get_json,
     get_ok,
+    grant_next_request,
     integer,
     iso,
     json_of,
@@ -167,8 +172,6 @@ class PolygonProvider(HttpAdapter):
         calendar: the exchange calendar (default XNYS).
     """
 
-    ACTION_REQUESTS = 2  # a refresh of actions: /v3/reference/splits and /v3/reference/dividends
-
     def __init__(
         self,
         client: HttpClient,
@@ -245,6 +248,7 @@ class PolygonProvider(HttpAdapter):
             if not next_url:
                 break
             url, params = self._checked_next(next_url), None  # next_url carries its own query
+            await grant_next_request()  # each page is a request the provider counts
         else:
             fail_payload(NAME, f"{symbol}: more than {_MAX_PAGES} pages of next_url; refusing to loop")
         # concat sorts by ts, stably: as the rows of every page sorted together. The
@@ -271,6 +275,7 @@ class PolygonProvider(HttpAdapter):
     async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
         """Splits and cash dividends of ``symbol`` with ex dates in ``[start, end]`` (see the module doc)."""
         splits = await self._reference(symbol, "splits", "execution_date", start, end)
+        await grant_next_request()  # the dividends chain is a further request of this refresh
         dividends = await self._reference(symbol, "dividends", "ex_dividend_date", start, end)
         out: list[CorporateAction] = []
         for i, row in enumerate(splits):
@@ -321,6 +326,7 @@ class PolygonProvider(HttpAdapter):
             if not next_url:
                 return rows
             url, params = self._checked_next(next_url), None
+            await grant_next_request()
         raise bad_payload(
             NAME, f"{symbol} {kind}: more than {_MAX_PAGES} pages of next_url; refusing to loop"
         )

@@ -6,8 +6,9 @@ of the router's historical order that publishes actions
 (:class:`barfill.ports.ActionsProvider`), the symbols not refreshed within
 ``actions_refresh_s`` (database clock) are fetched, each request taking a
 slot of that provider's shared rate limit first and waiting for it when
-there is none (``ACTION_REQUESTS`` slots when one refresh sends several
-requests; a further page of a long answer is not counted). A fetch stores its
+there is none: the first before the refresh, each further one (a next page, a
+second request chain) when the adapter is about to send it, through
+:data:`barfill.providers.http.next_grant`. A fetch stores its
 actions and the refresh time in one transaction; a failed fetch is logged,
 counted and retried on the next run, unless it cannot succeed (not
 retryable): then it waits the full interval like a success.
@@ -28,6 +29,7 @@ from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
+from barfill.providers.http import next_grant
 from barfill.store.actions import due_for_refresh, mark_refreshed, replace_actions
 from barfill.store.http_reads import notify_changed
 from barfill.store.schema import job_definitions, symbols
@@ -71,13 +73,10 @@ def _symbols(app: App, tickers: Sequence[str] | None) -> list[tuple[int, str, st
         return [(int(i), str(t), str(c)) for i, t, c in conn.execute(query.order_by(symbols.c.id))]
 
 
-async def _take_slots(app: App, provider: str, n: int) -> None:
-    """Take ``n`` request slots of ``provider``'s shared limit, waiting (on the app's clock) as told."""
-    for _ in range(n):
-        while (
-            wait := await asyncio.to_thread(app.limiter.try_acquire, provider, app.rate_limit(provider))
-        ) > 0:
-            await app.clock.sleep(wait)
+async def _take_slot(app: App, provider: str) -> None:
+    """Take a request slot of ``provider``'s shared limit, waiting (on the app's clock) as told."""
+    while (wait := await asyncio.to_thread(app.limiter.try_acquire, provider, app.rate_limit(provider))) > 0:
+        await app.clock.sleep(wait)
 
 
 def _store(
@@ -121,11 +120,11 @@ async def refresh_due(
     async def one_provider(name: str, provider: ActionsProvider) -> None:
         due = await asyncio.to_thread(_due, app, list(by_id), name, every_s)
         result.deferred += max(0, len(due) - limit)
-        # Slots per symbol: the requests one refresh sends (Polygon: splits and dividends).
-        need = int(getattr(provider, "ACTION_REQUESTS", 1))
+        # Each request after a refresh's first takes its slot as it is sent (this task's context).
+        next_grant.set(lambda: _take_slot(app, name))
         for sid in due[:limit]:
             ticker, cal = by_id[sid]
-            await _take_slots(app, name, need)
+            await _take_slot(app, name)
             try:
                 actions = await provider.fetch_actions(ticker, HISTORY_START, until)
             except ProviderError as e:

@@ -66,7 +66,7 @@ from barfill.domain.validate import validate_bars
 from barfill.errors import BarfillError, DatabaseError, InvalidBars, LeaseLost, ProviderError
 from barfill.ports import RateLimiter
 from barfill.providers import usage
-from barfill.providers.http import on_send, warm_http_stack
+from barfill.providers.http import next_grant, on_send, warm_http_stack
 from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
@@ -429,6 +429,7 @@ class Worker:
                 clock=self.app.clock.now if self.app.clock.simulated else None,
             )
             on_send.set(record_send)  # the request's real departure is checked against the grant
+            next_grant.set(lambda: take_slot(name))  # a next page of this fetch takes its own slot
             telemetry.RATE_LIMIT_WAIT.labels(name).observe(time.monotonic() - t0)
             telemetry.PROVIDER_REQUESTS.labels(name).inc()
             self.stats.requests += 1

@@ -310,6 +310,11 @@ def record_send() -> None:
     is due a whole window later, so the record lands long before it is asked
     for. Call it from the coroutine that awaited :func:`acquire` (the
     providers' HTTP edge does, through :data:`barfill.providers.http.on_send`).
+
+    There is no absolute floor below which lateness goes unrecorded: the
+    margin scales with the period, not the rate (10 ms unrecorded at any
+    ``N/1``, 1000/1 included), and for a period under 0.5 s a 5 ms floor
+    would exceed that third and leave unrecorded what the margin cannot absorb.
     """
     grant = _granted.get()
     if grant is None:

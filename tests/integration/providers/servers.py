@@ -168,17 +168,52 @@ class Wire(abc.ABC):
         """The response the provider would give to this request."""
 
 
+class StrictWindow:
+    """A provider's limit as a strict one enforces it: 429 to an arrival that makes more than
+    ``requests`` in the half-open window ``(t - period_s, t]``, every arrival counted.
+
+    ``clock`` stamps arrivals: a test's :class:`~barfill.testing.clock.SimClock` makes the
+    verdict depend on simulated time only, never on how fast the machine is.
+    """
+
+    def __init__(self, requests: int, period_s: float, clock: Callable[[], float]) -> None:
+        self.requests = requests
+        self.period_s = period_s
+        self.clock = clock
+        self.arrivals: list[tuple[float, int]] = []  # (clock time, status answered)
+
+    def arrive(self) -> int:
+        """Stamp one arrival; its status (200 or 429). The caller holds the server's lock."""
+        now = self.clock()
+        inside = sum(1 for t, _ in self.arrivals if now - self.period_s < t <= now)
+        status = 429 if inside + 1 > self.requests else 200
+        self.arrivals.append((now, status))
+        return status
+
+    def most_in_any_window(self) -> int:
+        """Most arrivals inside any window ``(t - period_s, t]``."""
+        times = sorted(t for t, _ in self.arrivals)
+        best, j = 0, 0
+        for i, t in enumerate(times):
+            while times[j] <= t - self.period_s:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+
 class FakeServer:
     """A threaded HTTP server on an ephemeral 127.0.0.1 port; a context manager.
 
     HTTP/1.0 (a connection per request) unless ``keep_alive``: then HTTP/1.1
     with persistent connections, as real providers serve, so that a client's
     pooled connections outlive a request (what the event-loop tests need).
+    With ``window`` every request first passes a :class:`StrictWindow` (a 429 if not).
     """
 
-    def __init__(self, wire: Wire, *, keep_alive: bool = False) -> None:
+    def __init__(self, wire: Wire, *, keep_alive: bool = False, window: StrictWindow | None = None) -> None:
         self.wire = wire
         self.keep_alive = keep_alive
+        self.window = window
         self.seen: list[Seen] = []
         self.errors: list[BaseException] = []
         self._faults: list[Fault] = []
@@ -265,6 +300,10 @@ class FakeServer:
         headers = {k.lower(): v for k, v in handler.headers.items()}
         with self._lock:
             self.seen.append(Seen(unquote(split.path), query, headers, handler.path))
+            throttled = self.window is not None and self.window.arrive() == 429
+        if throttled:
+            handler._send(429, b'{"status":"ERROR","error":"too many requests"}', {"Retry-After": "1"})
+            return
         fault = self._next_fault()
         if fault is not None and fault.kind == "delay":
             self._stopping.wait(fault.delay_s)
