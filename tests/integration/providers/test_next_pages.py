@@ -26,7 +26,7 @@ from barfill.service.actions import refresh_due
 from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
 from barfill.store import web_reports
-from barfill.store.bars import read_bars
+from barfill.store.bar_reads import read_bars
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols, symbol_id
 from barfill.testing.clock import SimClock
