@@ -15,6 +15,9 @@ asked. Its counts are true: ``slices_queued`` is what this call put in the
 queue (new, re-queued or revived slices), ``slices_pending`` what was
 already queued or running in the window; a second identical ``ensure``
 reports 0 queued and N pending.
+
+Many symbols commit in pieces, each whole (definitions and slices together),
+so the first slices are claimed while the rest are planned (see :func:`ensure`).
 """
 
 from __future__ import annotations
@@ -29,20 +32,19 @@ import sqlalchemy as sa
 
 from barfill.bootstrap import App
 from barfill.domain import intervals as iv
-from barfill.domain.calendar import get_calendar
+from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.intervals import Interval
 from barfill.domain.slices import EnqueueResult
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.service.planning import order_for_batching, plan_definition
+from barfill.service.planning import DAY_S, DefinitionPlan, order_for_batching, plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
-from barfill.store.coverage import read_coverage_view
+from barfill.store.coverage import CoverageView, coverage_views
 from barfill.store.db import db_now
 from barfill.store.definitions import (
     DEFAULT_REQUESTER,
-    Definition,
-    get_definition,
+    list_definitions,
     upsert_definition,
     validate_requester,
 )
@@ -61,6 +63,10 @@ DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
     Timeframe.w1: 365,
 }
 MAX_WINDOW_DAYS = 365 * 30
+# A many-symbol ensure commits in pieces of FIRST_PIECE symbols, then twice as many each time up to
+# MAX_PIECE (see ensure): the first slices are claimable while the rest are still being planned.
+FIRST_PIECE = 4
+MAX_PIECE = 32
 
 
 @dataclass(frozen=True)
@@ -236,9 +242,17 @@ def ensure(
     again as the same requester replaces its window, priority and pin;
     other requesters' definitions are untouched.
 
-    ``on_enqueued`` runs as soon as new slices are committed to the queue,
-    before the answer's progress is read: a worker in this process can claim
-    the newest slice while the answer is still being made.
+    Many symbols commit in pieces (``FIRST_PIECE`` symbols, then twice as
+    many each time up to ``MAX_PIECE``), each one transaction holding its
+    definitions and their slices: workers claim the first slices while the
+    rest are still planned. The answer is the one a single transaction would
+    give (every piece is planned at the first piece's database clock). An
+    error midway leaves the committed pieces whole and nothing of the others;
+    asking again completes the work (the committed slices count as pending).
+
+    ``on_enqueued`` runs as soon as a piece's new slices are committed to the
+    queue, before the answer's progress is read: a worker in this process can
+    claim the newest slice while the answer is still being made.
     """
     tf = Timeframe.parse(timeframe)
     who = validate_requester(requester)
@@ -255,99 +269,143 @@ def ensure(
     if window.start is not None and window.end is not None:
         cal.check_range(window.start, window.end)
 
-    with app.db.write() as conn:
-        since = float(conn.execute(sa.select(db_now(conn))).scalar_one())
-        ids = ensure_symbols(conn, tickers, calendar=cal_name)
-        upserted = [
-            upsert_definition(
-                conn,
-                ids[t],
-                tf,
-                window_days=window.days,
-                start=window.start,
-                end=window.end,
-                priority=priority,
-                provider=provider,
-                requester=who,
-            )
-            for t in tickers
-        ]
-        defs = [(_definition(conn, def_id), created) for def_id, created in upserted]
-        # Queued or running work first, then coverage (see open_work).
-        work = open_work(
-            conn,
-            now=since,
-            cooldown_s=app.settings.failed_cooldown_s,
-            cooldown_max_s=app.settings.failed_cooldown_max_s,
-            symbol_ids=[ids[t] for t in tickers],
-            timeframe=tf,
-        )
-        coverages = [read_coverage_view(conn, ids[t], tf) for t in tickers]
-        densities = read_densities(conn, ids.values(), base_of(tf))
-    now = int(since)
+    ask = _Ask(tf, cal, cal_name, window, priority, provider, who)
+    since: float | None = None
     results: list[EnsureResult] = []
-    new_slices = []
-    pending_in_window: dict[int, int] = {}
-    for ticker, (defn, created), coverage in zip(tickers, defs, coverages, strict=True):
+    def_ids: list[int] = []
+    done = size = floor = 0
+    while done < len(tickers):
+        with app.db.write() as conn:
+            clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+            if since is None:  # one clock for the whole answer, as if it were one transaction
+                since = clock
+                floor = size = _smallest_piece(app, ask, int(since))
+            piece = tickers[done : done + size]
+            planned = _plan_piece(app, conn, piece, ask, since)
+            new_slices = [s for _, plan, _ in planned for s in plan.slices]
+            enqueued = EnqueueResult()
+            if new_slices:
+                enqueued = app.queue.enqueue_in(conn, order_for_batching(new_slices), revive=True)
+        if enqueued.queued_by_definition and on_enqueued is not None:
+            on_enqueued()
+        for result, _, pending_in_window in planned:
+            def_ids.append(result.definition_id)
+            results.append(
+                replace(
+                    result,
+                    slices_queued=enqueued.queued_by_definition.get(result.definition_id, 0),
+                    # A slice enqueued concurrently since our read counts as pending too.
+                    slices_pending=pending_in_window
+                    + enqueued.pending_by_definition.get(result.definition_id, 0),
+                )
+            )
+        done += len(piece)
+        size = max(floor, min(2 * size, MAX_PIECE))
+    assert since is not None, "tickers is not empty"
+    job = JobRef(tuple(def_ids), since - 1e-3)
+    return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One ensure call's checked arguments: what every piece is planned with."""
+
+    timeframe: Timeframe
+    calendar: TradingCalendar
+    calendar_name: str
+    window: Window
+    priority: int
+    provider: str | None
+    requester: str
+
+
+def _smallest_piece(app: App, ask: _Ask, now: int) -> int:
+    """``FIRST_PIECE`` symbols, or as many as one request takes of the provider the window goes to.
+
+    Same-range slices of a multi-symbol provider are claimed together and sent
+    as one request: the first piece holds at least one whole request's worth.
+    """
+    w = ask.window
+    span = Interval(now - w.days * DAY_S, now) if w.days is not None else Interval(w.start or 0, w.end or 0)
+    assigned, _ = app.router.assign(ask.timeframe, [span], now=now, pinned=ask.provider)
+    return max([FIRST_PIECE, *(app.router.capabilities(name).max_symbols for name, _ in assigned)])
+
+
+def _plan_piece(
+    app: App, conn: sa.Connection, tickers: Sequence[str], ask: _Ask, since: float
+) -> list[tuple[EnsureResult, DefinitionPlan, int]]:
+    """Upsert the definitions of ``tickers`` and plan them, in the piece's write transaction.
+
+    Returns, per ticker, its answer (queued and pending counts not filled in
+    yet), its plan, and how many slices were already queued or running in its
+    window.
+    """
+    tf = ask.timeframe
+    ids = ensure_symbols(conn, tickers, calendar=ask.calendar_name)
+    sids = [ids[t] for t in tickers]
+    upserted = [
+        upsert_definition(
+            conn,
+            sid,
+            tf,
+            window_days=ask.window.days,
+            start=ask.window.start,
+            end=ask.window.end,
+            priority=ask.priority,
+            provider=ask.provider,
+            requester=ask.requester,
+        )
+        for sid in sids
+    ]
+    by_id = {d.id: d for d in list_definitions(conn, symbol_ids=sids)}
+    # Queued or running work first, then coverage (see open_work).
+    work = open_work(
+        conn,
+        now=since,
+        cooldown_s=app.settings.failed_cooldown_s,
+        cooldown_max_s=app.settings.failed_cooldown_max_s,
+        symbol_ids=sids,
+        timeframe=tf,
+    )
+    views = coverage_views(conn, sids)
+    densities = read_densities(conn, sids, base_of(tf))
+    out: list[tuple[EnsureResult, DefinitionPlan, int]] = []
+    for ticker, (def_id, created) in zip(tickers, upserted, strict=True):
+        defn = by_id[def_id]
+        coverage = views.get((defn.symbol_id, tf), CoverageView())
         # Only queued or running work is left out: failed and cancelled ranges are revived.
         pending = work.pending.get((defn.symbol_id, tf), [])
         plan = plan_definition(
             defn,
             coverage,
-            cal,
+            ask.calendar,
             app.router,
-            now=now,
+            now=int(since),
             max_attempts=app.settings.max_attempts,
             pending=pending,
             densities=densities.get(defn.symbol_id),
         )
-        new_slices.extend(plan.slices)
-        pending_in_window[defn.id] = sum(
-            1 for p in pending if p.start < plan.window.end and plan.window.start < p.end
-        )
         inside = iv.intersect(coverage.all, [plan.window])
-        results.append(
-            EnsureResult(
-                symbol=ticker,
-                timeframe=tf,
-                definition_id=defn.id,
-                created=created,
-                window_start=plan.window.start,
-                window_end=plan.window.end,
-                has_coverage=not plan.gaps,
-                coverage_from=inside[0].start if inside else None,
-                coverage_to=inside[-1].end if inside else None,
-                gaps=plan.holes,
-                bars_missing=plan.bars_missing,
-                unfillable=plan.unfillable,
-                slices_queued=0,
-                provider=plan.provider,
-                requester=who,
-                gap_spans=plan.gaps,
-                pending=plan.pending,
-                unfillable_reasons=plan.unfillable_reasons,
-            )
+        result = EnsureResult(
+            symbol=ticker,
+            timeframe=tf,
+            definition_id=defn.id,
+            created=created,
+            window_start=plan.window.start,
+            window_end=plan.window.end,
+            has_coverage=not plan.gaps,
+            coverage_from=inside[0].start if inside else None,
+            coverage_to=inside[-1].end if inside else None,
+            gaps=plan.holes,
+            bars_missing=plan.bars_missing,
+            unfillable=plan.unfillable,
+            slices_queued=0,
+            provider=plan.provider,
+            requester=ask.requester,
+            gap_spans=plan.gaps,
+            pending=plan.pending,
+            unfillable_reasons=plan.unfillable_reasons,
         )
-    enqueued = EnqueueResult()
-    if new_slices:
-        enqueued = app.queue.enqueue(order_for_batching(new_slices), revive=True)
-        if enqueued.queued_by_definition and on_enqueued is not None:
-            on_enqueued()
-    results = [
-        replace(
-            r,
-            slices_queued=enqueued.queued_by_definition.get(r.definition_id, 0),
-            # A slice enqueued concurrently since our read counts as pending too.
-            slices_pending=pending_in_window[r.definition_id]
-            + enqueued.pending_by_definition.get(r.definition_id, 0),
-        )
-        for r in results
-    ]
-    job = JobRef(tuple(d.id for d, _ in defs), since - 1e-3)
-    return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
-
-
-def _definition(conn: sa.Connection, definition_id: int) -> Definition:
-    defn = get_definition(conn, definition_id)
-    assert defn is not None, "the definition was just upserted in this transaction"
-    return defn
+        in_window = sum(1 for p in pending if p.start < plan.window.end and plan.window.start < p.end)
+        out.append((result, plan, in_window))
+    return out
