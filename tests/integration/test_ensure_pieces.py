@@ -70,9 +70,7 @@ def _answer(r: EnsureResult) -> tuple[Any, ...]:
 def _queue(app: App, prefix: str) -> dict[int, list[tuple[Any, ...]]]:
     """Each symbol's slices (by its number), as ranges, provider, layer and status."""
     query = (
-        sa.select(
-            symbols.c.ticker, job_runs.c.start, job_runs.c.end, job_runs.c.provider, job_runs.c.layer
-        )
+        sa.select(symbols.c.ticker, job_runs.c.start, job_runs.c.end, job_runs.c.provider, job_runs.c.layer)
         .join(symbols, symbols.c.id == job_runs.c.symbol_id)
         .where(symbols.c.ticker.like(f"{prefix}%"))
     )
