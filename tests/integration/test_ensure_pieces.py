@@ -16,6 +16,7 @@ import barfill.service.ensure as ensure_module
 from barfill.bootstrap import App
 from barfill.domain.calendar import get_calendar
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.service import planning
 from barfill.service.ensure import EnsureResult, ensure
 from barfill.store.db import Database
 from barfill.store.definitions import list_definitions
@@ -24,7 +25,7 @@ from tests.e2e.helpers import make_app
 
 CAL = get_calendar()
 N = 9  # pieces of 1, 2, 4 and 2 symbols below
-WINDOW = {"start": "2024-01-02", "end": "2025-06-30"}
+START, END = "2024-01-02", "2025-06-30"
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_pieces_answer_as_one_transaction(app: App, monkeypatch: pytest.MonkeyPa
     _prepare(app, "A")
     _pieces_of(monkeypatch, first=10_000, largest=10_000)
     told_a: list[int] = []
-    whole = ensure(app, _tickers("A"), "m15", **WINDOW, on_enqueued=lambda: told_a.append(1))
+    whole = ensure(app, _tickers("A"), "m15", start=START, end=END, on_enqueued=lambda: told_a.append(1))
     assert len(told_a) == 1  # one transaction, one wake-up
 
     _prepare(app, "B")
@@ -99,7 +100,7 @@ def test_pieces_answer_as_one_transaction(app: App, monkeypatch: pytest.MonkeyPa
             mine = [d for d in list_definitions(conn) if d.symbol.startswith("B") and d.requester != "other"]
         defined_when_told.append(len(mine))
 
-    pieces = ensure(app, _tickers("B"), "m15", **WINDOW, on_enqueued=told)
+    pieces = ensure(app, _tickers("B"), "m15", start=START, end=END, on_enqueued=told)
 
     assert [_answer(r) for r in pieces.results] == [_answer(r) for r in whole.results]
     assert [r.symbol for r in pieces.results] == _tickers("B")
@@ -120,19 +121,19 @@ def test_a_failure_midway_leaves_whole_pieces_and_a_retry_completes(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _pieces_of(monkeypatch, first=10_000, largest=10_000)
-    whole = ensure(app, _tickers("A"), "m15", **WINDOW)
+    whole = ensure(app, _tickers("A"), "m15", start=START, end=END)
 
     _pieces_of(monkeypatch, first=1, largest=4)
-    plan = ensure_module.plan_definition
+    plan = planning.plan_definition
 
     def failing(defn: Any, *args: Any, **kwargs: Any) -> Any:
         if defn.symbol == "B5":  # in the third piece (B3..B6)
             raise RuntimeError("planner crashed")
         return plan(defn, *args, **kwargs)
 
-    monkeypatch.setattr(ensure_module, "plan_definition", failing)
+    monkeypatch.setattr("barfill.service.ensure.plan_definition", failing)
     with pytest.raises(RuntimeError, match="planner crashed"):
-        ensure(app, _tickers("B"), "m15", **WINDOW)
+        ensure(app, _tickers("B"), "m15", start=START, end=END)
 
     # The first two pieces (B0; B1, B2) are whole: their definitions and every slice of them.
     # Nothing of the third piece, nor of the ones after it, was written.
@@ -144,8 +145,8 @@ def test_a_failure_midway_leaves_whole_pieces_and_a_retry_completes(
     partial, reference = _queue(app, "B"), _queue(app, "A")
     assert partial == {i: reference[i] for i in (0, 1, 2)}
 
-    monkeypatch.setattr(ensure_module, "plan_definition", plan)
-    retry = ensure(app, _tickers("B"), "m15", **WINDOW)
+    monkeypatch.setattr("barfill.service.ensure.plan_definition", plan)
+    retry = ensure(app, _tickers("B"), "m15", start=START, end=END)
     assert _queue(app, "B") == reference
     for i, (r, w) in enumerate(zip(retry.results, whole.results, strict=True)):
         if i < 3:  # committed before the failure: already queued, nothing new
@@ -153,7 +154,7 @@ def test_a_failure_midway_leaves_whole_pieces_and_a_retry_completes(
         else:
             assert _answer(r) == _answer(w)
     # Asked once more: idempotent.
-    again = ensure(app, _tickers("B"), "m15", **WINDOW)
+    again = ensure(app, _tickers("B"), "m15", start=START, end=END)
     assert [r.slices_queued for r in again.results] == [0] * N
     assert _queue(app, "B") == reference
 

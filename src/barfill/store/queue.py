@@ -65,8 +65,11 @@ _QUEUED = sa.literal_column("'queued'", sa.String)
 _RUNNING = sa.literal_column("'running'", sa.String)
 _MAX_ERROR_MESSAGE = 4_000
 _MAX_ERROR_CODE = 64
-__all__ = ["Progress", "SqlQueue", "StuckSlice"]
+__all__ = ["QUEUE_CHANNEL", "Progress", "SqlQueue", "StuckSlice"]
 _RUNNABLE_KEY = ["definition_id", "start", "end", "provider", "layer", "purpose"]
+# PostgreSQL channel notified when an enqueue commits new work: idle workers listen (SQLite's
+# workers watch its data_version instead; see barfill.store.changes).
+QUEUE_CHANNEL = "barfill_queue"
 
 # A uuid4 in SQLite SQL: random hex with the version nibble and the variant bits set.
 _SQLITE_UUID4 = (
@@ -320,6 +323,9 @@ class SqlQueue(QueueReports):
         now = _read_clock(conn)
         for i in range(0, len(rows), _ENQUEUE_CHUNK):
             self._enqueue_chunk(conn, rows[i : i + _ENQUEUE_CHUNK], now, revive, tally)
+        if tally.queued and self.db.is_postgres:
+            # Delivered when this transaction commits (never if it rolls back).
+            conn.execute(sa.text(f"SELECT pg_notify('{QUEUE_CHANNEL}', '')"))
         return tally.result()
 
     def _enqueue_chunk(
