@@ -22,7 +22,7 @@ so the first slices are claimed while the rest are planned (see :func:`ensure`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -44,13 +44,14 @@ from barfill.store.coverage import CoverageView, coverage_views
 from barfill.store.db import db_now
 from barfill.store.definitions import (
     DEFAULT_REQUESTER,
+    Definition,
     list_definitions,
     upsert_definition,
     validate_requester,
 )
 from barfill.store.densities import base_of, read_densities
 from barfill.store.queue_reports import open_work
-from barfill.store.symbols import ensure_symbols
+from barfill.store.symbols import ensure_symbols, known_symbols
 
 DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
     Timeframe.m1: 7,
@@ -272,37 +273,39 @@ def ensure(
     ask = _Ask(tf, cal, cal_name, window, priority, provider, who)
     since: float | None = None
     results: list[EnsureResult] = []
-    def_ids: list[int] = []
     done = size = floor = 0
     while done < len(tickers):
-        with app.db.write() as conn:
+        with app.db.read() as conn:
             clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
             if since is None:  # one clock for the whole answer, as if it were one transaction
                 since = clock
                 floor = size = _smallest_piece(app, ask, int(since))
             piece = tickers[done : done + size]
-            planned = _plan_piece(app, conn, piece, ask, since)
-            new_slices = [s for _, plan, _ in planned for s in plan.slices]
+            seen = _read_piece(app, conn, piece, ask, since)
+        # Planned outside any transaction: a SQLite writer lock held while planning would stall
+        # every worker's claim and commit (in SQLite's busy handler, sleeping up to 100 ms).
+        plans = [_plan(app, ask, known, since) for known in seen]
+        with app.db.write() as conn:
+            ids = ensure_symbols(conn, piece, calendar=ask.calendar_name)
+            upserted = [_upsert(conn, ask, ids[t]) for t in piece]
+            slices = [
+                replace(s, definition_id=def_id, symbol_id=ids[t])
+                for t, (def_id, _), plan in zip(piece, upserted, plans, strict=True)
+                for s in plan.slices
+            ]
             enqueued = EnqueueResult()
-            if new_slices:
-                enqueued = app.queue.enqueue_in(conn, order_for_batching(new_slices), revive=True)
+            if slices:
+                enqueued = app.queue.enqueue_in(conn, order_for_batching(slices), revive=True)
         if enqueued.queued_by_definition and on_enqueued is not None:
             on_enqueued()
-        for result, _, pending_in_window in planned:
-            def_ids.append(result.definition_id)
-            results.append(
-                replace(
-                    result,
-                    slices_queued=enqueued.queued_by_definition.get(result.definition_id, 0),
-                    # A slice enqueued concurrently since our read counts as pending too.
-                    slices_pending=pending_in_window
-                    + enqueued.pending_by_definition.get(result.definition_id, 0),
-                )
-            )
+        results += [
+            _answer(ask, known, plan, def_id, created, enqueued)
+            for known, plan, (def_id, created) in zip(seen, plans, upserted, strict=True)
+        ]
         done += len(piece)
         size = max(floor, min(2 * size, MAX_PIECE))
     assert since is not None, "tickers is not empty"
-    job = JobRef(tuple(def_ids), since - 1e-3)
+    job = JobRef(tuple(r.definition_id for r in results), since - 1e-3)
     return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
 
 
@@ -331,81 +334,116 @@ def _smallest_piece(app: App, ask: _Ask, now: int) -> int:
     return max([FIRST_PIECE, *(app.router.capabilities(name).max_symbols for name, _ in assigned)])
 
 
-def _plan_piece(
-    app: App, conn: sa.Connection, tickers: Sequence[str], ask: _Ask, since: float
-) -> list[tuple[EnsureResult, DefinitionPlan, int]]:
-    """Upsert the definitions of ``tickers`` and plan them, in the piece's write transaction.
+@dataclass(frozen=True)
+class _Seen:
+    """What a piece's read found for one ticker: its definition as the write will leave it
+    (placeholder ids where the symbol or the definition is new), and what it is planned around."""
 
-    Returns, per ticker, its answer (queued and pending counts not filled in
-    yet), its plan, and how many slices were already queued or running in its
-    window.
-    """
+    definition: Definition
+    coverage: CoverageView
+    pending: list[Interval]  # queued or running ranges of the (symbol, timeframe), anyone's
+    densities: Mapping[str, float] | None
+
+
+def _read_piece(
+    app: App, conn: sa.Connection, tickers: Sequence[str], ask: _Ask, since: float
+) -> list[_Seen]:
+    """One read per kind for the whole piece: definitions, open work (first), coverage, densities."""
     tf = ask.timeframe
-    ids = ensure_symbols(conn, tickers, calendar=ask.calendar_name)
-    sids = [ids[t] for t in tickers]
-    upserted = [
-        upsert_definition(
-            conn,
-            sid,
-            tf,
-            window_days=ask.window.days,
-            start=ask.window.start,
-            end=ask.window.end,
-            priority=ask.priority,
-            provider=ask.provider,
-            requester=ask.requester,
-        )
-        for sid in sids
-    ]
-    by_id = {d.id: d for d in list_definitions(conn, symbol_ids=sids)}
+    sids = known_symbols(conn, tickers)
+    known = sorted(sids.values())
+    existing = {
+        d.symbol_id: d
+        for d in list_definitions(conn, symbol_ids=known)
+        if d.timeframe is tf and d.requester == ask.requester
+    }
     # Queued or running work first, then coverage (see open_work).
     work = open_work(
         conn,
         now=since,
         cooldown_s=app.settings.failed_cooldown_s,
         cooldown_max_s=app.settings.failed_cooldown_max_s,
-        symbol_ids=sids,
+        symbol_ids=known,
         timeframe=tf,
     )
-    views = coverage_views(conn, sids)
-    densities = read_densities(conn, sids, base_of(tf))
-    out: list[tuple[EnsureResult, DefinitionPlan, int]] = []
-    for ticker, (def_id, created) in zip(tickers, upserted, strict=True):
-        defn = by_id[def_id]
-        coverage = views.get((defn.symbol_id, tf), CoverageView())
-        # Only queued or running work is left out: failed and cancelled ranges are revived.
-        pending = work.pending.get((defn.symbol_id, tf), [])
-        plan = plan_definition(
-            defn,
-            coverage,
-            ask.calendar,
-            app.router,
-            now=int(since),
-            max_attempts=app.settings.max_attempts,
-            pending=pending,
-            densities=densities.get(defn.symbol_id),
-        )
-        inside = iv.intersect(coverage.all, [plan.window])
-        result = EnsureResult(
+    views = coverage_views(conn, known)
+    densities = read_densities(conn, known, base_of(tf))
+    seen: list[_Seen] = []
+    for k, ticker in enumerate(tickers):
+        sid = sids.get(ticker, -1 - k)  # a new symbol: inserted by the piece's write
+        old = existing.get(sid)
+        defn = Definition(
+            id=old.id if old is not None else -1 - k,
+            symbol_id=sid,
             symbol=ticker,
             timeframe=tf,
-            definition_id=defn.id,
-            created=created,
-            window_start=plan.window.start,
-            window_end=plan.window.end,
-            has_coverage=not plan.gaps,
-            coverage_from=inside[0].start if inside else None,
-            coverage_to=inside[-1].end if inside else None,
-            gaps=plan.holes,
-            bars_missing=plan.bars_missing,
-            unfillable=plan.unfillable,
-            slices_queued=0,
-            provider=plan.provider,
+            window_days=ask.window.days,
+            start=ask.window.start,
+            end=ask.window.end,
+            priority=ask.priority,
+            enabled=True,
+            provider=ask.provider,
+            created_at=since,
+            updated_at=since,
             requester=ask.requester,
-            gap_spans=plan.gaps,
-            pending=plan.pending,
-            unfillable_reasons=plan.unfillable_reasons,
         )
-        in_window = sum(1 for p in pending if p.start < plan.window.end and plan.window.start < p.end)
-        out.append((result, plan, in_window))
-    return out
+        coverage = views.get((sid, tf), CoverageView())
+        # Only queued or running work is left out: failed and cancelled ranges are revived.
+        seen.append(_Seen(defn, coverage, work.pending.get((sid, tf), []), densities.get(sid)))
+    return seen
+
+
+def _plan(app: App, ask: _Ask, seen: _Seen, since: float) -> DefinitionPlan:
+    return plan_definition(
+        seen.definition,
+        seen.coverage,
+        ask.calendar,
+        app.router,
+        now=int(since),
+        max_attempts=app.settings.max_attempts,
+        pending=seen.pending,
+        densities=seen.densities,
+    )
+
+
+def _upsert(conn: sa.Connection, ask: _Ask, symbol_id: int) -> tuple[int, bool]:
+    return upsert_definition(
+        conn,
+        symbol_id,
+        ask.timeframe,
+        window_days=ask.window.days,
+        start=ask.window.start,
+        end=ask.window.end,
+        priority=ask.priority,
+        provider=ask.provider,
+        requester=ask.requester,
+    )
+
+
+def _answer(
+    ask: _Ask, seen: _Seen, plan: DefinitionPlan, definition_id: int, created: bool, enqueued: EnqueueResult
+) -> EnsureResult:
+    inside = iv.intersect(seen.coverage.all, [plan.window])
+    already = sum(1 for p in seen.pending if p.start < plan.window.end and plan.window.start < p.end)
+    return EnsureResult(
+        symbol=seen.definition.symbol,
+        timeframe=ask.timeframe,
+        definition_id=definition_id,
+        created=created,
+        window_start=plan.window.start,
+        window_end=plan.window.end,
+        has_coverage=not plan.gaps,
+        coverage_from=inside[0].start if inside else None,
+        coverage_to=inside[-1].end if inside else None,
+        gaps=plan.holes,
+        bars_missing=plan.bars_missing,
+        unfillable=plan.unfillable,
+        slices_queued=enqueued.queued_by_definition.get(definition_id, 0),
+        # A slice enqueued concurrently since our read counts as pending too.
+        slices_pending=already + enqueued.pending_by_definition.get(definition_id, 0),
+        provider=plan.provider,
+        requester=ask.requester,
+        gap_spans=plan.gaps,
+        pending=plan.pending,
+        unfillable_reasons=plan.unfillable_reasons,
+    )
