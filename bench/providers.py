@@ -33,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import re
 import signal
@@ -424,11 +425,38 @@ def _worker_stats(logs: Path, n: int) -> dict[str, int]:
     return {k: totals[k] for k in ("claimed", "released", "requests", "succeeded", "retried", "failed")}
 
 
+def _ensure_child(db_url: str, server_url: str, symbols: list[str], start: str, end: str, pipe: Any) -> None:
+    """Build the app, say ready, run ``ensure`` on "go" and send back (queued, monotonic end).
+
+    ``ensure`` runs in a process of its own, as ``barfill ensure`` or the HTTP
+    API would: in the bench's process its CPU would hold the GIL that the fake
+    server's threads need to stamp arrivals, and the server would see late,
+    bunched arrivals that no real provider sees.
+    """
+    from barfill.bootstrap import build
+    from barfill.config import load_settings
+    from barfill.service.ensure import ensure
+
+    settings = load_settings(
+        database_url=db_url,
+        polygon_api_key=KEY,
+        polygon_base_url=server_url,
+        polygon_rate_limit=f"{RATE_N}/1",
+    )
+    app = build(settings, providers=None)
+    try:
+        pipe.send("ready")
+        pipe.recv()
+        report = ensure(app, symbols, "d1", start=start, end=end)
+        pipe.send((sum(r.slices_queued for r in report.results), time.monotonic()))
+    finally:
+        app.close()
+
+
 def hydration_under_rate_limit() -> list[Result]:
     # Imported here: building the app pulls in the whole service layer.
     from barfill.bootstrap import build
     from barfill.config import load_settings
-    from barfill.service.ensure import ensure
 
     calendar = get_calendar("XNYS")
     wire = PolygonWire(Truth(calendar), KEY)
@@ -453,11 +481,19 @@ def hydration_under_rate_limit() -> list[Result]:
                 polygon_rate_limit=f"{RATE_N}/1",
             )
             app = build(settings, providers=None)
+            ctx = mp.get_context("spawn")
+            ours, theirs = ctx.Pipe()
+            child = ctx.Process(target=_ensure_child, args=(db.url, server.url, symbols, start, end, theirs))
+            child.start()
             try:
-                t0 = time.monotonic()  # the server stamps arrivals on this clock too
-                report = ensure(app, symbols, "d1", start=start, end=end)
-                ensure_s = time.monotonic() - t0
-                queued = sum(r.slices_queued for r in report.results)
+                if not ours.poll(60) or ours.recv() != "ready":
+                    raise RuntimeError("the ensure process did not start")
+                t0 = time.monotonic()  # the server stamps arrivals on this clock too (system-wide)
+                ours.send("go")
+                if not ours.poll(120):
+                    raise RuntimeError("ensure did not answer in 120 s")
+                queued, ensure_end = ours.recv()
+                ensure_s = ensure_end - t0
                 if queued != len(symbols):
                     raise RuntimeError(f"expected one d1 slice per symbol, ensure queued {queued}")
                 deadline = t0 + 120
@@ -470,6 +506,9 @@ def hydration_under_rate_limit() -> list[Result]:
                     time.sleep(0.01)
                 wall = time.monotonic() - t0
             finally:
+                child.join(timeout=30)
+                if child.is_alive():
+                    child.kill()
                 app.close()
         exit_codes = [p.returncode for p in procs]
         stats = _worker_stats(logs, len(procs))

@@ -274,7 +274,9 @@ def ensure_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
     """Ensure coverage for SYMBOLS: answers at once, queues what is missing."""
-    from barfill.api import Barfill
+    # The service, not the facade (barfill.api): that imports pandas and polars, ~0.5 s before
+    # the first slice is queued.
+    from barfill.service.ensure import ensure
     from barfill.store.definitions import validate_requester
 
     Timeframe.parse(timeframe)  # argument mistakes first, before touching the database
@@ -282,8 +284,8 @@ def ensure_cmd(
         validate_ticker(ticker)
     validate_requester(requester)
     with _opened() as app:
-        fx = Barfill.wrap(app)
-        report = fx.ensure(
+        report = ensure(
+            app,
             symbols,
             timeframe,
             days=days,
@@ -306,7 +308,8 @@ def ensure_cmd(
         if not wait:
             return
         _watch(app, report.job, work=work)
-        final = fx.ensure(
+        final = ensure(
+            app,
             symbols,
             timeframe,
             days=days,

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.intervals import Interval
@@ -171,3 +173,19 @@ def test_window_outside_the_calendar_is_refused(xnys: TradingCalendar) -> None:
 def test_unknown_calendar_name() -> None:
     with pytest.raises(InvalidInput, match="calendar"):
         TradingCalendar("NOPE")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["XNYS", "24/7"]),
+    timeframe=st.sampled_from(list(Timeframe)),
+    extended=st.booleans(),
+    start=st.integers(utc("2023-01-01 00:00"), utc("2025-12-31 00:00")),
+    length=st.integers(1, 400 * 86_400),
+)
+def test_bar_count_is_the_number_of_bar_opens(
+    name: str, timeframe: Timeframe, extended: bool, start: int, length: int
+) -> None:
+    cal = get_calendar(name)
+    expected = len(cal.bar_opens(timeframe, start, start + length, extended=extended))
+    assert cal.bar_count(timeframe, start, start + length, extended=extended) == expected

@@ -163,19 +163,12 @@ class TradingCalendar:
         i0, i1 = self.session_indices(start, end, extended=extended)
         if i0 == i1:
             return np.empty(0, dtype=np.int64)
-        opens, closes = self._bounds(extended)
         if timeframe == Timeframe.d1:
             return self.midnights[i0:i1].copy()
         if timeframe == Timeframe.w1:
             return np.unique(self.bucket(Timeframe.w1, self.midnights[i0:i1]))
         step = timeframe.seconds
-        lo = np.maximum(opens[i0:i1], start)
-        hi = np.minimum(closes[i0:i1], end)
-        keep = lo < hi
-        lo, hi, off = lo[keep], hi[keep], self.session_offsets[i0:i1][keep]
-        first = (lo + off) // step * step - off
-        last = (hi - 1 + off) // step * step - off
-        counts = (last - first) // step + 1
+        first, last, counts = self._intraday_labels(timeframe, start, end, i0, i1, extended)
         if counts.sum() == 0:
             return np.empty(0, dtype=np.int64)
         # All sessions' labels at once: each session's first label, then steps within it.
@@ -184,6 +177,30 @@ class TradingCalendar:
         if len(labels) < 2 or bool(np.all(labels[1:] > labels[:-1])):
             return labels  # the usual case: already sorted and distinct, so no np.unique (hashing)
         return np.unique(labels)
+
+    def bar_count(self, timeframe: Timeframe, start: int, end: int, *, extended: bool = False) -> int:
+        """``len(bar_opens(...))`` without building the labels (the planner counts 2 years of m1)."""
+        i0, i1 = self.session_indices(start, end, extended=extended)
+        if i0 == i1 or timeframe in (Timeframe.d1, Timeframe.w1):
+            return len(self.bar_opens(timeframe, start, end, extended=extended))
+        first, last, counts = self._intraday_labels(timeframe, start, end, i0, i1, extended)
+        if len(first) > 1 and not bool(np.all(first[1:] > last[:-1])):
+            return len(self.bar_opens(timeframe, start, end, extended=extended))  # labels shared
+        return int(counts.sum())
+
+    def _intraday_labels(
+        self, timeframe: Timeframe, start: int, end: int, i0: int, i1: int, extended: bool
+    ) -> tuple[I64, I64, I64]:
+        """Per session of ``[i0, i1)`` meeting [start, end): its first and last label, and how many."""
+        opens, closes = self._bounds(extended)
+        step = timeframe.seconds
+        lo = np.maximum(opens[i0:i1], start)
+        hi = np.minimum(closes[i0:i1], end)
+        keep = lo < hi
+        lo, hi, off = lo[keep], hi[keep], self.session_offsets[i0:i1][keep]
+        first = (lo + off) // step * step - off
+        last = (hi - 1 + off) // step * step - off
+        return first, last, (last - first) // step + 1
 
     def bucket(self, timeframe: Timeframe, ts: I64) -> I64:
         """The label of the ``timeframe`` bar that each ``ts`` falls in (local clock)."""

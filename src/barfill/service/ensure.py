@@ -15,11 +15,14 @@ asked. Its counts are true: ``slices_queued`` is what this call put in the
 queue (new, re-queued or revived slices), ``slices_pending`` what was
 already queued or running in the window; a second identical ``ensure``
 reports 0 queued and N pending.
+
+Many symbols commit in pieces, each whole (definitions and slices together),
+so the first slices are claimed while the rest are planned (see :func:`ensure`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,26 +32,26 @@ import sqlalchemy as sa
 
 from barfill.bootstrap import App
 from barfill.domain import intervals as iv
-from barfill.domain.calendar import get_calendar
+from barfill.domain.calendar import TradingCalendar, get_calendar
 from barfill.domain.intervals import Interval
 from barfill.domain.slices import EnqueueResult
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.service.planning import order_for_batching, plan_definition
+from barfill.service.planning import DAY_S, DefinitionPlan, order_for_batching, plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
-from barfill.store.coverage import read_coverage_view
+from barfill.store.coverage import CoverageView, coverage_views
 from barfill.store.db import db_now
 from barfill.store.definitions import (
     DEFAULT_REQUESTER,
     Definition,
-    get_definition,
+    list_definitions,
     upsert_definition,
     validate_requester,
 )
 from barfill.store.densities import base_of, read_densities
 from barfill.store.queue_reports import open_work
-from barfill.store.symbols import ensure_symbols
+from barfill.store.symbols import ensure_symbols, known_symbols
 
 DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
     Timeframe.m1: 7,
@@ -61,6 +64,10 @@ DEFAULT_WINDOW_DAYS: dict[Timeframe, int] = {
     Timeframe.w1: 365,
 }
 MAX_WINDOW_DAYS = 365 * 30
+# A many-symbol ensure commits in pieces of FIRST_PIECE symbols, then twice as many each time up to
+# MAX_PIECE (see ensure): the first slices are claimable while the rest are still being planned.
+FIRST_PIECE = 4
+MAX_PIECE = 32
 
 
 @dataclass(frozen=True)
@@ -236,9 +243,17 @@ def ensure(
     again as the same requester replaces its window, priority and pin;
     other requesters' definitions are untouched.
 
-    ``on_enqueued`` runs as soon as new slices are committed to the queue,
-    before the answer's progress is read: a worker in this process can claim
-    the newest slice while the answer is still being made.
+    Many symbols commit in pieces (``FIRST_PIECE`` symbols, then twice as
+    many each time up to ``MAX_PIECE``), each one transaction holding its
+    definitions and their slices: workers claim the first slices while the
+    rest are still planned. The answer is the one a single transaction would
+    give (every piece is planned at the first piece's database clock). An
+    error midway leaves the committed pieces whole and nothing of the others;
+    asking again completes the work (the committed slices count as pending).
+
+    ``on_enqueued`` runs as soon as a piece's new slices are committed to the
+    queue, before the answer's progress is read: a worker in this process can
+    claim the newest slice while the answer is still being made.
     """
     tf = Timeframe.parse(timeframe)
     who = validate_requester(requester)
@@ -255,99 +270,180 @@ def ensure(
     if window.start is not None and window.end is not None:
         cal.check_range(window.start, window.end)
 
-    with app.db.write() as conn:
-        since = float(conn.execute(sa.select(db_now(conn))).scalar_one())
-        ids = ensure_symbols(conn, tickers, calendar=cal_name)
-        upserted = [
-            upsert_definition(
-                conn,
-                ids[t],
-                tf,
-                window_days=window.days,
-                start=window.start,
-                end=window.end,
-                priority=priority,
-                provider=provider,
-                requester=who,
-            )
-            for t in tickers
-        ]
-        defs = [(_definition(conn, def_id), created) for def_id, created in upserted]
-        # Queued or running work first, then coverage (see open_work).
-        work = open_work(
-            conn,
-            now=since,
-            cooldown_s=app.settings.failed_cooldown_s,
-            cooldown_max_s=app.settings.failed_cooldown_max_s,
-            symbol_ids=[ids[t] for t in tickers],
-            timeframe=tf,
-        )
-        coverages = [read_coverage_view(conn, ids[t], tf) for t in tickers]
-        densities = read_densities(conn, ids.values(), base_of(tf))
-    now = int(since)
+    ask = _Ask(tf, cal, cal_name, window, priority, provider, who)
+    since: float | None = None
     results: list[EnsureResult] = []
-    new_slices = []
-    pending_in_window: dict[int, int] = {}
-    for ticker, (defn, created), coverage in zip(tickers, defs, coverages, strict=True):
-        # Only queued or running work is left out: failed and cancelled ranges are revived.
-        pending = work.pending.get((defn.symbol_id, tf), [])
-        plan = plan_definition(
-            defn,
-            coverage,
-            cal,
-            app.router,
-            now=now,
-            max_attempts=app.settings.max_attempts,
-            pending=pending,
-            densities=densities.get(defn.symbol_id),
-        )
-        new_slices.extend(plan.slices)
-        pending_in_window[defn.id] = sum(
-            1 for p in pending if p.start < plan.window.end and plan.window.start < p.end
-        )
-        inside = iv.intersect(coverage.all, [plan.window])
-        results.append(
-            EnsureResult(
-                symbol=ticker,
-                timeframe=tf,
-                definition_id=defn.id,
-                created=created,
-                window_start=plan.window.start,
-                window_end=plan.window.end,
-                has_coverage=not plan.gaps,
-                coverage_from=inside[0].start if inside else None,
-                coverage_to=inside[-1].end if inside else None,
-                gaps=plan.holes,
-                bars_missing=plan.bars_missing,
-                unfillable=plan.unfillable,
-                slices_queued=0,
-                provider=plan.provider,
-                requester=who,
-                gap_spans=plan.gaps,
-                pending=plan.pending,
-                unfillable_reasons=plan.unfillable_reasons,
-            )
-        )
-    enqueued = EnqueueResult()
-    if new_slices:
-        enqueued = app.queue.enqueue(order_for_batching(new_slices), revive=True)
+    done = size = floor = 0
+    while done < len(tickers):
+        with app.db.read() as conn:
+            clock = float(conn.execute(sa.select(db_now(conn))).scalar_one())
+            if since is None:  # one clock for the whole answer, as if it were one transaction
+                since = clock
+                floor = size = _smallest_piece(app, ask, int(since))
+            piece = tickers[done : done + size]
+            seen = _read_piece(app, conn, piece, ask, since)
+        # Planned outside any transaction: a SQLite writer lock held while planning would stall
+        # every worker's claim and commit (in SQLite's busy handler, sleeping up to 100 ms).
+        plans = [_plan(app, ask, known, since) for known in seen]
+        with app.db.write() as conn:
+            ids = ensure_symbols(conn, piece, calendar=ask.calendar_name)
+            upserted = [_upsert(conn, ask, ids[t]) for t in piece]
+            slices = [
+                replace(s, definition_id=def_id, symbol_id=ids[t])
+                for t, (def_id, _), plan in zip(piece, upserted, plans, strict=True)
+                for s in plan.slices
+            ]
+            enqueued = EnqueueResult()
+            if slices:
+                enqueued = app.queue.enqueue_in(conn, order_for_batching(slices), revive=True)
         if enqueued.queued_by_definition and on_enqueued is not None:
             on_enqueued()
-    results = [
-        replace(
-            r,
-            slices_queued=enqueued.queued_by_definition.get(r.definition_id, 0),
-            # A slice enqueued concurrently since our read counts as pending too.
-            slices_pending=pending_in_window[r.definition_id]
-            + enqueued.pending_by_definition.get(r.definition_id, 0),
-        )
-        for r in results
-    ]
-    job = JobRef(tuple(d.id for d, _ in defs), since - 1e-3)
+        results += [
+            _answer(ask, known, plan, def_id, created, enqueued)
+            for known, plan, (def_id, created) in zip(seen, plans, upserted, strict=True)
+        ]
+        done += len(piece)
+        size = max(floor, min(2 * size, MAX_PIECE))
+    assert since is not None, "tickers is not empty"
+    job = JobRef(tuple(r.definition_id for r in results), since - 1e-3)
     return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
 
 
-def _definition(conn: sa.Connection, definition_id: int) -> Definition:
-    defn = get_definition(conn, definition_id)
-    assert defn is not None, "the definition was just upserted in this transaction"
-    return defn
+@dataclass(frozen=True)
+class _Ask:
+    """One ensure call's checked arguments: what every piece is planned with."""
+
+    timeframe: Timeframe
+    calendar: TradingCalendar
+    calendar_name: str
+    window: Window
+    priority: int
+    provider: str | None
+    requester: str
+
+
+def _smallest_piece(app: App, ask: _Ask, now: int) -> int:
+    """``FIRST_PIECE`` symbols, or as many as one request takes of the provider the window goes to.
+
+    Same-range slices of a multi-symbol provider are claimed together and sent
+    as one request: the first piece holds at least one whole request's worth.
+    """
+    w = ask.window
+    span = Interval(now - w.days * DAY_S, now) if w.days is not None else Interval(w.start or 0, w.end or 0)
+    assigned, _ = app.router.assign(ask.timeframe, [span], now=now, pinned=ask.provider)
+    return max([FIRST_PIECE, *(app.router.capabilities(name).max_symbols for name, _ in assigned)])
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a piece's read found for one ticker: its definition as the write will leave it
+    (placeholder ids where the symbol or the definition is new), and what it is planned around."""
+
+    definition: Definition
+    coverage: CoverageView
+    pending: list[Interval]  # queued or running ranges of the (symbol, timeframe), anyone's
+    densities: Mapping[str, float] | None
+
+
+def _read_piece(
+    app: App, conn: sa.Connection, tickers: Sequence[str], ask: _Ask, since: float
+) -> list[_Seen]:
+    """One read per kind for the whole piece: definitions, open work (first), coverage, densities."""
+    tf = ask.timeframe
+    sids = known_symbols(conn, tickers)
+    known = sorted(sids.values())
+    existing = {
+        d.symbol_id: d
+        for d in list_definitions(conn, symbol_ids=known)
+        if d.timeframe is tf and d.requester == ask.requester
+    }
+    # Queued or running work first, then coverage (see open_work).
+    work = open_work(
+        conn,
+        now=since,
+        cooldown_s=app.settings.failed_cooldown_s,
+        cooldown_max_s=app.settings.failed_cooldown_max_s,
+        symbol_ids=known,
+        timeframe=tf,
+    )
+    views = coverage_views(conn, known)
+    densities = read_densities(conn, known, base_of(tf))
+    seen: list[_Seen] = []
+    for k, ticker in enumerate(tickers):
+        sid = sids.get(ticker, -1 - k)  # a new symbol: inserted by the piece's write
+        old = existing.get(sid)
+        defn = Definition(
+            id=old.id if old is not None else -1 - k,
+            symbol_id=sid,
+            symbol=ticker,
+            timeframe=tf,
+            window_days=ask.window.days,
+            start=ask.window.start,
+            end=ask.window.end,
+            priority=ask.priority,
+            enabled=True,
+            provider=ask.provider,
+            created_at=since,
+            updated_at=since,
+            requester=ask.requester,
+        )
+        coverage = views.get((sid, tf), CoverageView())
+        # Only queued or running work is left out: failed and cancelled ranges are revived.
+        seen.append(_Seen(defn, coverage, work.pending.get((sid, tf), []), densities.get(sid)))
+    return seen
+
+
+def _plan(app: App, ask: _Ask, seen: _Seen, since: float) -> DefinitionPlan:
+    return plan_definition(
+        seen.definition,
+        seen.coverage,
+        ask.calendar,
+        app.router,
+        now=int(since),
+        max_attempts=app.settings.max_attempts,
+        pending=seen.pending,
+        densities=seen.densities,
+    )
+
+
+def _upsert(conn: sa.Connection, ask: _Ask, symbol_id: int) -> tuple[int, bool]:
+    return upsert_definition(
+        conn,
+        symbol_id,
+        ask.timeframe,
+        window_days=ask.window.days,
+        start=ask.window.start,
+        end=ask.window.end,
+        priority=ask.priority,
+        provider=ask.provider,
+        requester=ask.requester,
+    )
+
+
+def _answer(
+    ask: _Ask, seen: _Seen, plan: DefinitionPlan, definition_id: int, created: bool, enqueued: EnqueueResult
+) -> EnsureResult:
+    inside = iv.intersect(seen.coverage.all, [plan.window])
+    already = sum(1 for p in seen.pending if p.start < plan.window.end and plan.window.start < p.end)
+    return EnsureResult(
+        symbol=seen.definition.symbol,
+        timeframe=ask.timeframe,
+        definition_id=definition_id,
+        created=created,
+        window_start=plan.window.start,
+        window_end=plan.window.end,
+        has_coverage=not plan.gaps,
+        coverage_from=inside[0].start if inside else None,
+        coverage_to=inside[-1].end if inside else None,
+        gaps=plan.holes,
+        bars_missing=plan.bars_missing,
+        unfillable=plan.unfillable,
+        slices_queued=enqueued.queued_by_definition.get(definition_id, 0),
+        # A slice enqueued concurrently since our read counts as pending too.
+        slices_pending=already + enqueued.pending_by_definition.get(definition_id, 0),
+        provider=plan.provider,
+        requester=ask.requester,
+        gap_spans=plan.gaps,
+        pending=plan.pending,
+        unfillable_reasons=plan.unfillable_reasons,
+    )

@@ -133,7 +133,7 @@ def plan_definition(
         return DefinitionPlan(defn.id, Interval(now, now + 1), [], 0, [], [], 0, None)
     holes = holes_of(window, view.all, calendar)
     gaps = [g for hole in holes for g in hole]
-    final_gaps = gaps_of(window, view.final, calendar)
+    final_gaps = gaps_of(window, view.final, calendar) if view.provisional else gaps
     tf = defn.timeframe
     assigned, unfillable = router.assign(tf, final_gaps, now=now, pinned=defn.provider)
 
@@ -168,7 +168,7 @@ def plan_definition(
 
     slices = split_newest(slices, calendar, tf)
     unfillable_list, why = _merge_by_reason(reasons)
-    missing = sum(len(calendar.bar_opens(tf, h[0].start, h[-1].end)) for h in holes)
+    missing = sum(calendar.bar_count(tf, h[0].start, h[-1].end) for h in holes)
     return DefinitionPlan(
         definition_id=defn.id,
         window=window,

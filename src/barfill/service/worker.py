@@ -70,10 +70,11 @@ from barfill.providers.http import next_grant, on_send, warm_http_stack
 from barfill.providers.usage import AnswerCost
 from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
+from barfill.store.changes import Changes
 from barfill.store.definitions import get_definition
 from barfill.store.densities import base_of, record_densities
 from barfill.store.flags import reflag
-from barfill.store.queue import completion_time
+from barfill.store.queue import QUEUE_CHANNEL, completion_time
 from barfill.store.ratelimit import acquire, record_send
 from barfill.store.symbols import symbol_calendars
 
@@ -144,6 +145,7 @@ class Worker:
         self._commit_slots = self._new_commit_slots()
         self._turns = WriteTurns(app.db.is_sqlite)
         self._limiter = _TurnLimiter(app.limiter, self._turns)
+        self._changes: Changes | None = None  # set by run
 
     # -- main loop ------------------------------------------------------------
 
@@ -169,7 +171,22 @@ class Worker:
                 its simulated clock.
             grace_s: seconds in-flight slices get to finish after ``stop``.
         """
-        stop = stop or asyncio.Event()
+        # On real time an idle worker waits for new work to be committed (by any process), not
+        # for its next poll: see _idle_sleep.
+        self._changes = None if self.app.clock.simulated else Changes(self.app.db, channel=QUEUE_CHANNEL)
+        try:
+            if self._changes is not None:
+                await self._changes.wait(0)  # listening (PostgreSQL) / knows the version (SQLite) from now on
+            return await self._run(
+                stop or asyncio.Event(), drain=drain, until_idle=until_idle, grace_s=grace_s
+            )
+        finally:
+            if self._changes is not None:
+                await self._changes.aclose()
+
+    async def _run(
+        self, stop: asyncio.Event, *, drain: bool, until_idle: bool, grace_s: float
+    ) -> WorkerStats:
         self._commit_slots = self._new_commit_slots()  # bound to this run's event loop
         # Before the first slot, not between a grant and its request: httpx's lazy imports
         # and this loop's client (its TLS context) cost ~0.1 s the first time.
@@ -212,7 +229,7 @@ class Worker:
                     await _wait_any(inflight, stop, timeout=soon, wake=self.wake)
                 else:  # idle: poll again (or after the rate-limit wait) on the app's clock
                     pause = soon if idle_wait is None else idle_wait
-                    await _wait_any(set(), stop, sleeper=self.app.clock.sleep(pause), wake=self.wake)
+                    await _wait_any(set(), stop, sleeper=self._idle_sleep(pause), wake=self.wake)
                 continue
             for i, group in enumerate(groups):
                 task = asyncio.create_task(self._process(group))
@@ -226,6 +243,19 @@ class Worker:
                     await _wait_any({task}, stop)
         await self._shutdown(inflight, grace_s)
         return self.stats
+
+    def _idle_sleep(self, pause: float) -> Coroutine[Any, Any, None]:
+        """Sleep ``pause`` seconds, or less on real time if the database changed meanwhile.
+
+        New work committed by another process (``barfill ensure`` next to
+        ``barfill serve``) is claimed within milliseconds instead of at the
+        next poll: PostgreSQL notifies :data:`QUEUE_CHANNEL` on every enqueue
+        that queued something; on SQLite any commit ends the wait (a claim
+        that finds nothing costs one short write transaction).
+        """
+        if self._changes is None:
+            return self.app.clock.sleep(pause)
+        return self._changes.wait(pause)
 
     def _new_commit_slots(self) -> asyncio.Semaphore:
         """How many of this process's commits may run at once.

@@ -11,7 +11,9 @@ of at its next poll.
   :data:`SQLITE_CHECK_S`.
 * PostgreSQL: ``LISTEN barfill``; every slice completion notifies in its own
   transaction (:meth:`barfill.store.queue.SqlQueue.complete_many`), so the
-  wait ends when it commits.
+  wait ends when it commits. Another channel may be listened to instead:
+  idle workers listen to :data:`barfill.store.queue.QUEUE_CHANNEL`, which
+  every enqueue that queued something notifies.
 
 Either way the wait is bounded by its timeout: a change that sends no signal
 (a PostgreSQL slice that failed, a lost connection) is seen at the next
@@ -38,8 +40,9 @@ SQLITE_CHECK_S = 0.02
 class Changes:
     """One waiter's view of the database's commits. Create in a coroutine; ``aclose`` when done."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, channel: str = "barfill") -> None:
         self.db = db
+        self.channel = channel
         self._probe: sqlite3.Connection | None = None
         self._version: int | None = None
         self._listen: Any = None  # psycopg.AsyncConnection, connected on first use
@@ -92,7 +95,7 @@ class Changes:
             if self._listen is None:
                 dsn = make_url(self.db.url).set(drivername="postgresql").render_as_string(hide_password=False)
                 self._listen = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-                await self._listen.execute("LISTEN barfill")
+                await self._listen.execute(f"LISTEN {self.channel}")
             async for _ in self._listen.notifies(timeout=timeout_s, stop_after=1):
                 return
         except (psycopg.Error, OSError) as e:

@@ -65,8 +65,11 @@ _QUEUED = sa.literal_column("'queued'", sa.String)
 _RUNNING = sa.literal_column("'running'", sa.String)
 _MAX_ERROR_MESSAGE = 4_000
 _MAX_ERROR_CODE = 64
-__all__ = ["Progress", "SqlQueue", "StuckSlice"]
+__all__ = ["QUEUE_CHANNEL", "Progress", "SqlQueue", "StuckSlice"]
 _RUNNABLE_KEY = ["definition_id", "start", "end", "provider", "layer", "purpose"]
+# PostgreSQL channel notified when an enqueue commits new work: idle workers listen (SQLite's
+# workers watch its data_version instead; see barfill.store.changes).
+QUEUE_CHANNEL = "barfill_queue"
 
 # A uuid4 in SQLite SQL: random hex with the version nibble and the variant bits set.
 _SQLITE_UUID4 = (
@@ -297,33 +300,32 @@ class SqlQueue(QueueReports):
         Raises:
             InvalidInput: for an empty or inverted range, or ``max_attempts < 1``.
         """
-        unique: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for s in slices:
-            if s.end <= s.start:
-                raise InvalidInput("slice", "start < end", s)
-            if s.max_attempts < 1:
-                raise InvalidInput("max_attempts", "at least 1", s.max_attempts)
-            row = {
-                "definition_id": s.definition_id,
-                "symbol_id": s.symbol_id,
-                "timeframe": Timeframe.parse(s.timeframe).value,
-                "start": int(s.start),
-                "end": int(s.end),
-                "provider": s.provider,
-                "layer": Layer(s.layer).value,
-                "purpose": Purpose(s.purpose).value,
-                "priority": s.priority,
-                "max_attempts": s.max_attempts,
-            }
-            unique[_key(row)] = row
-        tally = _Tally()
-        if not unique:
-            return tally.result()
-        rows = list(unique.values())
+        rows = _enqueue_rows(slices)
+        if not rows:
+            return EnqueueResult()
         with self.db.write() as conn:
-            now = _read_clock(conn)
-            for i in range(0, len(rows), _ENQUEUE_CHUNK):
-                self._enqueue_chunk(conn, rows[i : i + _ENQUEUE_CHUNK], now, revive, tally)
+            return self._insert_rows(conn, rows, revive)
+
+    def enqueue_in(
+        self, conn: Connection, slices: Sequence[NewSlice], *, revive: bool = False
+    ) -> EnqueueResult:
+        """:meth:`enqueue` inside the caller's write transaction (from :meth:`Database.write`).
+
+        The slices commit with whatever else that transaction writes, or not
+        at all: ``ensure`` commits each piece's definitions and their slices
+        together.
+        """
+        rows = _enqueue_rows(slices)
+        return self._insert_rows(conn, rows, revive) if rows else EnqueueResult()
+
+    def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]], revive: bool) -> EnqueueResult:
+        tally = _Tally()
+        now = _read_clock(conn)
+        for i in range(0, len(rows), _ENQUEUE_CHUNK):
+            self._enqueue_chunk(conn, rows[i : i + _ENQUEUE_CHUNK], now, revive, tally)
+        if tally.queued and self.db.is_postgres:
+            # Delivered when this transaction commits (never if it rolls back).
+            conn.execute(sa.text(f"SELECT pg_notify('{QUEUE_CHANNEL}', '')"))
         return tally.result()
 
     def _enqueue_chunk(
@@ -750,6 +752,34 @@ def completion_time(conn: Connection, slice_id: int) -> float | None:
     transaction this is the ``fetched_at`` its bars were written with."""
     value = conn.execute(sa.select(job_runs.c.finished_at).where(job_runs.c.id == slice_id)).scalar()
     return None if value is None else float(value)
+
+
+def _enqueue_rows(slices: Sequence[NewSlice]) -> list[dict[str, Any]]:
+    """The rows :meth:`SqlQueue.enqueue` inserts, one per unique key (the last one given wins).
+
+    Raises:
+        InvalidInput: for an empty or inverted range, or ``max_attempts < 1``.
+    """
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for s in slices:
+        if s.end <= s.start:
+            raise InvalidInput("slice", "start < end", s)
+        if s.max_attempts < 1:
+            raise InvalidInput("max_attempts", "at least 1", s.max_attempts)
+        row = {
+            "definition_id": s.definition_id,
+            "symbol_id": s.symbol_id,
+            "timeframe": Timeframe.parse(s.timeframe).value,
+            "start": int(s.start),
+            "end": int(s.end),
+            "provider": s.provider,
+            "layer": Layer(s.layer).value,
+            "purpose": Purpose(s.purpose).value,
+            "priority": s.priority,
+            "max_attempts": s.max_attempts,
+        }
+        unique[_key(row)] = row
+    return list(unique.values())
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:

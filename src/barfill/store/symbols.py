@@ -75,6 +75,18 @@ def symbol_id(conn: Connection, ticker: str) -> int | None:
     return None if found is None else int(found)
 
 
+def known_symbols(conn: Connection, tickers: Iterable[str]) -> dict[str, int]:
+    """Ids of the ``tickers`` already known (canonical tickers; a read, nothing inserted)."""
+    wanted = sorted({validate_ticker(t) for t in tickers})
+    out: dict[str, int] = {}
+    for i in range(0, len(wanted), CHUNK_ROWS):
+        rows = conn.execute(
+            sa.select(symbols.c.ticker, symbols.c.id).where(symbols.c.ticker.in_(wanted[i : i + CHUNK_ROWS]))
+        )
+        out.update({str(t): int(id_) for t, id_ in rows})
+    return out
+
+
 def tickers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     """Tickers of the given symbol ids; unknown ids are absent from the result."""
     wanted = sorted(set(ids))
