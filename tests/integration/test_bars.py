@@ -105,10 +105,9 @@ def test_overlapping_large_upsert_updates_and_inserts(db: Database) -> None:
     assert got.open[0] == 100.0 and got.open[1_500] == 5_000.0 and got.open[-1] == 5_000.0 + 2_999
 
 
-def test_sqlite_upsert_fits_the_old_bound_value_limit(db: Database) -> None:
+def test_sqlite_upsert_fits_the_old_bound_value_limit(sqlite_db: Database) -> None:
     """SQLite before 3.32 binds at most 999 values per statement: the upsert splits rows to fit."""
-    if not db.is_sqlite:
-        pytest.skip("SQLite's limit on bound values")
+    db = sqlite_db
     sid = _symbol(db)
     batch = _batch(1_000)
     with db.write() as conn:
