@@ -60,12 +60,7 @@ def ensure_symbols(
             ]
         )
         conn.execute(stmt.on_conflict_do_nothing(index_elements=["ticker"]))
-    found: dict[str, int] = {}
-    for i in range(0, len(wanted), CHUNK_ROWS):
-        chunk = wanted[i : i + CHUNK_ROWS]
-        rows = conn.execute(sa.select(symbols.c.ticker, symbols.c.id).where(symbols.c.ticker.in_(chunk)))
-        found.update({str(t): int(i_) for t, i_ in rows})
-    return found
+    return known_symbols(conn, wanted)
 
 
 def symbol_id(conn: Connection, ticker: str) -> int | None:
