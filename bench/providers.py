@@ -75,6 +75,7 @@ from tests.integration.providers.servers import (  # noqa: E402
     Truth,
     Wire,
     YahooWire,
+    most_in_any_window,
 )
 
 NY = ZoneInfo("America/New_York")
@@ -344,13 +345,7 @@ class RateLimitedServer(FakeServer):
 
     def max_in_window(self) -> int:
         """Most arrivals within any ``window_s`` (what the server judged by)."""
-        times = [t for t, _ in self.arrivals]
-        best, lo = 0, 0
-        for hi, t in enumerate(times):
-            while times[lo] <= t - self.window_s:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return most_in_any_window((t for t, _ in self.arrivals), self.window_s)
 
 
 def _worker_env(db_url: str, server_url: str) -> dict[str, str]:

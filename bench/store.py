@@ -168,7 +168,7 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
     def ratios(key: str, base: str) -> list[float]:
         return [r[key] / r[base] for r in rounds]
 
-    fresh, raw = ratios("fresh", "raw"), ratios("fresh", "raw_keyed")
+    fresh, vs_keyed = ratios("fresh", "raw"), ratios("fresh", "raw_keyed")
     per_round = {
         "rounds": ROUNDS,
         "round_ratios": [round(x, 3) for x in fresh],
@@ -191,7 +191,7 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
             median("fresh"),
             "bars/s",
             baseline=median("raw_keyed"),
-            ratio=statistics.median(raw),
+            ratio=statistics.median(vs_keyed),
             target="reference: what the index itself costs",
         ),
         Result(

@@ -16,7 +16,7 @@ import base64
 import json
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,6 +168,17 @@ class Wire(abc.ABC):
         """The response the provider would give to this request."""
 
 
+def most_in_any_window(times: Iterable[float], period_s: float) -> int:
+    """Most of ``times`` inside any window ``(t - period_s, t]``: what a strict limit judges."""
+    ordered = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(ordered):
+        while ordered[j] <= t - period_s:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
 class StrictWindow:
     """A provider's limit as a strict one enforces it: 429 to an arrival that makes more than
     ``requests`` in the half-open window ``(t - period_s, t]``, every arrival counted.
@@ -192,13 +203,7 @@ class StrictWindow:
 
     def most_in_any_window(self) -> int:
         """Most arrivals inside any window ``(t - period_s, t]``."""
-        times = sorted(t for t, _ in self.arrivals)
-        best, j = 0, 0
-        for i, t in enumerate(times):
-            while times[j] <= t - self.period_s:
-                j += 1
-            best = max(best, i - j + 1)
-        return best
+        return most_in_any_window((t for t, _ in self.arrivals), self.period_s)
 
 
 class FakeServer:
