@@ -10,6 +10,7 @@ the baseline's timeframe, layer and provider stay text, as ``bars``' were
 before they became codes and ids (migrations 0011, 0012), so the baseline is
 the same as before them.
 Baseline and subject are measured in interleaved rounds; medians (``_measure``).
+On PostgreSQL every timed step starts right after a ``CHECKPOINT`` (``_settle``).
 """
 
 from __future__ import annotations
@@ -136,6 +137,20 @@ def _clear_bars(db: Database) -> None:
         conn.exec_driver_sql("DELETE FROM bars" if db.is_sqlite else "TRUNCATE bars")
 
 
+def _settle(db: Database) -> None:
+    """PostgreSQL: write out dirty pages now, so no checkpoint lands inside a timed step.
+
+    Each step writes ~100 MB of heap, index and WAL; a checkpoint started by an
+    earlier step (or by ``CREATE DATABASE``) then flushes it while the next step
+    runs, taking a share of the 2 cores from whichever side happens to be timed
+    (one round of the fresh upsert was measured at 0.48 that way, the others at
+    0.59-0.62). Both sides start from the same clean state instead.
+    """
+    if not db.is_sqlite:
+        with db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("CHECKPOINT")
+
+
 def _measure(kind: str, full: BarBatch) -> list[Result]:
     """``ROUNDS`` rounds, each measuring the baselines and the subject back to back.
 
@@ -158,7 +173,9 @@ def _measure(kind: str, full: BarBatch) -> list[Result]:
                 ("fresh", lambda: _upsert_rate(db, sid, full, 1.0)),
             ]
             for name, step in steps if i % 2 == 0 else [steps[2], steps[0], steps[1]]:
+                _settle(db)
                 r[name] = step()
+            _settle(db)
             r["update"] = _upsert_rate(db, sid, full, 2.0)  # needs the fresh rows: always last
             rounds.append(r)
 
