@@ -630,8 +630,8 @@ def universe_add(
     ] = UNIVERSE_REQUESTER,
 ) -> None:
     """Add the symbols in FILE (e.g. an S&P 500 list), optionally ensuring coverage for each."""
-    from barfill.api import Barfill
     from barfill.service import admin
+    from barfill.service.ensure import ensure  # not the facade: it imports pandas and polars
     from barfill.store.definitions import validate_requester
 
     validate_requester(requester)
@@ -650,8 +650,7 @@ def universe_add(
         added = admin.add_symbols(app, tickers)
         stdout().print(f"{len(tickers)} symbol(s) read, {added} new")
         if timeframe:
-            fx = Barfill.wrap(app)
-            report = fx.ensure(tickers, timeframe, days=days, requester=requester)
+            report = ensure(app, tickers, timeframe, days=days, requester=requester)
             stdout().print(
                 f"ensured {len(report.results)} definition(s); "
                 f"{sum(r.slices_queued for r in report.results)} slice(s) queued"
