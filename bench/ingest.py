@@ -21,11 +21,20 @@ process (default concurrency and derivations) hydrates the window.
   <= 200 MB. Shown beside it (``idle_mb``): the resident size of a
   ``barfill worker`` that has started and found nothing to do, so the
   growth while hydrating reads as peak minus idle.
+
+Where the time goes, beside the rate: ``worker_cpu_s`` (the worker's CPU
+seconds in the window), ``commit_s`` (seconds inside its commit
+transactions, from the stats it prints as it stops) and ``commit_cpu_s``
+(those commits' thread CPU, the database's own work included on SQLite).
+``commit_s`` close to ``seconds`` means the single writer set the pace;
+``commit_s - commit_cpu_s`` is how long the committing thread was ready but
+not running (the GIL held by fetching and parsing, or a busy machine).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -238,6 +247,12 @@ def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float
     return done_at - server.first_at, rss, counts, peak.cpu_between(server.first_at, done_at)
 
 
+def _commit_stats(log: str) -> dict[str, float]:
+    """``commit_s`` and ``commit_cpu_s`` from the stats a stopping worker prints (left out if absent)."""
+    found = {k: re.search(rf"\b{k}=([0-9.e+-]+)", log) for k in ("commit_s", "commit_cpu_s")}
+    return {k: round(float(m.group(1)), 2) for k, m in found.items() if m is not None}
+
+
 def _stored_chunks(db: Database, ids: dict[str, int]) -> list[tuple[int, BarBatch]]:
     """The m1 bars the worker committed, in chunks of ``PAGE`` rows, for the raw baseline."""
     chunks: list[tuple[int, BarBatch]] = []
@@ -276,6 +291,7 @@ def _measure(kind: str) -> list[Result]:
         render_s = time.perf_counter() - t0
         page_mb = sum(len(b) for b in server.pages.values()) / 1e6
         seconds, rss_kib, counts, cpu_s = _hydrate(db, server, Path(tmp))
+        commits = _commit_stats((Path(tmp) / "worker.log").read_text(errors="replace"))
         with db.read() as conn:
             ids = {
                 str(t): int(i)
@@ -296,6 +312,7 @@ def _measure(kind: str) -> list[Result]:
         "render_s": round(render_s, 2),
         "seconds": round(seconds, 2),
         "worker_cpu_s": round(cpu_s, 2),  # ~seconds: the one worker process computed all along
+        **commits,
         "derived_bars": derived,
         "final_counts": counts,
     }

@@ -105,6 +105,11 @@ class WorkerStats:
     requests: int = 0
     truncated: int = 0  # answers cut short at a provider's limit (the rest queued again)
     bars_written: int = 0
+    # Seconds inside commit transactions (waits for this process's write turn excluded), and the CPU seconds
+    # of the threads running them, SQLite's own work included: the single writer's load. The gap
+    # between them is time the committing thread was ready but not running (the GIL, other processes).
+    commit_s: float = 0.0
+    commit_cpu_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -708,18 +713,29 @@ class Worker:
             )
 
         async with self._commit_slots:
-            result = await asyncio.to_thread(self._complete, items, layer, derived)
+            result = await self._complete(items, layer, derived)
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.bars_written += result.rows
         telemetry.SLICES_DONE.inc(len(result.done))
         telemetry.BARS_WRITTEN.inc(result.rows)
 
-    def _complete(
+    async def _complete(
         self, items: list[CompletionItem], layer: Layer, also: Callable[[Connection, ClaimedSlice], object]
     ) -> CompleteManyResult:
+        """Complete ``items`` in one transaction (in a thread), counting its time in the stats."""
+        result, seconds, cpu_s = await asyncio.to_thread(self._complete_timed, items, layer, also)
+        self.stats.commit_s += seconds
+        self.stats.commit_cpu_s += cpu_s
+        return result
+
+    def _complete_timed(
+        self, items: list[CompletionItem], layer: Layer, also: Callable[[Connection, ClaimedSlice], object]
+    ) -> tuple[CompleteManyResult, float, float]:
         with self._turns(urgent=False):
-            return self.app.queue.complete_many(items, layer=layer, also=also)
+            t0, cpu0 = time.perf_counter(), time.thread_time()
+            result = self.app.queue.complete_many(items, layer=layer, also=also)
+            return result, time.perf_counter() - t0, time.thread_time() - cpu0
 
     async def _commit_verify(
         self, items: list[CompletionItem], fetched: dict[int, BarBatch], cal: TradingCalendar
@@ -739,7 +755,7 @@ class Worker:
             )
 
         async with self._commit_slots:
-            result = await asyncio.to_thread(self._complete, items, Layer.historical, check)
+            result = await self._complete(items, Layer.historical, check)
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.verified += counts.sessions
