@@ -26,9 +26,11 @@ Where the time goes, beside the rate: ``worker_cpu_s`` (the worker's CPU
 seconds in the window), ``commit_s`` (seconds inside its commit
 transactions, from the stats it prints as it stops) and ``commit_cpu_s``
 (those commits' thread CPU, the database's own work included on SQLite).
-``commit_s`` close to ``seconds`` means the single writer set the pace;
-``commit_s - commit_cpu_s`` is how long the committing thread was ready but
-not running (the GIL held by fetching and parsing, or a busy machine).
+On SQLite (one commit at a time) ``commit_s`` close to ``seconds`` means the
+single writer set the pace, and ``commit_s - commit_cpu_s`` is how long the
+committing thread was ready but not running (the GIL held by fetching and
+parsing, or a busy machine). On PostgreSQL commits overlap (one per slice in
+flight) and the server does the writing: ``commit_s`` sums them.
 """
 
 from __future__ import annotations
