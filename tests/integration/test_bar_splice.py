@@ -256,3 +256,13 @@ def test_the_log_says_what_changed_and_keeps_the_last_values(
         assert stamps.changes(conn, sid, seq - stamps.KEEP, seq) is not None
         assert stamps.changes(conn, sid, seq, seq) == []
     assert seq == stamps.KEEP + 6 and rows[0] == stamps.KEEP and rows[1] == seq - stamps.KEEP + 1
+
+
+def test_the_first_bars_of_a_read_of_nothing(app: App, db: Database, provider: SyntheticProvider) -> None:
+    _sid(db)
+    warm = Reader(app)
+    before = warm.get()
+    assert json.loads(before[1])["layers"]["historical"]["count"] == 0
+    _write(db, _truth(provider, SESSION[0], SESSION[1]))
+    got = json.loads(_check_spliced(app, warm, before))["layers"]["historical"]
+    assert got["provider"] == "synthetic" and got["count"] == 26

@@ -592,9 +592,12 @@ def read_bars_scan(
         include_flagged=include_flagged,
         fingerprint=True,
     )
-    assert rows.stamps is not None  # read with fingerprint
+    stamps = rows.stamps
+    if stamps is None:  # no source in the range at all
+        none = np.zeros(0, dtype=np.int64)
+        stamps = RowStamps(none, none.astype(np.float64), none.astype(np.bool_))
     batch = _batch(ticker, tf, rows, None)
-    return Scan(batch, rows.stamps, rows.bases, rows.provider_codes, rows.provider_names)
+    return Scan(batch, stamps, rows.bases, rows.provider_codes, rows.provider_names)
 
 
 def session_span(
