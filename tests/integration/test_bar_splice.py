@@ -255,6 +255,7 @@ def test_the_log_says_what_changed_and_keeps_the_last_values(
         assert stamps.changes(conn, sid, 1, seq) is None  # pruned: read in full
         assert stamps.changes(conn, sid, seq - stamps.KEEP, seq) is not None
         assert stamps.changes(conn, sid, seq, seq) == []
+        assert stamps.changes(conn, sid, seq + 1, seq) is None  # went back: a restored database
     assert seq == stamps.KEEP + 6 and rows[0] == stamps.KEEP and rows[1] == seq - stamps.KEEP + 1
 
 

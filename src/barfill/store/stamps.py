@@ -156,10 +156,11 @@ def read(conn: Connection, symbol_id: int) -> int:
 
 def changes(conn: Connection, symbol_id: int, after: int, upto: int) -> list[Change] | None:
     """What moved ``symbol_id``'s counter from ``after`` to ``upto``, or None when some of it is no
-    longer logged (pruned, or written before the log existed)."""
-    if upto <= after:
+    longer logged (pruned, or written before the log existed) or the counter went back (a
+    restored database)."""
+    if upto == after:
         return []
-    if upto - after > KEEP:
+    if not 0 < upto - after <= KEEP:
         return None
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
