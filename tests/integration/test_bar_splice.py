@@ -16,6 +16,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -54,10 +55,14 @@ class Reader:
         self.reads = BarReads(app.db)
         self.reads.version.listening(True)  # PostgreSQL: this test moves the version by hand
 
-    def get(self, layers: str = "historical", adjust: str | None = None) -> tuple[str, bytes]:
+    def get(
+        self, layers: str = "historical", adjust: str | None = None, keep: bool = True
+    ) -> tuple[str, bytes]:
+        """``keep``: as a read with a body (its columns read with it); else as a revalidation,
+        its body's columns then read apart (not known to be the same data)."""
         args = ("AAPL", "m15", str(START), str(END), layers, None, END, adjust, False)
         key = self.reads.key(*args)
-        make = functools.partial(v1._bar_query, self.app, *args, self.reads)
+        make = functools.partial(v1._bar_query, self.app, *args, self.reads if keep else None)
         found = v1._reuse_or_compute(self.app, self.reads, key, make)
         body = asyncio.run(_join(bars_out.json_stream(self.app, found.query, reads=self.reads)))
         return found.tag, body
@@ -102,7 +107,7 @@ def _truth(provider: SyntheticProvider, start: int, end: int, tf: Timeframe = Ti
     return provider.truth("AAPL", tf, start, end)
 
 
-def _cold(app: App, **kw: str) -> tuple[str, bytes]:
+def _cold(app: App, **kw: Any) -> tuple[str, bytes]:
     reader = Reader(app)
     try:
         return reader.get(**kw)
@@ -111,7 +116,7 @@ def _cold(app: App, **kw: str) -> tuple[str, bytes]:
 
 
 def _check_spliced(
-    app: App, warm: Reader, before: tuple[str, bytes], *, full: bool = False, **kw: str
+    app: App, warm: Reader, before: tuple[str, bytes], *, full: bool = False, **kw: Any
 ) -> bytes:
     """The warm read after a write: equal to a cold read, a new ETag, computed in full only if ``full``."""
     computed = warm.computed
@@ -267,3 +272,13 @@ def test_the_first_bars_of_a_read_of_nothing(app: App, db: Database, provider: S
     _write(db, _truth(provider, SESSION[0], SESSION[1]))
     got = json.loads(_check_spliced(app, warm, before))["layers"]["historical"]
     assert got["provider"] == "synthetic" and got["count"] == 26
+
+
+def test_columns_read_apart_from_the_etag_are_read_in_full(
+    app: App, db: Database, provider: SyntheticProvider
+) -> None:
+    _write(db, _truth(provider, START, CUT))
+    warm = Reader(app)
+    before = warm.get(keep=False)
+    _write(db, _truth(provider, CUT, CUT + 900))
+    _check_spliced(app, warm, before, full=True)

@@ -115,7 +115,7 @@ class DataVersion:
 @dataclass(frozen=True)
 class _Entry(Generic[T]):
     version: tuple[int, int]
-    stamp: float  # when the value was last known current (computed or renewed)
+    stamp: float  # when the value was last known current (computed, renewed or patched)
     value: T
     computed: float  # when the value was computed from the data itself
 
@@ -194,21 +194,11 @@ class ReadCache(Generic[T]):
             return None
         return entry.version, entry.value
 
-    def renew(self, key: Hashable, was: tuple[int, int], version: tuple[int, int], stamp: float) -> bool:
-        """Keep ``key``'s value under ``version`` (read *before* checking it is unchanged), if it is
-        still the value kept under ``was``; False if it was replaced or dropped meanwhile."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.version != was:
-                return False
-            self._entries[key] = _Entry(version, stamp, entry.value, entry.computed)
-            return True
-
     def patched(
         self, key: Hashable, was: tuple[int, int], value: T, version: tuple[int, int], stamp: float
     ) -> bool:
-        """Keep ``value``, patched from the value kept under ``was``, under ``version`` (read *before*
-        the patch read anything); False if that value was replaced or dropped meanwhile.
+        """Keep ``value`` (the value kept under ``was``, renewed or patched) under ``version``, read
+        *before* checking or patching it; False if that value was replaced or dropped meanwhile.
 
         Its time of computation stays the kept value's: only a full recompute
         restarts the ``RENEW_FOR_S`` bound.

@@ -71,7 +71,8 @@ class KeptRead(NamedTuple):
 @dataclass(frozen=True)
 class KeptLayer:
     """One layer's bars over a read's whole range, as served (``cols``, ``provider``), with what
-    patching them needs: each bar's provider and every stored row's stamps."""
+    patching them needs: each bar's provider, every stored row's stamps, and the symbol's change
+    counter read before them (None: not known, never patched)."""
 
     cols: Columns
     provider: str
@@ -79,6 +80,7 @@ class KeptLayer:
     provider_names: tuple[str, ...]
     stamps: RowStamps
     bases: frozenset[str]
+    seq: int | None = None
 
     @classmethod
     def of(cls, scans: Sequence[Scan]) -> KeptLayer:
@@ -160,7 +162,7 @@ def patch(kept: KeptLayer, start: int, end: int, scan: Scan) -> KeptLayer:
             kept.provider_codes[j:],
         ]
     )
-    return KeptLayer(cols, _label(codes, names), codes, names, stamps, kept.bases | scan.bases)
+    return KeptLayer(cols, _label(codes, names), codes, names, stamps, kept.bases | scan.bases, kept.seq)
 
 
 @dataclass(frozen=True)

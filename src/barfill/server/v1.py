@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -327,7 +328,7 @@ def _bar_query(
         bars_fp = None
         if keep_columns is not None and version is not None:
             # The fingerprint from the rows read, not from a scan of its own.
-            kept = [bars_out.layer_columns(conn, q, layer) for layer in wanted]
+            kept = [replace(bars_out.layer_columns(conn, q, layer), seq=seq) for layer in wanted]
             for layer, layer_kept in zip(wanted, kept, strict=True):
                 keep_columns.columns.put(bars_out.columns_key(q, layer), layer_kept, version, stamp)
             bars_fp = splice.layers_fingerprint(kept)
@@ -371,7 +372,7 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
     if version is None:
         return None
     q = value.query
-    patched: dict[Layer, KeptLayer] = {}
+    patched: dict[Layer, KeptLayer] = {}  # the layers read again
     with app.db.read() as conn:
         seq = stamps.read(conn, q.symbol_id)
         if seq != value.seq:
@@ -382,7 +383,7 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
                 return None
             fp = value.fingerprint
             if todo.spans:
-                held = _kept_layers(reads, q, was)
+                held = _kept_layers(reads, q, was, value.seq)
                 found = None if held is None else splice.respliced(conn, q, held, todo)
                 if found is None:
                     return None
@@ -393,21 +394,24 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
         return None
     for layer in q.layers:
         ckey = bars_out.columns_key(q, layer)
-        if layer in patched:
-            reads.columns.patched(ckey, was, patched[layer], version, stamp)
-        else:
-            reads.columns.renew(ckey, was, version, stamp)
+        entry = reads.columns.stale(ckey)
+        if entry is not None and entry[0] == was:
+            layer_kept = patched.get(layer, entry[1])
+            if layer_kept.seq is not None:  # it now stands for the data at the new counter
+                layer_kept = replace(layer_kept, seq=value.seq)
+            reads.columns.patched(ckey, was, layer_kept, version, stamp)
     return value
 
 
 def _kept_layers(
-    reads: BarReads, q: bars_out.BarQuery, was: tuple[int, int]
+    reads: BarReads, q: bars_out.BarQuery, was: tuple[int, int], seq: int
 ) -> dict[Layer, KeptLayer] | None:
-    """Every layer of ``q`` as kept under ``was`` (the kept read's version), or None."""
+    """Every layer of ``q`` kept under ``was`` from data read at counter ``seq`` (the kept read's
+    version and counter: the same data), or None."""
     out = {}
     for layer in q.layers:
         held = reads.columns.stale(bars_out.columns_key(q, layer))
-        if held is None or held[0] != was:
+        if held is None or held[0] != was or held[1].seq != seq:
             return None
         out[layer] = held[1]
     return out
