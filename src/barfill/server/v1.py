@@ -371,7 +371,7 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
     version, stamp = reads.version.current(), time.monotonic()  # before the check, as compute does
     if version is None:
         return None
-    q = value.query
+    q, was_seq = value.query, value.seq
     patched: dict[Layer, KeptLayer] = {}  # the layers read again
     with app.db.read() as conn:
         seq = stamps.read(conn, q.symbol_id)
@@ -397,8 +397,8 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
         entry = reads.columns.stale(ckey)
         if entry is not None and entry[0] == was:
             layer_kept = patched.get(layer, entry[1])
-            if layer_kept.seq is not None:  # it now stands for the data at the new counter
-                layer_kept = replace(layer_kept, seq=value.seq)
+            # Read with the kept read, it now stands for the data at the new counter too.
+            layer_kept = replace(layer_kept, seq=value.seq if layer_kept.seq == was_seq else None)
             reads.columns.patched(ckey, was, layer_kept, version, stamp)
     return value
 
