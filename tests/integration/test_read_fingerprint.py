@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
-from barfill.store.bar_reads import NO_ROWS, merge_fingerprints, read_bars, read_bars_fingerprinted
+from barfill.store.bar_reads import NO_ROWS, merge_fingerprints, read_bars, read_bars_scan
 from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.http_reads import bars_fingerprint
@@ -61,10 +61,11 @@ def test_fingerprint_from_the_rows_equals_the_query(
             for layers in (["historical"], ["historical", "intraday"], ["intraday"]):
                 parts = []
                 for layer in layers:
-                    got, part = read_bars_fingerprinted(
+                    scan = read_bars_scan(
                         conn, sid, Timeframe.m1, start, end, layers=[layer], include_flagged=include_flagged
                     )
-                    parts.append(part)
+                    got = scan.batch
+                    parts.append(scan.fingerprint)
                     want = read_bars(
                         conn, sid, Timeframe.m1, start, end, layers=[layer], include_flagged=include_flagged
                     )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+from barfill.server import read_cache
 from barfill.server.read_cache import DataVersion, ReadCache
 from barfill.store.db import Database
 
@@ -93,6 +96,33 @@ def test_concurrent_misses_compute_once(tmp_path: Path) -> None:
         for t in threads:
             t.join(10)
         assert results == [42] * 8 and len(calls) == 1
+    finally:
+        version.close()
+        db.dispose()
+
+
+def test_a_patched_value_keeps_its_time_of_computation(tmp_path: Path, monkeypatch: Any) -> None:
+    """Patching (server.splice) never restarts RENEW_FOR_S: only a full recompute does."""
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    version = DataVersion(db)
+    version._probe_path = None
+    version.listening(True)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # read_cache reads time.monotonic
+    cache: ReadCache[str] = ReadCache(version, max_age_s=None, weigh=len, max_weight=100)
+    try:
+        was = version.current()
+        assert was is not None
+        cache.put("k", "old", was, clock[0])
+        version.bump()
+        now = version.current()
+        assert now is not None
+        clock[0] += read_cache.RENEW_FOR_S / 2
+        assert cache.patched("k", was, "patched", now, clock[0])
+        assert not cache.patched("k", was, "again", now, clock[0])  # no longer the value kept under was
+        assert cache.get("k") == "patched" and cache.stale("k") == (now, "patched")
+        clock[0] += read_cache.RENEW_FOR_S / 2 + 1  # past the bound since the full computation
+        assert cache.stale("k") is None
     finally:
         version.close()
         db.dispose()

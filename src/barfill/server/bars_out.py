@@ -28,26 +28,13 @@ from barfill.bootstrap import App
 from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
-from barfill.server.read_cache import BarReads, Columns
-from barfill.store.bar_reads import Fingerprint, read_bars, read_bars_fingerprinted
+from barfill.server.read_cache import BarReads
+from barfill.server.splice import KeptLayer
+from barfill.store.bar_reads import read_bars, read_bars_scan
 
 CHUNK_BARS = 100_000
 _TEXT_PIECE = 50_000
 _SEND_BYTES = 1 << 20
-# JSON key → BarBatch column.
-COLUMNS = {
-    "t": "ts",
-    "o": "open",
-    "h": "high",
-    "l": "low",
-    "c": "close",
-    "v": "volume",
-    "vw": "vwap",
-    "n": "trade_count",
-}
-
-
-LayerColumns = tuple[Columns, str]  # one layer's JSON columns and its provider label
 
 
 @dataclass(frozen=True)
@@ -92,49 +79,30 @@ def columns_key(q: BarQuery, layer: Layer) -> Hashable:
     return ("columns", q.symbol_id, q.timeframe, q.start, q.end, layer, q.adjust, q.include_flagged)
 
 
-def layer_columns(
-    conn: Connection, q: BarQuery, layer: Layer, *, fingerprints: list[Fingerprint] | None = None
-) -> LayerColumns:
-    """One layer's columns over the whole range, read chunk by chunk in ``conn``'s transaction,
-    and its provider label.
-
-    With ``fingerprints``, each chunk's :data:`~barfill.store.bar_reads.Fingerprint`
-    (from the same rows) is appended to it.
-    """
-    if fingerprints is None:
-        parts = [_read_in(conn, q, lo, hi, [layer]) for lo, hi in _chunks(q)]
-    else:
-        parts = []
-        for lo, hi in _chunks(q):
-            batch, fp = read_bars_fingerprinted(
-                conn,
-                q.symbol_id,
-                q.timeframe,
-                lo,
-                hi,
-                layers=[layer],
-                adjust=q.adjust,
-                include_flagged=q.include_flagged,
-            )
-            parts.append(batch)
-            fingerprints.append(fp)
-    if not parts:  # an empty range (nothing stored for "the newest N")
-        f64 = np.empty(0, dtype=np.float64)
-        none = np.empty(0, dtype=np.int64)
-        parts.append(BarBatch(q.symbol, q.timeframe, "", none, f64, f64, f64, f64, f64))
-    if len(parts) == 1:
-        cols = {key: getattr(parts[0], name) for key, name in COLUMNS.items()}
-    else:
-        cols = {key: np.concatenate([getattr(b, name) for b in parts]) for key, name in COLUMNS.items()}
-    providers = sorted({p for b in parts for p in b.provider.split("+") if p})
-    return cols, "+".join(providers)
+def layer_columns(conn: Connection, q: BarQuery, layer: Layer) -> KeptLayer:
+    """One layer's bars over the whole range, read chunk by chunk in ``conn``'s transaction, with
+    what patching them later needs (:mod:`barfill.server.splice`)."""
+    scans = [
+        read_bars_scan(
+            conn,
+            q.symbol_id,
+            q.timeframe,
+            lo,
+            hi,
+            layers=[layer],
+            adjust=q.adjust,
+            include_flagged=q.include_flagged,
+        )
+        for lo, hi in _chunks(q)
+    ]
+    return KeptLayer.of(scans)
 
 
-async def read_layer(app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None) -> LayerColumns:
-    """One layer's columns over the whole range (read in chunks) and its provider label.
+async def read_layer(app: App, q: BarQuery, layer: Layer, *, reads: BarReads | None = None) -> KeptLayer:
+    """One layer's bars over the whole range (read in chunks).
 
-    With ``reads``, columns read while the data version stood still are
-    served again from memory (they are never modified after this).
+    With ``reads``, a layer read while the data version stood still is
+    served again from memory (never modified after this: a patch makes a new one).
     """
     if reads is None:
         return await run_in_threadpool(_read_layer, app, q, layer)
@@ -147,7 +115,7 @@ async def read_layer(app: App, q: BarQuery, layer: Layer, *, reads: BarReads | N
     return found
 
 
-def _read_layer(app: App, q: BarQuery, layer: Layer) -> LayerColumns:
+def _read_layer(app: App, q: BarQuery, layer: Layer) -> KeptLayer:
     with app.db.read() as conn:  # one snapshot for every chunk
         return layer_columns(conn, q, layer)
 
@@ -177,7 +145,8 @@ async def _json_pieces(app: App, q: BarQuery, reads: BarReads | None) -> AsyncIt
     yield orjson.dumps(head)[:-1] + b',"layers":{'
     seen_final: np.ndarray[Any, Any] | None = None
     for i, layer in enumerate(q.layers):
-        cols, provider = await read_layer(app, q, layer, reads=reads)
+        kept = await read_layer(app, q, layer, reads=reads)
+        cols, provider = kept.cols, kept.provider
         if layer == Layer.historical:
             seen_final = cols["t"]
         elif layer == Layer.intraday and seen_final is not None and len(seen_final):

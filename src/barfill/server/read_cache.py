@@ -35,21 +35,20 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import numpy as np
 from sqlalchemy.engine import make_url
 
 from barfill.domain.timeframes import Timeframe
 from barfill.store.db import Database
 
 if TYPE_CHECKING:
-    from barfill.server.bars_out import BarQuery
+    from barfill.server.splice import KeptLayer, KeptRead
 
 MAX_AGE_S = 5.0
-# How long a read may be renewed by its symbol's change counter alone (store.stamps) before it
-# is computed again in full: bounds what a writer that bypasses the store (hand-written SQL)
-# could leave stale.
+# How long a read may be renewed or patched by its symbol's change counter and log alone
+# (store.stamps, server.splice) before it is computed again in full: bounds what a writer that
+# bypasses the store (hand-written SQL) could leave stale.
 RENEW_FOR_S = 60.0
 MAX_ENTRIES = 10_000
 # Bar columns kept for repeated reads (2 years of m1 for one symbol: about 12 MB).
@@ -116,7 +115,7 @@ class DataVersion:
 @dataclass(frozen=True)
 class _Entry(Generic[T]):
     version: tuple[int, int]
-    stamp: float  # when the value was last known current (computed or renewed)
+    stamp: float  # when the value was last known current (computed, renewed or patched)
     value: T
     computed: float  # when the value was computed from the data itself
 
@@ -195,14 +194,21 @@ class ReadCache(Generic[T]):
             return None
         return entry.version, entry.value
 
-    def renew(self, key: Hashable, was: tuple[int, int], version: tuple[int, int], stamp: float) -> bool:
-        """Keep ``key``'s value under ``version`` (read *before* checking it is unchanged), if it is
-        still the value kept under ``was``; False if it was replaced or dropped meanwhile."""
+    def patched(
+        self, key: Hashable, was: tuple[int, int], value: T, version: tuple[int, int], stamp: float
+    ) -> bool:
+        """Keep ``value`` (the value kept under ``was``, renewed or patched) under ``version``, read
+        *before* checking or patching it; False if that value was replaced or dropped meanwhile.
+
+        Its time of computation stays the kept value's: only a full recompute
+        restarts the ``RENEW_FOR_S`` bound.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.version != was:
                 return False
-            self._entries[key] = _Entry(version, stamp, entry.value, entry.computed)
+            self._weight += self.weigh(value) - self.weigh(entry.value)
+            self._entries[key] = _Entry(version, stamp, value, entry.computed)
             return True
 
     def put(self, key: Hashable, value: T, version: tuple[int, int] | None, stamp: float) -> None:
@@ -254,9 +260,6 @@ class ClockEstimate:
         return now
 
 
-Columns = dict[str, "np.ndarray[Any, Any]"]
-
-
 class BarReads:
     """One server process's bar-read memory: the data version, validated reads with their ETags,
     recently read bar columns (at most ``COLUMN_BYTES``), and the clock estimate."""
@@ -265,9 +268,9 @@ class BarReads:
         self.version = DataVersion(db)
         # SQLite's version sees every commit: no age limit needed there.
         max_age = None if db.is_sqlite else MAX_AGE_S
-        # (query, ETag, the symbol's change counter read before its data: store.stamps)
-        self.cache: ReadCache[tuple[BarQuery, str, int]] = ReadCache(self.version, max_age_s=max_age)
-        self.columns: ReadCache[tuple[Columns, str]] = ReadCache(
+        # (query, ETag, the symbol's change counter read before its data: store.stamps, ...)
+        self.cache: ReadCache[KeptRead] = ReadCache(self.version, max_age_s=max_age)
+        self.columns: ReadCache[KeptLayer] = ReadCache(
             self.version, max_age_s=max_age, weigh=_column_bytes, max_weight=COLUMN_BYTES
         )
         self.clock = ClockEstimate(db)
@@ -292,8 +295,8 @@ class BarReads:
         self.version.close()
 
 
-def _column_bytes(value: tuple[Columns, str]) -> int:
-    return sum(int(a.nbytes) for a in value[0].values()) + 1_000
+def _column_bytes(value: KeptLayer) -> int:
+    return value.nbytes
 
 
 def default_end(now: float, timeframe: Timeframe) -> int:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -35,16 +36,17 @@ from barfill.domain.intervals import Interval
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
-from barfill.server import bars_out
+from barfill.server import bars_out, splice
 from barfill.server.deps import ERROR_RESPONSES, get_app, require
 from barfill.server.read_cache import BarReads, default_end, etag_matches, format_etag
+from barfill.server.splice import KeptLayer, KeptRead
 from barfill.service import admin
 from barfill.service.ensure import ensure, parse_time
 from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads, stamps
-from barfill.store.bar_reads import Fingerprint, merge_fingerprints
+from barfill.store.bar_reads import session_span
 from barfill.store.bars import upsert_bars
 from barfill.store.coverage import read_coverage
 from barfill.store.db import db_now
@@ -273,7 +275,7 @@ def _bar_query(
     adjust: str | None = None,
     include_flagged: bool = False,
     keep_columns: BarReads | None = None,
-) -> tuple[bars_out.BarQuery, str, int]:
+) -> KeptRead:
     """Validate a bar read, narrow it to the newest ``limit`` bars, and compute its ETag.
 
     Also returns the symbol's change counter (:mod:`barfill.store.stamps`), read
@@ -323,26 +325,44 @@ def _bar_query(
         if limit is not None:
             lo = max(lo, http_reads.newest_start(conn, sid, tf, lo, hi, names, limit))
         q = bars_out.BarQuery(ticker, sid, tf, lo, hi, wanted, wanted_adjust, include_flagged)
-        scanned: list[Fingerprint] | None = None
+        bars_fp = None
         if keep_columns is not None and version is not None:
-            scanned = []  # the fingerprint from the rows read, not from a scan of its own
-            for layer in wanted:
-                cols = bars_out.layer_columns(conn, q, layer, fingerprints=scanned)
-                keep_columns.columns.put(bars_out.columns_key(q, layer), cols, version, stamp)
-        bars_fp = None if scanned is None else merge_fingerprints(scanned)
+            # The fingerprint from the rows read, not from a scan of its own.
+            kept = [replace(bars_out.layer_columns(conn, q, layer), seq=seq) for layer in wanted]
+            for layer, layer_kept in zip(wanted, kept, strict=True):
+                keep_columns.columns.put(bars_out.columns_key(q, layer), layer_kept, version, stamp)
+            bars_fp = splice.layers_fingerprint(kept)
         fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
-    # seq: a flag moved from one bar to another leaves every count of the fingerprint as it was.
-    shape = (ticker, tf.value, lo, hi, names, fp, seq, wanted_adjust, include_flagged)
-    tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:32]
-    return q, f'"{tag}"', seq
+    return KeptRead(q, _etag(q, fp, seq), seq, fp, limit is not None)
 
 
-def _reuse(app: App, reads: BarReads, key: Hashable) -> tuple[bars_out.BarQuery, str, int] | None:
-    """A read kept under an older data version, served again if its symbol's change counter has
-    not moved since: one point query instead of reading the bars again after every commit of
-    another symbol (a busy store commits all the time). Blocking: call it from a worker thread.
+def _etag(q: bars_out.BarQuery, fingerprint: tuple[Any, ...], seq: int) -> str:
+    """A read's ETag: its query, what its data depends on, and its symbol's change counter (a flag
+    moved from one bar to another leaves every count of the fingerprint as it was)."""
+    names = [x.value for x in q.layers]
+    shape = (
+        q.symbol,
+        q.timeframe.value,
+        q.start,
+        q.end,
+        names,
+        fingerprint,
+        seq,
+        q.adjust,
+        q.include_flagged,
+    )
+    return '"' + hashlib.sha256(repr(shape).encode()).hexdigest()[:32] + '"'
 
-    Its columns are renewed with it when they were kept under the same version (same data).
+
+def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
+    """A read kept under an older data version, brought up to date without reading it all again:
+    served as it is if its symbol's change counter has not moved since (one point query instead
+    of reading the bars again after every commit of another symbol: a busy store commits all the
+    time), or if every change since touched what it does not show; else patched with just the
+    sessions written (:mod:`barfill.server.splice`). None: read it in full. Blocking: call it
+    from a worker thread.
+
+    Its columns are renewed or patched with it when they were kept under the same version (same data).
     """
     kept = reads.cache.stale(key)
     if kept is None:
@@ -351,20 +371,53 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> tuple[bars_out.BarQuery,
     version, stamp = reads.version.current(), time.monotonic()  # before the check, as compute does
     if version is None:
         return None
-    q, _tag, seq = value
+    q, was_seq = value.query, value.seq
+    patched: dict[Layer, KeptLayer] = {}  # the layers read again
     with app.db.read() as conn:
-        if stamps.read(conn, q.symbol_id) != seq:
-            return None
-    if not reads.cache.renew(key, was, version, stamp):
+        seq = stamps.read(conn, q.symbol_id)
+        if seq != value.seq:
+            changes = stamps.changes(conn, q.symbol_id, value.seq, seq)
+            widen = functools.partial(session_span, conn, q.symbol_id, q.timeframe)
+            todo = None if changes is None else splice.plan(changes, value, widen)
+            if todo is None:
+                return None
+            fp = value.fingerprint
+            if todo.spans:
+                held = _kept_layers(reads, q, was, value.seq)
+                found = None if held is None else splice.respliced(conn, q, held, todo)
+                if found is None:
+                    return None
+                patched = {layer: found[layer] for layer in todo.spans}
+                fp = (splice.layers_fingerprint([found[layer] for layer in q.layers]), *fp[1:])
+            value = value._replace(tag=_etag(q, fp, seq), seq=seq, fingerprint=fp)
+    if not reads.cache.patched(key, was, value, version, stamp):
         return None
     for layer in q.layers:
-        reads.columns.renew(bars_out.columns_key(q, layer), was, version, stamp)
+        ckey = bars_out.columns_key(q, layer)
+        entry = reads.columns.stale(ckey)
+        if entry is not None and entry[0] == was:
+            layer_kept = patched.get(layer, entry[1])
+            # Read with the kept read, it now stands for the data at the new counter too.
+            layer_kept = replace(layer_kept, seq=value.seq if layer_kept.seq == was_seq else None)
+            reads.columns.patched(ckey, was, layer_kept, version, stamp)
     return value
 
 
-def _reuse_or_compute(
-    app: App, reads: BarReads, key: Hashable, make: Callable[[], tuple[bars_out.BarQuery, str, int]]
-) -> tuple[bars_out.BarQuery, str, int]:
+def _kept_layers(
+    reads: BarReads, q: bars_out.BarQuery, was: tuple[int, int], seq: int
+) -> dict[Layer, KeptLayer] | None:
+    """Every layer of ``q`` kept under ``was`` from data read at counter ``seq`` (the kept read's
+    version and counter: the same data), or None."""
+    out = {}
+    for layer in q.layers:
+        held = reads.columns.stale(bars_out.columns_key(q, layer))
+        if held is None or held[0] != was or held[1].seq != seq:
+            return None
+        out[layer] = held[1]
+    return out
+
+
+def _reuse_or_compute(app: App, reads: BarReads, key: Hashable, make: Callable[[], KeptRead]) -> KeptRead:
     return _reuse(app, reads, key) or reads.cache.compute(key, make)
 
 
@@ -411,8 +464,7 @@ async def get_bars(
         args = (symbol, timeframe, start, end, layers, limit, until, adjust, include_flagged, keep)
         make = functools.partial(_bar_query, app, *args)
         found = await run_in_threadpool(_reuse_or_compute, app, reads, key, make)
-    q, tag, _seq = found
-    etag = format_etag(tag, fmt)
+    q, etag = found.query, format_etag(found.tag, fmt)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag_matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,26 @@ DEFAULT_LAYERS: tuple[Layer, ...] = (Layer.historical, Layer.intraday)
 # bar answer's ETag (barfill.store.http_reads.bars_fingerprint); NO_ROWS for none.
 Fingerprint = tuple[int, float, int, int, int]
 NO_ROWS: Fingerprint = (0, 0.0, 0, 0, 0)
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class RowStamps:
+    """Every stored row of a range and layers (each provider and basis, flagged ones too), in ``ts``
+    order: its open time, fetch time and whether it is flagged bad. What a :data:`Fingerprint`
+    summarises, kept so a patched range's fingerprint can be computed again."""
+
+    ts: Array
+    fetched_at: Array
+    flagged: Array
+
+    def fingerprint(self) -> Fingerprint:
+        """:func:`barfill.store.http_reads.bars_fingerprint` of these rows."""
+        n = len(self.ts)
+        if n == 0:
+            return NO_ROWS
+        flagged = int(np.count_nonzero(self.flagged))
+        return n, float(self.fetched_at.max()), flagged, int(self.ts[0]), int(self.ts[-1])
 
 
 class _Rows:
@@ -60,7 +81,14 @@ class _Rows:
         self.layers = layers
         self.selection = selection
         self.adjusted: Basis | None = None
-        self.fingerprint: Fingerprint = NO_ROWS
+        self.stamps: RowStamps | None = None  # with ``fingerprint``: every stored row of the span
+        self.bases: frozenset[str] = frozenset()  # the bases of the rows sources were chosen from
+        self.provider_codes: Array = np.zeros(0, dtype=np.int64)  # each kept row's, into provider_names
+        self.provider_names: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return NO_ROWS if self.stamps is None else self.stamps.fingerprint()
 
     @property
     def basis(self) -> Basis:
@@ -174,8 +202,9 @@ def _fetch_rows(
     """The stored rows of ``span`` selected one source per range (before any adjustment).
 
     With ``fingerprint``, flagged rows are fetched too (and left out here unless
-    ``include_flagged``) with their fetch times, and ``_Rows.fingerprint`` is
-    the span's :data:`Fingerprint`, from the same rows.
+    ``include_flagged``) with their fetch times; ``_Rows.stamps`` holds the
+    span's rows (its :data:`Fingerprint`, from the same rows) and ``_Rows.bases``
+    the bases sources were chosen from.
     """
     # Whole ranges are read and selected, then clipped: a partial read agrees with a full one.
     lo, hi = _range_span(cal, by, span.start, span.end)
@@ -217,32 +246,31 @@ def _fetch_rows(
         raise DatabaseError(f"reading {ticker or symbol_id} {tf.value} bars failed: {e}") from e
     finally:
         cur.close()
-    found = _fingerprint(rows, span) if fingerprint else NO_ROWS
-    if fingerprint and not include_flagged and found[2]:
+    found = _stamps(rows, span) if fingerprint else None
+    if found is not None and not include_flagged and found.flagged.any():
         unflagged = rows["flagged"] == 0
         rows = {name: column[unflagged] for name, column in rows.items()}
     if len(rows["ts"]) == 0:
         out = _empty_rows(basis)
-        out.fingerprint = found
+        out.stamps = found
         return out
     if dialect == "sqlite":
         vwap = rows["vwap"]
         vwap[np.isneginf(vwap)] = np.nan
     out = _select(rows, sources, cal, by, span.start, span.end, prec, basis)
-    out.fingerprint = found
+    out.stamps = found
+    if fingerprint:
+        code = rows["source"]
+        present = np.flatnonzero(np.bincount(code[code >= 0], minlength=len(sources)))
+        out.bases = frozenset(str(sources[i][2]) for i in present.tolist())
     return out
 
 
-def _fingerprint(rows: dict[str, np.ndarray[Any, Any]], span: Interval) -> Fingerprint:
-    """:func:`barfill.store.http_reads.bars_fingerprint` of ``span`` from the fetched rows (a superset)."""
+def _stamps(rows: dict[str, np.ndarray[Any, Any]], span: Interval) -> RowStamps:
+    """The :class:`RowStamps` of ``span`` from the fetched rows (a superset, in ``ts`` order)."""
     ts = rows["ts"]
-    inside = (ts >= span.start) & (ts < span.end)
-    n = int(np.count_nonzero(inside))
-    if n == 0:
-        return NO_ROWS
-    mine = ts[inside]
-    flagged = int(np.count_nonzero(rows["flagged"][inside]))
-    return n, float(rows["fetched_at"][inside].max()), flagged, int(mine.min()), int(mine.max())
+    lo, hi = np.searchsorted(ts, [span.start, span.end], side="left").tolist()
+    return RowStamps(ts[lo:hi], rows["fetched_at"][lo:hi], rows["flagged"][lo:hi].astype(np.bool_))
 
 
 def merge_fingerprints(parts: Sequence[Fingerprint]) -> Fingerprint:
@@ -432,7 +460,11 @@ def _select(
     else:
         cols = {name: rows[name][keep] for name in names_kept}
         code = code[keep]
-    return _Rows(cols, names[code, 0], names[code, 1], selection)
+    out = _Rows(cols, names[code, 0], names[code, 1], selection)
+    providers = tuple(dict.fromkeys(p for p, _, _, _ in sources))
+    out.provider_names = providers
+    out.provider_codes = np.array([providers.index(p) for p, _, _, _ in sources], dtype=np.int64)[code]
+    return out
 
 
 def read_bars(
@@ -503,7 +535,30 @@ def read_bars(
     return _batch(ticker, tf, rows, provider)
 
 
-def read_bars_fingerprinted(
+@dataclass(frozen=True)
+class Scan:
+    """A read of ``[start, end)`` with what a kept copy of it needs to be patched later.
+
+    Attributes:
+        batch: what :func:`read_bars` answers.
+        stamps: every stored row of the range and layers (see :class:`RowStamps`).
+        bases: the bases of the rows sources were chosen from (flagged rows left
+            out unless asked for): with one, every range's choice is its own.
+        provider_codes: each bar's provider, as an index into ``provider_names``.
+    """
+
+    batch: BarBatch
+    stamps: RowStamps
+    bases: frozenset[str]
+    provider_codes: Array
+    provider_names: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self.stamps.fingerprint()
+
+
+def read_bars_scan(
     conn: Connection,
     symbol_id: int,
     timeframe: Timeframe,
@@ -513,12 +568,13 @@ def read_bars_fingerprinted(
     layers: Sequence[Layer | str],
     adjust: Adjust | str | None = None,
     include_flagged: bool = False,
-) -> tuple[BarBatch, Fingerprint]:
-    """:func:`read_bars`, and the :data:`Fingerprint` of ``[start, end)`` in ``layers`` from the same rows.
+    basis: Basis | str | None = None,
+) -> Scan:
+    """:func:`read_bars` (default precedence and calendar) of ``[start, end)``, with the rows'
+    :class:`RowStamps`, from the same scan: a cold chart read needs both.
 
-    The fingerprint equals :func:`barfill.store.http_reads.bars_fingerprint`
-    of the range (every provider, flagged bars too), read in the same scan
-    as the bars instead of a second one: a cold chart read needs both.
+    Their fingerprint equals :func:`barfill.store.http_reads.bars_fingerprint`
+    of the range (every provider, flagged bars too).
     """
     tf, ticker, rows = _read(
         conn,
@@ -529,14 +585,28 @@ def read_bars_fingerprinted(
         layers=layers,
         provider=None,
         precedence=None,
-        basis=None,
+        basis=basis,
         calendar=None,
         range_by=None,
         adjust=adjust,
         include_flagged=include_flagged,
         fingerprint=True,
     )
-    return _batch(ticker, tf, rows, None), rows.fingerprint
+    stamps = rows.stamps
+    if stamps is None:  # no source in the range at all
+        none = np.zeros(0, dtype=np.int64)
+        stamps = RowStamps(none, none.astype(np.float64), none.astype(np.bool_))
+    batch = _batch(ticker, tf, rows, None)
+    return Scan(batch, stamps, rows.bases, rows.provider_codes, rows.provider_names)
+
+
+def session_span(
+    conn: Connection, symbol_id: int, timeframe: Timeframe, start: int, end: int
+) -> tuple[int, int]:
+    """``[start, end)`` widened to the whole ranges (sessions; weeks for w1) reads choose sources by,
+    on the symbol's calendar: what a write to ``[start, end)`` may change of a read."""
+    _, calendar_name = _symbol(conn, symbol_id)
+    return _range_span(get_calendar(calendar_name), range_timeframe(timeframe), start, end)
 
 
 def _batch(ticker: str, tf: Timeframe, rows: _Rows, provider: str | None) -> BarBatch:

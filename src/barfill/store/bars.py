@@ -148,7 +148,9 @@ def upsert_bars(
     batch = _unique_ts(batch)
     if len(batch) == 0:
         return 0
-    stamps.touch(conn, symbol_id)
+    # _unique_ts leaves ts ascending: readers re-read just these sessions (store.stamps).
+    change = stamps.upserted(batch.timeframe.value, layer.value, int(batch.ts[0]), int(batch.ts[-1]))
+    stamps.touch(conn, symbol_id, change)
     dbapi = conn.connection.driver_connection
     sqlite = conn.dialect.name == "sqlite"
     try:

@@ -82,7 +82,7 @@ def read_fingerprint(
     The bars themselves and, for an adjusted read, the symbol's corporate
     actions. A writer of such an input outside a slice completion calls
     :func:`notify_changed`. ``bars``: the bars' :func:`bars_fingerprint`,
-    already read (:func:`~barfill.store.bar_reads.read_bars_fingerprinted`).
+    already read (:func:`~barfill.store.bar_reads.read_bars_scan`).
     """
     if bars is None:
         bars = bars_fingerprint(conn, symbol_id, timeframe, start, end, layers)

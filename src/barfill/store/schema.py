@@ -276,6 +276,24 @@ symbol_stamps = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
+# What each recent commit changed of a symbol, under the counter value it moved the symbol to
+# (store.stamps): one row per (timeframe, layer) of upserted bars with their first and last
+# ``ts``, or one ``unknown`` row. A server patches a kept read from it instead of reading
+# everything again. The last ``stamps.KEEP`` counter values of each symbol are kept
+# (migration 0014).
+symbol_changes = Table(
+    "symbol_changes",
+    metadata,
+    Column("symbol_id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("part", SmallInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(8), nullable=False),
+    Column("timeframe", String(4)),
+    Column("layer", String(12)),
+    Column("first_ts", BigInteger),
+    Column("last_ts", BigInteger),
+)
+
 # What a provider really counts against its page limit for a symbol, learned from its
 # answers (Polygon's queryCount): base aggregates per unit the planner models (an
 # extended-hours minute, or a session for day bars). Below 1 for a symbol that trades
