@@ -36,9 +36,8 @@ def app(db: Database) -> Iterator[tuple[App, SyntheticProvider]]:
 
 def _everything(app: App) -> dict[str, list[tuple[Any, ...]]]:
     with app.db.read() as conn:
-        return {
-            t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr) for t in metadata.sorted_tables
-        }
+        rows = {t.name: conn.execute(sa.select(t)).all() for t in metadata.sorted_tables}
+    return {name: sorted(map(tuple, found), key=repr) for name, found in rows.items()}
 
 
 def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
