@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from barfill.domain.calendar import get_calendar
 from barfill.providers.synthetic import SyntheticProvider
+from barfill.service import worker as worker_module
 from barfill.service.ensure import ensure
 from barfill.service.worker import Worker
 from barfill.store.db import Database
@@ -117,5 +120,34 @@ def test_stopped_while_its_newest_screen_runs_a_worker_gives_the_pages_back_unfe
         assert worker.stats.succeeded == 1  # it finished within the grace period
         assert worker.stats.released == pages
         assert {k: n for k, n in queue_counts(db).items() if n} == {"queued": pages, "succeeded": 1}
+    finally:
+        app.close()
+
+
+def test_the_pages_wait_a_moment_after_their_newest_screen_lands(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's read of the screen goes first (see Worker._start); here the pause is an hour."""
+    monkeypatch.setattr(worker_module, "NEWEST_READ_S", 3600.0)
+    provider = SyntheticProvider(calendar=get_calendar(), page_limit=8_000)
+    app = make_app(db, {"synthetic": provider})
+    try:
+        pages = ensure(app, ["AAPL"], "m1", days=90).results[0].slices_queued - 1
+
+        async def run() -> Worker:
+            stop = asyncio.Event()
+            worker = Worker(app, concurrency=pages)
+            task = asyncio.create_task(worker.run(stop))
+            while worker.stats.succeeded == 0:  # the screen has landed
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # time enough for the pages to start, were they not held
+            assert provider.requests == 1
+            stop.set()  # ends the pause: the pages go back
+            await task
+            return worker
+
+        worker = asyncio.run(run())
+        assert provider.requests == 1
+        assert worker.stats.released == pages
     finally:
         app.close()
