@@ -61,6 +61,8 @@ PROVIDER = "barfill-warmup"
 # A week holds some sessions on any calendar: at least one slice to fetch and commit.
 WINDOW_DAYS = 7
 SCREEN_BARS = 500
+# Connections open at once during a newest screen: the ensure's, the worker's, the chart's poll.
+POOLED = 3
 
 
 def build_routes(fastapi_app: FastAPI) -> int:
@@ -84,6 +86,7 @@ def rehearse(app: App) -> bool:
     try:
         with telemetry.muted(), _rolled_back(app.db) as db:
             asyncio.run(_play(_copy(app, db)))
+        _fill_pool(app.db, POOLED)
     except Exception:  # serving must never depend on the rehearsal
         log.warning("start-up rehearsal failed; the first requests pay for it instead", exc_info=True)
         return False
@@ -133,6 +136,15 @@ def _rolled_back(db: Database) -> Iterator[_Rehearsal]:
             yield _Rehearsal(db, conn)
         finally:
             outer.rollback()
+
+
+def _fill_pool(db: Database, n: int) -> None:
+    """Leave ``n`` connections in the pool, each having loaded the schema (a new one costs a
+    connect, its settings and, on SQLite, parsing the schema at its first statement)."""
+    with contextlib.ExitStack() as held:
+        for _ in range(n):
+            conn = held.enter_context(db.engine.connect())
+            conn.exec_driver_sql("SELECT 1 FROM symbols WHERE 1 = 0").all()
 
 
 def _copy(app: App, db: _Rehearsal) -> App:
