@@ -133,3 +133,22 @@ async def _newest_screen(app: App, ticker: str) -> int:
             return sum(int(layer["count"]) for layer in got["layers"].values())
     finally:
         fastapi_app.state.barfill_reads.close()
+
+
+def test_the_rehearsal_leaves_connections_ready_in_the_pool(app: tuple[App, SyntheticProvider]) -> None:
+    """The newest screen's ensure, claim and poll run at once: none of them opens a connection."""
+    a, _ = app
+    assert warmup.rehearse(a) is True
+    opened = 0
+
+    def connected(dbapi: Any, record: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    event.listen(a.db.engine, "connect", connected)
+    try:
+        with a.db.read(), a.db.read(), a.db.read():
+            pass
+    finally:
+        event.remove(a.db.engine, "connect", connected)
+    assert opened == 0
