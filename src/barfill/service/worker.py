@@ -339,7 +339,7 @@ class Worker:
         claimed: a worker does not take work it cannot start soon (see
         :meth:`_ready_providers`). Returns at most ``free`` groups, one more
         when the first is a newest screen (it runs alone, before the others:
-        see :meth:`_run`), and the slices claimed beyond them, for the caller
+        see :meth:`_start`), and the slices claimed beyond them, for the caller
         to release once the first group is started (a release is a write: the
         newest screen need not wait for it).
         """
