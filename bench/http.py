@@ -23,9 +23,11 @@ On SQLite (the embedded default), one symbol with two years of m15 and of m1
   newest 500 bars being served (by the server's own worker), against one
   provider round-trip of the newest slice as planned, measured in the same
   run (synthetic provider with 200 ms latency; a full 50,000-bar page's
-  round-trip is reported too). The synthetic provider generates its bars
-  inside the server process, so the pages fetched behind the newest one
-  compete with the reads for its CPU, as a real provider's parsing would.
+  round-trip is reported too), on ``NEWEST_RUNS`` fresh servers: the target
+  is for every run, so the slowest one is the figure (every margin is listed).
+  The synthetic provider generates its bars inside the server process, so
+  the pages fetched behind the newest one compete with the reads for its
+  CPU, as a real provider's parsing would.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ from bench.common import Result, scratch_database
 SUITE = "http"
 YEARS_S = 2 * 365 * 86_400
 LATENCY_S = 0.2
+NEWEST_RUNS = 5  # fresh servers measured for the newest screen: its target holds for every one
 
 
 class _Server:
@@ -262,7 +266,21 @@ def _cached_reads(server: _Server, clients: int, per_client: int) -> list[Result
     ]
 
 
-def _newest_screen() -> list[Result]:
+@dataclass(frozen=True)
+class _Screen:
+    """One fresh server's newest screen (seconds)."""
+
+    to_screen_s: float
+    round_trip_s: float  # the newest slice's round-trip as planned, measured right after
+    full_page_s: float  # a 50,000-bar page's round-trip, for reference
+    slices: int
+
+    @property
+    def margin_ms(self) -> float:
+        return (self.to_screen_s - self.round_trip_s) * 1000
+
+
+def _newest_screen_once() -> _Screen:
     cal = get_calendar()
     provider = SyntheticProvider(calendar=cal, latency_s=LATENCY_S)
     with scratch_database("sqlite") as db:
@@ -295,23 +313,37 @@ def _newest_screen() -> list[Result]:
         f"{full_page * 1000:,.0f} ms",
         flush=True,
     )
+    return _Screen(to_screen, round_trip, full_page, slices)
+
+
+def _newest_screen(runs: int = NEWEST_RUNS) -> list[Result]:
+    """The newest screen on ``runs`` fresh servers: the target is for every one, so the slowest counts."""
+    screens = [_newest_screen_once() for _ in range(runs)]
+    margins = [s.margin_ms for s in screens]
+    worst = max(screens, key=lambda s: s.margin_ms)
     return [
         Result(
             SUITE,
-            f"POST /v1/ensure → newest 500 m1 bars served ({slices} slices queued)",
-            to_screen * 1000,
+            f"POST /v1/ensure → newest 500 m1 bars served ({worst.slices} slices queued), "
+            f"slowest of {runs} fresh servers",
+            worst.to_screen_s * 1000,
             "ms",
-            baseline=round_trip * 1000,
-            ratio=to_screen / round_trip,
+            baseline=worst.round_trip_s * 1000,
+            ratio=worst.to_screen_s / worst.round_trip_s,
             target="<= one round-trip + 100 ms",
-            extra={"margin_ms": (to_screen - round_trip) * 1000, "full_page_round_trip_ms": full_page * 1000},
+            extra={"margin_ms": worst.margin_ms, "full_page_round_trip_ms": worst.full_page_s * 1000},
         ),
         Result(
             SUITE,
-            "POST /v1/ensure → newest 500 m1 bars served: time beyond one provider round-trip",
-            (to_screen - round_trip) * 1000,
+            f"POST /v1/ensure → newest 500 m1 bars served: time beyond one provider round-trip, "
+            f"worst of {runs} fresh servers",
+            worst.margin_ms,
             "ms",
             target="<= 100 ms",
+            extra={
+                "median_ms": float(np.median(margins)),
+                "margins_ms": "/".join(f"{m:.0f}" for m in margins),
+            },
         ),
     ]
 

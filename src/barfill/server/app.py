@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barfill.bootstrap import App
 from barfill.errors import BarfillError, DatabaseError, InvalidInput
-from barfill.server import metrics, revalidate
+from barfill.server import metrics, revalidate, warmup
 from barfill.server.deps import Auth, is_loopback
 from barfill.server.events import EventHub
 from barfill.server.read_cache import BarReads
@@ -55,6 +55,9 @@ class ServerOptions:
     concurrency: int | None = None
     tick_interval_s: float | None = None
     json_logs: bool = False
+    # Play the newest screen once before serving (server.warmup): the first user does not pay
+    # for this process's first statement compiles and lazy imports.
+    rehearse: bool = True
 
 
 def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
@@ -120,6 +123,9 @@ async def _lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
     pool = app.db.engine.pool
     capacity = int(getattr(pool, "size", lambda: 5)()) + int(getattr(pool, "_max_overflow", 10))
     anyio.to_thread.current_default_thread_limiter().total_tokens = max(4, min(40, capacity - 2))
+    if opts.rehearse:
+        warmup.build_routes(fastapi_app)
+        await asyncio.to_thread(warmup.rehearse, app)
     await hub.start()
     if opts.scheduler:
         tasks.append(

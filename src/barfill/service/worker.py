@@ -84,6 +84,9 @@ log = logging.getLogger("barfill.worker")
 _MIN_SLOT_WAIT_S = 0.001
 # A group this many times smaller than a page is started alone (see Worker.run).
 SMALL_FRACTION = 10
+# After a newest screen lands, the pages claimed with it wait this long before they start (see
+# Worker._start): the chart's read of those bars goes first.
+NEWEST_READ_S = 0.05
 
 
 @dataclass
@@ -236,18 +239,44 @@ class Worker:
                     pause = soon if idle_wait is None else idle_wait
                     await _wait_any(set(), stop, sleeper=self._idle_sleep(pause), wake=self.wake)
                 continue
-            for i, group in enumerate(groups):
-                task = asyncio.create_task(self._process(group))
-                inflight.add(task)
-                if i == 0:  # what was claimed beyond our room goes back once the first one is off
-                    for s in surplus:
-                        await asyncio.to_thread(self._release_quietly, s)
-                if i == 0 and len(groups) > 1 and self._is_small(group):
-                    # A chart's newest screen (planning.split_newest): let it land before the
-                    # big pages claimed with it compete with it for this process.
-                    await _wait_any({task}, stop)
+            await self._start(groups, surplus, inflight, stop)
         await self._shutdown(inflight, grace_s)
         return self.stats
+
+    async def _start(
+        self,
+        groups: list[list[ClaimedSlice]],
+        surplus: list[ClaimedSlice],
+        inflight: set[asyncio.Task[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """Start claimed groups (adding them to ``inflight``); a newest screen first, alone.
+
+        A small first group is a chart's newest screen (planning.split_newest):
+        it lands before the big pages claimed with it compete with it for this
+        process, and they start :data:`NEWEST_READ_S` after it: a chart polling
+        for those bars reads them right after they land, and the pages' start
+        (a clock read, a rate-limit slot and a request each) would compete
+        with that read. Measured on the HTTP bench (20 paired runs each, a
+        machine loaded by other work): median time beyond the round-trip 94 ms
+        without the pause, 69 ms with it. If ``stop`` is set meanwhile, those
+        pages go back untouched.
+        """
+        for i, group in enumerate(groups):
+            task = asyncio.create_task(self._process(group))
+            inflight.add(task)
+            if i == 0:  # what was claimed beyond our room goes back once the first one is off
+                for s in surplus:
+                    await asyncio.to_thread(self._release_quietly, s)
+            if i == 0 and len(groups) > 1 and self._is_small(group):
+                await _wait_any({task}, stop)
+                if not self.app.clock.simulated:
+                    await _wait_any(set(), stop, timeout=NEWEST_READ_S)
+                if stop.is_set():
+                    for rest in groups[1:]:
+                        for s in rest:
+                            await asyncio.to_thread(self._release_quietly, s)
+                    return
 
     def _idle_sleep(self, pause: float) -> Coroutine[Any, Any, None]:
         """Sleep ``pause`` seconds, or less on real time if the database changed meanwhile.
@@ -313,24 +342,43 @@ class Worker:
 
         Slices of providers whose shared rate limit is exhausted are not
         claimed: a worker does not take work it cannot start soon (see
-        :meth:`_ready_providers`). Returns at most ``free`` groups, and the
-        slices claimed beyond them, for the caller to release once the first
-        group is started (a release is a write: the newest screen need not
-        wait for it).
+        :meth:`_ready_providers`). Returns at most ``free`` groups, one more
+        when the first is a newest screen (it runs alone, before the others:
+        see :meth:`_start`), and the slices claimed beyond them, for the caller
+        to release once the first group is started (a release is a write: the
+        newest screen need not wait for it).
         """
-        ready = await asyncio.to_thread(self._ready_providers, free)
-        if not ready:
-            return [], []
-        claimed = await asyncio.to_thread(self._claim, free, ready)
-        # A multi-symbol provider answers same-range slices of many symbols in one
-        # request: take more of its slices (enqueue order puts same-range ones together).
-        multi = sorted({s.provider for s in claimed if self._max_symbols(s.provider) > 1})
-        if multi:
-            extra_n = free * (max(self._max_symbols(p) for p in multi) - 1)
-            claimed += await asyncio.to_thread(self._claim, extra_n, multi)
+        claimed = await asyncio.to_thread(self._claim_ready, free)
         self.stats.claimed += len(claimed)
         groups = self._group(claimed)
-        return groups[:free], [s for group in groups[free:] for s in group]
+        room = free + 1 if len(groups) > 1 and self._is_small(groups[0]) else free
+        return groups[:room], [s for group in groups[room:] for s in group]
+
+    def _claim_ready(self, free: int) -> list[ClaimedSlice]:
+        """The claim in one thread hop: ready providers, their slices, and what starting them reads.
+
+        Every hop back to the event loop waits behind whatever else the loop
+        runs (in ``barfill serve``: the ensure's answer, the chart's first
+        polls), and the newest screen's fetch starts only after the last one.
+        So the claimed symbols' calendars and definition pins are read here
+        too (both cached for the worker's life), not on the loop or in a hop
+        of their own.
+        """
+        ready = self._ready_providers(free)
+        if not ready:
+            return []
+        claimed = self._claim(free, ready)
+        # A multi-symbol provider answers same-range slices of many symbols in one request:
+        # take more of its slices (enqueue order puts same-range ones together), unless the
+        # first claim already found fewer than it asked for (nothing more is runnable).
+        multi = sorted({s.provider for s in claimed if self._max_symbols(s.provider) > 1})
+        if multi and len(claimed) == free:
+            extra_n = free * (max(self._max_symbols(p) for p in multi) - 1)
+            claimed += self._claim(extra_n, multi)
+        for s in claimed:
+            self._calendar(s.symbol_id)
+            self._pinned(s.definition_id)
+        return claimed
 
     def _claim(self, n: int, providers: list[str]) -> list[ClaimedSlice]:
         with self._turns(urgent=True):
