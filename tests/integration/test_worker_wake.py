@@ -46,6 +46,9 @@ async def test_an_idle_worker_claims_what_another_process_enqueues(db: Database)
         while app.queue.counts().get("succeeded", 0) == 0 and loop.time() < deadline:
             await asyncio.sleep(0.05)
         assert app.queue.counts().get("succeeded", 0) == 1
+        # The commit is visible before the worker's thread returns and counts it: stop, then read.
+        stop.set()
+        await task
         assert worker.stats.succeeded == 1
     finally:
         stop.set()
