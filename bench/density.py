@@ -86,7 +86,7 @@ def run() -> list[Result]:
                     "pages cut short at the limit (both windows)",
                     float(wire.truncated),
                     "pages",
-                    target="0",
+                    target="<= 0",
                 )
             )
         finally:

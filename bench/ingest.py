@@ -58,7 +58,7 @@ from barfill.store.bar_reads import read_bars
 from barfill.store.bars import count_bars
 from barfill.store.db import Database
 from barfill.store.schema import job_runs, symbols
-from bench.common import Result, scratch_database
+from bench.common import Result, SteadyServerMixin, scratch_database
 from bench.store import raw_insert_rate
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ TARGET_RATIO = 0.5
 TARGET_RSS_MB = 200.0
 
 
-class PrerenderedServer(FakeServer):
+class PrerenderedServer(SteadyServerMixin, FakeServer):
     """Answers from pages rendered ahead; counts requests and stamps the first one (monotonic)."""
 
     def __init__(self, wire: PolygonWire) -> None:
