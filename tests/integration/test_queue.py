@@ -24,6 +24,7 @@ from barfill.store.definitions import upsert_definition
 from barfill.store.queue import Progress, SqlQueue
 from barfill.store.schema import job_runs
 from barfill.store.symbols import ensure_symbols
+from barfill.testing.clock import SimClock
 
 T0 = 1_700_000_400  # a multiple of 3600
 HOUR = 3_600
@@ -409,23 +410,25 @@ def test_progress_counts_by_definition(db: Database, queue: SqlQueue) -> None:
     assert progress[did2].finished and progress[did2].fraction == 1.0
 
 
-def test_stuck_and_archive(db: Database, queue: SqlQueue) -> None:
-    sid, did = _setup(db)
+def test_stuck_and_archive(simdb: Database, sim: SimClock) -> None:
+    """On the simulated database clock: how long a slice was silent never depends on the machine's speed."""
+    queue = SqlQueue(simdb)
+    sid, did = _setup(simdb)
     queue.enqueue(_slices(did, sid, 3))
     a, b, c = queue.claim("w", 3, 600)
     assert queue.stuck(60) == []
-    time.sleep(0.1)
+    sim.advance(100)
     queue.heartbeat(c, 600)
-    stuck = queue.stuck(0.05)
+    stuck = queue.stuck(60)
     assert sorted(s.id for s in stuck) == sorted([a.id, b.id])
-    assert all(s.silent_s >= 0.05 and s.worker_id == "w" for s in stuck)
+    assert all(s.silent_s >= 100 and s.worker_id == "w" for s in stuck)
     queue.complete(a, [_batch(a)], _span(a))
     queue.fail(b, "x", "y", retryable=False)
     assert queue.archive_finished(3600) == 0
-    time.sleep(0.05)
+    sim.advance(1)
     assert queue.archive_finished(0) == 1
     assert queue.counts() == {"queued": 0, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 0}
-    with db.read() as conn:
+    with simdb.read() as conn:
         assert read_coverage(conn, sid, "h1") == [(T0, T0 + HOUR)]
     with pytest.raises(InvalidInput):
         queue.archive_finished(-1)
