@@ -46,6 +46,7 @@ from barfill.store.db import Database
 from barfill.store.ratelimit import COLD_S, SqlRateLimiter, acquire, record_send
 from barfill.testing.clock import SimClock
 from tests.e2e.helpers import make_app
+from tests.integration.providers.servers import most_in_any_window
 
 SERVER_LIMIT = 20  # requests the server accepts in any 1-second window
 # Headroom under the server's limit, as a cautious operator would configure it.
@@ -53,17 +54,6 @@ CLIENT_LIMIT = RateLimit(requests=16, period_s=1.0)
 PROCESSES = 4
 REQUESTS_EACH = 25
 T0 = 1_764_000_000.0
-
-
-def _most_in_window(times: Sequence[float], window: float) -> int:
-    """Most instants inside any half-open window (t - window, t], as a strict server counts."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def _greedy(
@@ -125,7 +115,7 @@ def test_two_limiters_on_one_database_never_put_n_plus_one_in_a_window(db: Datab
                 sim.advance(wait)
         g = sliding_log.stagger_s(limit)
         assert grants[:4] == pytest.approx([T0 + i * g for i in range(4)], abs=1e-6)
-        assert _most_in_window(grants, limit.period_s) == 4
+        assert most_in_any_window(grants, limit.period_s) == 4
         assert grants[-1] == pytest.approx(T0 + 7 * sliding_log.window_s(limit) + g, abs=1e-6)
     finally:
         for e in engines:
@@ -138,7 +128,7 @@ def test_a_big_limit_keeps_n_per_window(simdb: Database, sim: SimClock) -> None:
     g = sliding_log.stagger_s(limit)
     grants = _greedy(limiter, sim, "p", limit, 250)
     assert grants[:100] == pytest.approx([T0 + i * g for i in range(100)], abs=1e-5)
-    assert _most_in_window(grants, limit.period_s) == 100
+    assert most_in_any_window(grants, limit.period_s) == 100
     assert grants[-1] == pytest.approx(T0 + 2 * sliding_log.window_s(limit) + 49 * g, abs=1e-5)
 
 
