@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from barfill.domain import sliding_log
 from barfill.domain.capabilities import RateLimit
 from barfill.domain.sliding_log import Log
+from tests.integration.providers.servers import most_in_any_window
 
 T0 = 1_700_000_000.0
 
@@ -24,16 +25,6 @@ def _greedy(log: Log, limit: RateLimit, count: int, now: float = T0) -> list[flo
             assert d.wait_s > 0
             now += d.wait_s
     return grants
-
-
-def _most_in_window(times: list[float], window: float) -> int:
-    """Most instants inside any half-open window (t - window, t], as a strict server counts."""
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def test_the_first_n_go_a_stagger_apart_then_n_per_window() -> None:
@@ -118,7 +109,7 @@ def test_a_smaller_n_over_waits_once_never_over_sends() -> None:
     grants += _greedy(log, narrow, 8, now=T0 + 0.5)
     # Grant 7 finds grant 3 (7 - 4) in slot 3; the next ones find a slot of the old layout
     # and wait a whole window after the latest grant instead.
-    assert _most_in_window(grants[7:], 1.0) <= 4
+    assert most_in_any_window(grants[7:], 1.0) <= 4
     assert all(b - a >= 1.0 for a, b in zip(grants[3:], grants[7:], strict=False))
 
 
@@ -134,7 +125,7 @@ def test_a_smaller_n_over_waits_once_never_over_sends() -> None:
 def test_big_and_small_limits_keep_n_per_window_and_the_pace(limit: RateLimit, count: int) -> None:
     grants = _greedy(Log({}), limit, count)
     n, g = limit.requests, sliding_log.stagger_s(limit)
-    assert _most_in_window(grants, limit.period_s) <= n
+    assert most_in_any_window(grants, limit.period_s) <= n
     assert grants[:n] == pytest.approx([T0 + i * g for i in range(n)], abs=1e-4)
     # Any N + 1 consecutive grants are the period and the margin apart: N per window_s.
     assert min(b - a for a, b in zip(grants, grants[n:], strict=False)) == pytest.approx(
@@ -182,4 +173,4 @@ def test_arrivals_within_the_margin_of_their_grant_never_fill_a_window(
             last = seq
         else:
             assert d.wait_s > 0
-    assert _most_in_window(sorted(arrivals), limit.period_s) <= requests
+    assert most_in_any_window(sorted(arrivals), limit.period_s) <= requests

@@ -10,6 +10,7 @@ SQLite and PostgreSQL; only SQLAlchemy's construct is dialect-specific).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -72,35 +73,25 @@ def symbol_id(conn: Connection, ticker: str) -> int | None:
 
 def known_symbols(conn: Connection, tickers: Iterable[str]) -> dict[str, int]:
     """Ids of the ``tickers`` already known (canonical tickers; a read, nothing inserted)."""
-    wanted = sorted({validate_ticker(t) for t in tickers})
-    out: dict[str, int] = {}
-    for i in range(0, len(wanted), CHUNK_ROWS):
-        rows = conn.execute(
-            sa.select(symbols.c.ticker, symbols.c.id).where(symbols.c.ticker.in_(wanted[i : i + CHUNK_ROWS]))
-        )
-        out.update({str(t): int(id_) for t, id_ in rows})
-    return out
+    wanted = {validate_ticker(t) for t in tickers}
+    return {str(t): int(id_) for t, id_ in _lookup(conn, symbols.c.ticker, symbols.c.id, wanted)}
 
 
 def tickers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     """Tickers of the given symbol ids; unknown ids are absent from the result."""
-    wanted = sorted(set(ids))
-    out: dict[int, str] = {}
-    for i in range(0, len(wanted), CHUNK_ROWS):
-        rows = conn.execute(
-            sa.select(symbols.c.id, symbols.c.ticker).where(symbols.c.id.in_(wanted[i : i + CHUNK_ROWS]))
-        )
-        out.update({int(id_): str(t) for id_, t in rows})
-    return out
+    return {int(id_): str(t) for id_, t in _lookup(conn, symbols.c.id, symbols.c.ticker, ids)}
 
 
 def symbol_calendars(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     """The trading calendar name (e.g. ``XNYS``) of each known symbol id."""
-    wanted = sorted(set(ids))
-    out: dict[int, str] = {}
-    for i in range(0, len(wanted), CHUNK_ROWS):
-        rows = conn.execute(
-            sa.select(symbols.c.id, symbols.c.calendar).where(symbols.c.id.in_(wanted[i : i + CHUNK_ROWS]))
-        )
-        out.update({int(id_): str(c) for id_, c in rows})
-    return out
+    return {int(id_): str(c) for id_, c in _lookup(conn, symbols.c.id, symbols.c.calendar, ids)}
+
+
+def _lookup(conn: Connection, key: sa.Column[Any], value: sa.Column[Any], wanted: Iterable[Any]) -> list[Any]:
+    """(key, value) rows of ``symbols`` for the ``wanted`` keys, in chunks of :data:`CHUNK_ROWS`
+    (bound-parameter limits)."""
+    keys = sorted(set(wanted))
+    rows: list[Any] = []
+    for i in range(0, len(keys), CHUNK_ROWS):
+        rows += conn.execute(sa.select(key, value).where(key.in_(keys[i : i + CHUNK_ROWS]))).all()
+    return rows
