@@ -269,4 +269,9 @@ def test_splt_has_a_4_to_1_split_and_quarterly_dividends() -> None:
         ("dividend", "2024-11-15", None, 0.22),
     ]
     assert asyncio.run(p.fetch_actions("AAPL", dt.date(2000, 1, 1), dt.date(2030, 1, 1))) == []
-    assert p.action_requests == 2
+    # Quarters before the calendar's first session have no session on or after their 15th to be
+    # ex on (they used to all land on that first session).
+    first = CAL.dates[0].astype(dt.date)
+    early = asyncio.run(p.fetch_actions("SPLT", dt.date(1970, 1, 1), first + dt.timedelta(days=60)))
+    assert early and all(a.ex_date.day >= 15 for a in early), early
+    assert p.action_requests == 3

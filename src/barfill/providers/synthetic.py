@@ -233,8 +233,10 @@ class SyntheticProvider:
         out: list[dt.date] = []
         for year in range(start.year, end.year + 1):
             for month in _DIVIDEND_MONTHS:
-                i = int(np.searchsorted(dates, np.datetime64(dt.date(year, month, 15), "D")))
-                if i < len(dates):
+                day = np.datetime64(dt.date(year, month, 15), "D")
+                i = int(np.searchsorted(dates, day))
+                # Before the calendar's first session there is no session "on or after" to find.
+                if i < len(dates) and (i > 0 or dates[0] == day):
                     ex = dates[i].astype(dt.date)
                     if start <= ex <= end:
                         out.append(ex)
