@@ -10,10 +10,19 @@ import pandas as pd
 import pytest
 
 from barfill.api import Barfill
+from barfill.bootstrap import build
 from barfill.client import Client
+from barfill.config import load_settings
+from barfill.domain.actions import split
+from barfill.domain.bars import Layer
 from barfill.domain.calendar import get_calendar
+from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SPLIT_EX_DATE, SPLIT_SYMBOL, SyntheticProvider
+from barfill.store.actions import upsert_actions
+from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
+from barfill.store.symbols import ensure_symbols
+from barfill.testing.clock import SimClock
 from tests.e2e.helpers import make_app
 from tests.e2e.http_server import LiveServer
 
@@ -92,3 +101,33 @@ def test_compat_chart_serves_split_adjusted(hydrated) -> None:
         data = r.json()["layers"]["historical"]["data"]
     assert [b["close"] for b in data] == expected["close"].tolist()
     assert [b["volume"] for b in data] == expected["volume"].tolist()
+
+
+def test_an_announced_split_changes_the_answer_and_etag_when_its_ex_date_comes(db: Database) -> None:
+    """Nothing is written at the ex date: the kept 304 must still end, and the answer change."""
+    clock = SimClock(pd.Timestamp("2024-06-07 17:00", tz=CAL.tz).timestamp())  # Friday, after the close
+    synthetic = SyntheticProvider(calendar=CAL, now=clock.now)
+    app = build(load_settings(database_url=db.url), providers={"synthetic": synthetic}, clock=clock)
+    try:
+        raw = synthetic.truth("AAPL", Timeframe.d1, SPLIT_TS - 7 * 86_400, SPLIT_TS)
+        with app.db.write() as conn:
+            sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+            upsert_bars(conn, sid, raw, layer=Layer.historical, fetched_at=1.0)
+            upsert_actions(conn, sid, [split("AAPL", SPLIT_EX_DATE, 4.0, "synthetic")], CAL.tz)  # announced
+        params = {"timeframe": "d1", "start": "2024-06-01", "end": "2024-06-15", "adjust": "split"}
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            first = c.get("/v1/bars/AAPL", params=params)
+            assert first.status_code == 200, first.text
+            etag, before = first.headers["etag"], first.json()["layers"]["historical"]
+            assert before["c"] == raw.close.tolist() and before["v"] == raw.volume.tolist()  # not yet
+            assert c.get("/v1/bars/AAPL", params=params, headers={"If-None-Match": etag}).status_code == 304
+
+            clock.set(SPLIT_TS)  # 00:00 New York on the ex date; no write, no notification
+            after = c.get("/v1/bars/AAPL", params=params, headers={"If-None-Match": etag})
+            assert after.status_code == 200 and after.headers["etag"] != etag
+            adj = after.json()["layers"]["historical"]
+            assert adj["t"] == raw.ts.tolist()
+            np.testing.assert_array_equal(adj["c"], raw.close / 4.0)  # every stored bar is before it
+            np.testing.assert_array_equal(adj["v"], raw.volume * 4.0)
+    finally:
+        app.close()

@@ -19,6 +19,7 @@ from barfill.store.actions import (
     actions_fingerprint,
     list_actions,
     load_actions,
+    next_effective,
     replace_actions,
     upsert_actions,
 )
@@ -26,6 +27,7 @@ from barfill.store.bar_reads import read_bars
 from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols
+from barfill.testing.clock import SimClock
 from tests.e2e.helpers import make_app
 
 CAL = get_calendar("XNYS")
@@ -208,3 +210,45 @@ def test_yahoo_split_adjusted_bars_are_never_mixed_with_raw(db: Database) -> Non
         )
         with pytest.raises(InvalidInput, match="^adjust: expected split"):
             read_bars(conn, sid, "d1", 0, 2**40, adjust="all", precedence=["yahoo", "polygon"])
+
+
+def test_an_announced_split_adjusts_reads_only_from_its_ex_date(db: Database) -> None:
+    """Providers list splits ahead of their ex date; until it comes, today's prices are not divided."""
+    ex_start = pd.Timestamp("2024-06-10", tz=TZ).timestamp()  # 00:00 New York on the ex date
+    clock = SimClock(pd.Timestamp("2024-06-07 16:30", tz=TZ).timestamp())
+    clocked = Database(db.url, clock=clock)
+    try:
+        with clocked.write() as conn:
+            sid = ensure_symbols(conn, ["ANN"])["ANN"]
+            days = ["2024-06-03", "2024-06-04", "2024-06-05", "2024-06-06", "2024-06-07"]
+            batch = _day_bars("ANN", "polygon", days, [400.0, 404.0, 408.0, 412.0, 416.0], "raw")
+            upsert_bars(conn, sid, batch, layer=Layer.historical, fetched_at=1.0)
+            upsert_actions(conn, sid, [split("ANN", dt.date(2024, 6, 10), 4.0, "polygon")], TZ)
+
+        def read() -> tuple[list[float], list[float], tuple[int, float, int], float | None]:
+            with clocked.read() as conn:
+                got = read_bars(conn, sid, "d1", 0, 2**40, adjust="split")
+                return (
+                    got.close.tolist(),
+                    got.volume.tolist(),
+                    actions_fingerprint(conn, sid),
+                    next_effective(conn, sid),
+                )
+
+        closes, volumes, fp, pending = read()
+        assert (closes, volumes) == ([400.0, 404.0, 408.0, 412.0, 416.0], [100.0] * 5)  # as traded
+        assert fp[0] == 1 and fp[2] == 0 and pending == ex_start
+        with clocked.read() as conn:
+            assert [a.ex_date for a in list_actions(conn, sid)] == [dt.date(2024, 6, 10)]  # still listed
+
+        clock.set(ex_start - 1)  # 23:59:59 the evening before: not yet
+        assert read()[0] == [400.0, 404.0, 408.0, 412.0, 416.0]
+        clock.set(ex_start)  # the ex date has begun: every stored bar is before the split
+        closes, volumes, fp_after, pending = read()
+        assert (closes, volumes) == (
+            [100.0, 101.0, 102.0, 103.0, 104.0],
+            [400.0] * 5,
+        )  # hand-computed: /4, x4
+        assert fp_after[:2] == fp[:2] and fp_after[2] == 1 and pending is None  # nothing written, ETag moves
+    finally:
+        clocked.dispose()

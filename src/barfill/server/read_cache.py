@@ -20,7 +20,10 @@ changed, in this process or another one:
   ``LISTEN`` connection is down nothing is cached. A write is seen once its
   notification arrives, typically milliseconds after its commit;
 * :meth:`DataVersion.bump` for writes this process makes, and an age limit
-  (``MAX_AGE_S``) as a safety net for a writer that forgets to notify.
+  (``MAX_AGE_S``) as a safety net for a writer that forgets to notify;
+* :meth:`DataVersion.expire_at`: a time at which answers change with nothing
+  written (an announced split's ex date: adjusted reads apply actions in
+  effect), reached on the database clock (estimated, as :class:`ClockEstimate`).
 
 Equal versions are only a shortcut: after a move the read is recomputed and
 its ETag still comes from the stored data (the fingerprints of
@@ -59,9 +62,11 @@ T = TypeVar("T")
 class DataVersion:
     """A number that changes whenever stored data may have changed (see the module docstring)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: ClockEstimate | None = None) -> None:
         self._lock = threading.Lock()
         self._generation = 0
+        self._expires: float | None = None  # the version moves at this time (Unix seconds, db clock)
+        self._clock = clock or ClockEstimate(db)
         self._listening = False
         self._probe: sqlite3.Connection | None = None
         self._probe_path: str | None = None
@@ -80,6 +85,22 @@ class DataVersion:
         with self._lock:
             self._generation += 1
 
+    def expire_at(self, t: float) -> None:
+        """Move the version at ``t`` (Unix seconds, database clock), if no earlier move is due."""
+        with self._lock:
+            if self._expires is None or t < self._expires:
+                self._expires = t
+
+    def _expire(self) -> None:
+        """Move the version if its expiry has come (a clock not known now counts as come: no query)."""
+        if self._expires is None:
+            return
+        now = self._clock.now()
+        with self._lock:
+            if self._expires is not None and (now is None or now >= self._expires):
+                self._expires = None
+                self._generation += 1
+
     def listening(self, on: bool) -> None:
         """PostgreSQL: whether notifications are being heard (a gap in them moves the version)."""
         with self._lock:
@@ -88,6 +109,7 @@ class DataVersion:
 
     def current(self) -> tuple[int, int] | None:
         """The version now, or None when it cannot be known (nothing may be cached)."""
+        self._expire()
         if self._probe_path is None:
             return (0, self._generation) if self._listening else None
         with self._lock:
@@ -265,7 +287,8 @@ class BarReads:
     recently read bar columns (at most ``COLUMN_BYTES``), and the clock estimate."""
 
     def __init__(self, db: Database) -> None:
-        self.version = DataVersion(db)
+        self.clock = ClockEstimate(db)
+        self.version = DataVersion(db, self.clock)
         # SQLite's version sees every commit: no age limit needed there.
         max_age = None if db.is_sqlite else MAX_AGE_S
         # (query, ETag, the symbol's change counter read before its data: store.stamps, ...)
@@ -273,7 +296,6 @@ class BarReads:
         self.columns: ReadCache[KeptLayer] = ReadCache(
             self.version, max_age_s=max_age, weigh=_column_bytes, max_weight=COLUMN_BYTES
         )
-        self.clock = ClockEstimate(db)
 
     def key(
         self,

@@ -59,13 +59,16 @@ MAX_SPLICED_SHARE = 0.25
 
 class KeptRead(NamedTuple):
     """A validated bar read: its query, ETag, the symbol's change counter read before its data,
-    the fingerprint the ETag was made from, and whether it was a read of the newest N."""
+    the fingerprint the ETag was made from, whether it was a read of the newest N, and, for an
+    adjusted read, when the symbol's next announced action takes effect (the answer changes
+    then, with nothing written: it must be read again in full)."""
 
     query: BarQuery
     tag: str
     seq: int
     fingerprint: tuple[Any, ...]
     limited: bool = False
+    pending: float | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from barfill.bootstrap import App
-from barfill.domain.adjust import parse_adjust
+from barfill.domain.adjust import Adjust, parse_adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.intervals import Interval
@@ -46,6 +46,7 @@ from barfill.service.orchestrator import tick
 from barfill.service.planning import plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
 from barfill.store import http_reads, stamps
+from barfill.store.actions import next_effective
 from barfill.store.bar_reads import session_span
 from barfill.store.bars import upsert_bars
 from barfill.store.coverage import read_coverage
@@ -333,7 +334,9 @@ def _bar_query(
                 keep_columns.columns.put(bars_out.columns_key(q, layer), layer_kept, version, stamp)
             bars_fp = splice.layers_fingerprint(kept)
         fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
-    return KeptRead(q, _etag(q, fp, seq), seq, fp, limit is not None)
+        adjusted = wanted_adjust not in (None, Adjust.raw)
+        pending = next_effective(conn, sid) if adjusted else None
+    return KeptRead(q, _etag(q, fp, seq), seq, fp, limit is not None, pending)
 
 
 def _etag(q: bars_out.BarQuery, fingerprint: tuple[Any, ...], seq: int) -> str:
@@ -369,7 +372,7 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
         return None
     was, value = kept
     version, stamp = reads.version.current(), time.monotonic()  # before the check, as compute does
-    if version is None:
+    if version is None or _came(reads, value.pending):
         return None
     q, was_seq = value.query, value.seq
     patched: dict[Layer, KeptLayer] = {}  # the layers read again
@@ -417,8 +420,19 @@ def _kept_layers(
     return out
 
 
+def _came(reads: BarReads, t: float | None) -> bool:
+    """Whether time ``t`` (an announced action's start) has come on the database clock."""
+    if t is None:
+        return False
+    now = reads.clock.now()
+    return now is None or now >= t
+
+
 def _reuse_or_compute(app: App, reads: BarReads, key: Hashable, make: Callable[[], KeptRead]) -> KeptRead:
-    return _reuse(app, reads, key) or reads.cache.compute(key, make)
+    found = _reuse(app, reads, key) or reads.cache.compute(key, make)
+    if found.pending is not None:  # kept until its next action takes effect, not longer
+        reads.version.expire_at(found.pending)
+    return found
 
 
 @router.get("/bars/{symbol}", responses=_BARS_RESPONSES, dependencies=[Read])

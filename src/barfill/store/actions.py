@@ -97,13 +97,19 @@ def replace_actions(
     return changed + len(gone)
 
 
-def list_actions(conn: Connection, symbol_id: int) -> list[CorporateAction]:
-    """Every stored report of the symbol's actions (each provider's), by ex date then kind."""
+def list_actions(conn: Connection, symbol_id: int, *, in_effect: bool = False) -> list[CorporateAction]:
+    """Every stored report of the symbol's actions (each provider's), by ex date then kind.
+
+    ``in_effect``: only those whose ex date has begun at the database clock's now.
+    """
     c = corporate_actions.c
+    where = c.symbol_id == symbol_id
+    if in_effect:
+        where = where & (c.effective_at <= db_now(conn))
     rows = conn.execute(
         sa.select(symbols.c.ticker, c.kind, c.ex_date, c.ratio, c.cash, c.provider)
         .join(symbols, symbols.c.id == c.symbol_id)
-        .where(c.symbol_id == symbol_id)
+        .where(where)
         .order_by(c.ex_date, c.kind, c.provider)
     )
     return [
@@ -119,14 +125,16 @@ def list_actions(conn: Connection, symbol_id: int) -> list[CorporateAction]:
     ]
 
 
-def load_actions(conn: Connection, symbol_id: int, order: Sequence[str] = ()) -> list[CorporateAction]:
+def load_actions(
+    conn: Connection, symbol_id: int, order: Sequence[str] = (), *, in_effect: bool = False
+) -> list[CorporateAction]:
     """The symbol's actions, one report per (kind, ex date): the first provider in ``order`` wins.
 
-    Providers not in ``order`` come after it, alphabetically.
+    Providers not in ``order`` come after it, alphabetically. ``in_effect``: as :func:`list_actions`.
     """
     rank = {name: i for i, name in enumerate(order)}
     best: dict[tuple[ActionKind, dt.date], CorporateAction] = {}
-    for action in list_actions(conn, symbol_id):
+    for action in list_actions(conn, symbol_id, in_effect=in_effect):
         k = (action.kind, action.ex_date)
         held = best.get(k)
         if held is None or _rank(action.provider, rank) < _rank(held.provider, rank):
@@ -138,15 +146,30 @@ def _rank(provider: str, rank: dict[str, int]) -> tuple[int, str]:
     return (rank.get(provider, len(rank)), provider)
 
 
-def actions_fingerprint(conn: Connection, symbol_id: int) -> tuple[int, float]:
-    """(rows, last change) of the symbol's actions: part of every bar ETag of the symbol."""
+def actions_fingerprint(conn: Connection, symbol_id: int) -> tuple[int, float, int]:
+    """(rows, last change, rows in effect now) of the symbol's actions: part of every adjusted
+    bar ETag of the symbol (an ex date arriving changes the answer with no row changed)."""
     c = corporate_actions.c
+    effective = sa.func.coalesce(sa.func.sum(sa.case((c.effective_at <= db_now(conn), 1), else_=0)), 0)
     row = conn.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(c.changed_at), 0.0)).where(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(c.changed_at), 0.0), effective).where(
             c.symbol_id == symbol_id
         )
     ).one()
-    return int(row[0]), float(row[1])
+    return int(row[0]), float(row[1]), int(row[2])
+
+
+def next_effective(conn: Connection, symbol_id: int) -> float | None:
+    """When the symbol's next announced action takes effect (Unix seconds UTC), or None.
+
+    Until then an adjusted answer stands; from then on it changes though nothing
+    is written, so a cache of adjusted answers must not outlive it.
+    """
+    c = corporate_actions.c
+    found = conn.execute(
+        sa.select(sa.func.min(c.effective_at)).where(c.symbol_id == symbol_id, c.effective_at > db_now(conn))
+    ).scalar_one_or_none()
+    return None if found is None else float(found)
 
 
 def reference_closes(
@@ -240,13 +263,13 @@ def adjust_read(
     adjust: Adjust | None,
     order: Sequence[str] = (),
 ) -> tuple[dict[str, np.ndarray[Any, Any]], Basis]:
-    """The read path's one adjustment step: the symbol's actions known now, applied to ``columns``.
+    """The read path's one adjustment step: the symbol's actions in effect now, applied to ``columns``.
 
     Nothing is queried for ``adjust=None`` or a read already in the asked basis.
     """
     if adjust is None or adjust.basis == stored or len(columns["ts"]) == 0:
         return adjust_columns(columns, stored, adjust, (), calendar.tz)
-    actions = load_actions(conn, symbol_id, order)
+    actions = load_actions(conn, symbol_id, order, in_effect=True)
     wanted = needs_reference(adjust, actions, int(columns["ts"].min()), calendar.tz)
     closes = reference_closes(conn, symbol_id, wanted, calendar)
     return adjust_columns(columns, stored, adjust, actions, calendar.tz, closes)
