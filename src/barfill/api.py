@@ -22,20 +22,22 @@ from sqlalchemy.engine import Connection
 from barfill.bootstrap import App, build
 from barfill.config import Settings, load_settings
 from barfill.domain.actions import CorporateAction
+from barfill.domain.adjust import parse_adjust
 from barfill.domain.calendar import get_calendar
 from barfill.domain.symbols import validate_ticker
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.ports import Provider
-from barfill.service.actions import RefreshResult, refresh_due
+from barfill.service.actions import RefreshResult, actions_ready, refresh_due
 from barfill.service.ensure import EnsureReport, ensure, parse_time
 from barfill.service.orchestrator import TickResult, tick
-from barfill.service.progress import JobRef, Progress, job_progress
+from barfill.service.progress import JobRef, Progress, job_progress, merge
 from barfill.service.worker import Worker, WorkerStats
 from barfill.store import migrate
 from barfill.store.actions import list_actions
 from barfill.store.bar_reads import read_bars_frame
-from barfill.store.definitions import DEFAULT_REQUESTER
+from barfill.store.definitions import DEFAULT_REQUESTER, get_definition
+from barfill.store.http_reads import UNAPPLIED_HEADER, UNREFRESHED_HEADER, adjust_notes
 from barfill.store.symbols import symbol_calendars, symbol_id
 
 TimeLike = datetime | date | str | int
@@ -148,11 +150,37 @@ class Barfill:
         poll_s: float = 0.5,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> Progress:
-        """Block until the job has nothing queued or running.
+        """Block until the job has nothing queued or running, and its symbols' adjusted reads are right.
 
         With ``work`` (the default) an in-process worker does the fetching;
-        pass ``work=False`` when separate worker processes run.
+        pass ``work=False`` when separate worker processes run. Then the
+        symbols' corporate actions are refreshed once if they never were (with
+        ``work``; else the scheduler's refresh is waited for) and the reference
+        closes of their dividends fetched (:func:`barfill.service.actions.actions_ready`).
+        ``timeout_s`` bounds the whole wait; the progress returned covers both jobs.
         """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        p = self._wait_job(job, work, timeout_s, poll_s, on_progress)
+        if not p.done:
+            return p
+        with self.app.db.read() as conn:
+            found = [get_definition(conn, i) for i in job.definition_ids]
+        tickers = sorted({d.symbol for d in found if d is not None})
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = self.app.run(actions_ready(self.app, tickers, refresh=work, timeout_s=left))
+        if ready.job is None:
+            return p
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return merge([p, self._wait_job(ready.job, work, left, poll_s, on_progress)])
+
+    def _wait_job(
+        self,
+        job: JobRef,
+        work: bool,
+        timeout_s: float | None,
+        poll_s: float,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> Progress:
         if work:
             return self.app.run(self._work_until_done(job, timeout_s, poll_s, on_progress))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -245,6 +273,14 @@ class Barfill:
                 adjust=adjust,
                 include_flagged=include_flagged,
             )
+            first = int(frame.index[0].timestamp()) if len(frame) else None
+            order = self.app.precedence.historical
+            notes = [] if sid is None else adjust_notes(conn, sid, parse_adjust(adjust), first, order)
+        # What an adjusted read lacks (pandas only): see barfill.store.http_reads.adjust_notes.
+        frame.attrs["actions_unrefreshed"] = any(k == UNREFRESHED_HEADER for k, _ in notes)
+        frame.attrs["unapplied_dividends"] = [
+            date.fromisoformat(d) for k, v in notes if k == UNAPPLIED_HEADER for d in v.split(",")
+        ]
         if library == "polars":
             return pl.from_pandas(frame.reset_index())
         if library != "pandas":

@@ -308,6 +308,7 @@ def ensure_cmd(
         if not wait:
             return
         _watch(app, report.job, work=work)
+        actions_ok = _await_actions(app, [r.symbol for r in report.results], work=work)
         final = ensure(
             app,
             symbols,
@@ -328,6 +329,8 @@ def ensure_cmd(
             )
             raise typer.Exit(1)
         stdout().print("[green]coverage complete[/green]")
+        if not actions_ok:
+            raise typer.Exit(1)
 
 
 def _print_report(report: EnsureReport) -> None:
@@ -366,10 +369,37 @@ def _print_report(report: EnsureReport) -> None:
     stdout().print(table)
 
 
-def _watch(app: App, job: JobRef, *, work: bool) -> None:
+def _watch(app: App, job: JobRef, *, work: bool, title: str = "Hydrating") -> None:
     from barfill.live import watch
 
-    app.run(watch(app, job, stdout(), work=work))
+    app.run(watch(app, job, stdout(), work=work, title=title))
+
+
+def _await_actions(app: App, tickers: list[str], *, work: bool) -> bool:
+    """``ensure --wait``'s second half: the symbols' corporate actions refreshed at least once
+    (here with ``--work``, else by the scheduler) and their dividends' reference closes fetched,
+    so adjusted reads are right when it returns. False if some could not be refreshed."""
+    from barfill.service.actions import actions_ready
+
+    def waiting(pending: list[str]) -> None:
+        stderr().print(
+            f"waiting for the scheduler to refresh the corporate actions of {', '.join(pending)} "
+            "(`barfill serve` or `barfill scheduler` runs it; Ctrl-C to stop)"
+        )
+
+    ready = app.run(actions_ready(app, tickers, refresh=work, on_waiting=waiting))
+    for line in ready.errors:
+        stderr().print(f"[yellow]{line}[/yellow]")
+    if ready.job is not None:
+        _watch(app, ready.job, work=work, title="Reference closes")
+    if ready.unrefreshed:
+        stderr().print(
+            f"corporate actions of {', '.join(ready.unrefreshed)} not refreshed: adjusted reads "
+            "(--adjust split|all) may be wrong until the scheduler refreshes them"
+        )
+        return False
+    stdout().print(f"corporate actions refreshed for {', '.join(tickers)}")
+    return True
 
 
 # -- long-running processes ----------------------------------------------------

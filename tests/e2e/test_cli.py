@@ -234,9 +234,11 @@ def test_export_writes_only_inside_out_and_refuses_unknown_symbols(capsys, env: 
 def test_actions_and_adjusted_bars(capsys, env: Path) -> None:
     assert run(capsys, "init")[0] == 0
     argv = ("ensure", "SPLT", "-t", "d1", "--start", "2024-06-03", "--end", "2024-06-14", "--wait")
-    assert run(capsys, *argv)[0] == 0
+    code, out, _ = run(capsys, *argv)
+    # ensure --wait refreshed the actions (never refreshed: due at once) before returning.
+    assert code == 0 and "corporate actions refreshed for SPLT" in out
     code, out, _ = run(capsys, "actions", "SPLT")
-    assert code == 0 and "0 action(s)" in out
+    assert code == 0 and "2024-06-10" in out and "0 action(s)" not in out
     code, out, _ = run(capsys, "actions", "SPLT", "--refresh", "--json")
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0
@@ -251,8 +253,9 @@ def test_actions_and_adjusted_bars(capsys, env: Path) -> None:
     assert {r["kind"] for r in rows} == {"split", "dividend"}
     code, out, _ = run(capsys, "actions", "SPLT")
     assert code == 0 and "2024-06-10" in out and f"{len(rows)} action(s)" in out
-    raw = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", "--format", "json", "--adjust", "raw")[1])
-    adj = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", "--format", "json", "--adjust", "split")[1])
+    window = ("--start", "2024-06-03", "--end", "2024-06-14", "--format", "json")
+    raw = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", *window, "--adjust", "raw")[1])
+    adj = json.loads(run(capsys, "bars", "SPLT", "-t", "d1", *window, "--adjust", "split")[1])
     assert len(raw) == len(adj) == 10
     for r, a in zip(raw, adj, strict=True):
         assert a["close"] == (r["close"] / 4 if r["ts"] < "2024-06-10" else r["close"])

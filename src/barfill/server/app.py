@@ -102,7 +102,7 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
                 "if-none-match",
                 "last-event-id",
             ],
-            expose_headers=["etag"],
+            expose_headers=["etag", "barfill-actions-unrefreshed", "barfill-unapplied-dividends"],
         )
     fastapi_app.add_middleware(_BodyLimit, max_bytes=app.settings.api_max_body_bytes)
     return fastapi_app

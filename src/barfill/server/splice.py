@@ -69,6 +69,7 @@ class KeptRead(NamedTuple):
     fingerprint: tuple[Any, ...]
     limited: bool = False
     pending: float | None = None
+    notes: tuple[tuple[str, str], ...] = ()  # response headers saying what an adjusted read lacks
 
 
 @dataclass(frozen=True)

@@ -336,7 +336,10 @@ def _bar_query(
         fp = http_reads.read_fingerprint(conn, sid, tf, lo, hi, names, adjust=wanted_adjust, bars=bars_fp)
         adjusted = wanted_adjust not in (None, Adjust.raw)
         pending = next_effective(conn, sid) if adjusted else None
-    return KeptRead(q, _etag(q, fp, seq), seq, fp, limit is not None, pending)
+        first = int(fp[0][3]) if fp[0][0] else None
+        notes = http_reads.adjust_notes(conn, sid, wanted_adjust, first, app.precedence.historical)
+        fp += tuple(notes)  # a dividend's close landing changes the answer and the tag
+    return KeptRead(q, _etag(q, fp, seq), seq, fp, limit is not None, pending, tuple(notes))
 
 
 def _etag(q: bars_out.BarQuery, fingerprint: tuple[Any, ...], seq: int) -> str:
@@ -378,6 +381,8 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
     patched: dict[Layer, KeptLayer] = {}  # the layers read again
     with app.db.read() as conn:
         seq = stamps.read(conn, q.symbol_id)
+        if seq != value.seq and (q.adjust == Adjust.all_adjusted or _notes_moved(conn, q, value.notes)):
+            return None  # it depends on bars outside its range (dividends' closes), or on a refresh
         if seq != value.seq:
             changes = stamps.changes(conn, q.symbol_id, value.seq, seq)
             widen = functools.partial(session_span, conn, q.symbol_id, q.timeframe)
@@ -404,6 +409,11 @@ def _reuse(app: App, reads: BarReads, key: Hashable) -> KeptRead | None:
             layer_kept = replace(layer_kept, seq=value.seq if layer_kept.seq == was_seq else None)
             reads.columns.patched(ckey, was, layer_kept, version, stamp)
     return value
+
+
+def _notes_moved(conn: sa.Connection, q: bars_out.BarQuery, notes: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a kept (``split``) read's notes no longer hold: its symbol's actions were refreshed."""
+    return bool(notes) and tuple(http_reads.adjust_notes(conn, q.symbol_id, q.adjust, None)) != notes
 
 
 def _kept_layers(
@@ -479,7 +489,7 @@ async def get_bars(
         make = functools.partial(_bar_query, app, *args)
         found = await run_in_threadpool(_reuse_or_compute, app, reads, key, make)
     q, etag = found.query, format_etag(found.tag, fmt)
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    headers = {"ETag": etag, "Cache-Control": "no-cache", **dict(found.notes)}
     if etag_matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)
     if fmt == "csv":

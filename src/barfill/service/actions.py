@@ -11,7 +11,13 @@ second request chain) when the adapter is about to send it, through
 :data:`barfill.providers.http.next_grant`. A fetch stores its
 actions and the refresh time in one transaction; a failed fetch is logged,
 counted and retried on the next run, unless it cannot succeed (not
-retryable): then it waits the full interval like a success.
+retryable): then it waits the full interval like a success. Symbols never
+refreshed come first (:func:`~barfill.store.actions.due_for_refresh`).
+
+After a refresh, the reference closes its dividends need are queued as d1
+bars (:func:`barfill.service.ensure.ensure_reference_closes`), and
+:func:`actions_ready` is what ``ensure --wait`` (and ``Barfill.wait``) waits
+for: every ensured symbol's actions refreshed once, and those closes queued.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -30,7 +37,16 @@ from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
 from barfill.providers.http import next_grant
-from barfill.store.actions import due_for_refresh, mark_refreshed, replace_actions
+from barfill.service.ensure import ensure_reference_closes
+from barfill.service.progress import JobRef
+from barfill.store import stamps
+from barfill.store.actions import (
+    due_for_refresh,
+    mark_refreshed,
+    never_refreshed,
+    refreshed_at,
+    replace_actions,
+)
 from barfill.store.http_reads import notify_changed
 from barfill.store.schema import job_definitions, symbols
 
@@ -49,6 +65,17 @@ class RefreshResult:
     changed: int = 0
     deferred: int = 0  # due but left for the next run (over the per-run cap)
     errors: list[str] = field(default_factory=list)
+    reference_jobs: list[JobRef] = field(default_factory=list)  # reference closes queued after it
+
+
+@dataclass
+class ActionsReady:
+    """What :func:`actions_ready` saw: tickers never refreshed still (failure or timeout), the
+    refresh errors, and the job fetching the reference closes of their dividends (or None)."""
+
+    unrefreshed: list[str]
+    errors: list[str]
+    job: JobRef | None
 
 
 def action_providers(app: App) -> list[tuple[str, ActionsProvider]]:
@@ -87,9 +114,12 @@ def _store(
     Returns rows new, changed or withdrawn (see :func:`barfill.store.actions.replace_actions`).
     """
     with app.db.write() as conn:
+        first = refreshed_at(conn, symbol_id, provider) is None
         changed = 0 if actions is None else replace_actions(conn, symbol_id, provider, actions, tz)
         mark_refreshed(conn, symbol_id, provider)
-        if changed:  # adjusted answers changed: API processes re-check their cached reads
+        if first and not changed:  # reads said "never refreshed": they must be read again
+            stamps.touch(conn, symbol_id)
+        if changed or first:  # adjusted answers changed: API processes re-check their cached reads
             notify_changed(conn)
     return changed
 
@@ -141,7 +171,62 @@ async def refresh_due(
             result.fetched[name] = result.fetched.get(name, 0) + 1
 
     await asyncio.gather(*(one_provider(name, p) for name, p in action_providers(app)))
+    if result.fetched:  # their dividends' reference closes, as ordinary d1 bars (queue + worker)
+        result.reference_jobs = await asyncio.to_thread(ensure_reference_closes, app, list(by_id))
     return result
+
+
+async def actions_ready(
+    app: App,
+    tickers: Sequence[str],
+    *,
+    refresh: bool,
+    timeout_s: float | None = None,
+    poll_s: float = 0.5,
+    on_waiting: Callable[[list[str]], object] | None = None,
+) -> ActionsReady:
+    """Until every provider that publishes actions has refreshed each ticker's at least once.
+
+    Adjusted reads of a symbol are only right after that (and once its dividends'
+    reference closes land: the returned job). ``refresh``: fetch the due ones here
+    (rate-limited, :func:`refresh_due`); else wait for the scheduler to, calling
+    ``on_waiting`` once with the tickers waited for, until ``timeout_s`` (None: no limit).
+    """
+    errors: list[str] = []
+    jobs: list[JobRef] = []
+    if refresh:
+        result = await refresh_due(app, tickers=tickers)
+        errors, jobs = result.errors, result.reference_jobs  # its slices count in the job's progress
+    wanted = await asyncio.to_thread(_symbols, app, tickers)
+    names = [name for name, _ in action_providers(app)]
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    told = False
+    while pending := await asyncio.to_thread(_never_refreshed, app, [s for s, _, _ in wanted], names):
+        if refresh or (deadline is not None and time.monotonic() >= deadline):
+            break
+        if on_waiting is not None and not told:
+            on_waiting(_tickers(wanted, pending))
+            told = True
+        await asyncio.sleep(poll_s)
+    jobs += await asyncio.to_thread(ensure_reference_closes, app, [s for s, _, _ in wanted])
+    return ActionsReady(_tickers(wanted, pending), errors, merge_jobs(jobs))
+
+
+def merge_jobs(jobs: Sequence[JobRef]) -> JobRef | None:
+    """One job over several (their definitions, since the earliest), or None for none."""
+    if not jobs:
+        return None
+    ids = tuple(dict.fromkeys(i for job in jobs for i in job.definition_ids))
+    return JobRef(ids, min(job.since for job in jobs))
+
+
+def _tickers(wanted: list[tuple[int, str, str]], ids: list[int]) -> list[str]:
+    return [t for s, t, _ in wanted if s in set(ids)]
+
+
+def _never_refreshed(app: App, symbol_ids: list[int], providers: list[str]) -> list[int]:
+    with app.db.read() as conn:
+        return never_refreshed(conn, symbol_ids, providers)
 
 
 def _due(app: App, symbol_ids: list[int], provider: str, every_s: float) -> list[int]:

@@ -40,6 +40,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
 from barfill.service.planning import DAY_S, DefinitionPlan, order_for_batching, plan_definition
 from barfill.service.progress import JobRef, Progress, job_progress
+from barfill.service.reference import REFERENCE_REQUESTER, missing_references
 from barfill.store.coverage import CoverageView, coverage_views
 from barfill.store.db import db_now
 from barfill.store.definitions import (
@@ -305,8 +306,36 @@ def ensure(
         done += len(piece)
         size = max(floor, min(2 * size, MAX_PIECE))
     assert since is not None, "tickers is not empty"
-    job = JobRef(tuple(r.definition_id for r in results), since - 1e-3)
+    def_ids = tuple(r.definition_id for r in results)
+    if who != REFERENCE_REQUESTER:  # the job's reads need their dividends' closes too
+        with app.db.read() as conn:
+            sids = sorted(known_symbols(conn, tickers).values())
+        refs = ensure_reference_closes(app, sids)
+        def_ids += tuple(i for ref in refs for i in ref.definition_ids if i not in def_ids)
+    job = JobRef(def_ids, since - 1e-3)
     return EnsureReport(results, job, job_progress(app.db, job), list(app.notices))
+
+
+def ensure_reference_closes(app: App, symbol_ids: Sequence[int]) -> list[JobRef]:
+    """Queue the reference closes the symbols' stored dividends lack (:mod:`barfill.service.reference`).
+
+    Each symbol missing some gets one fixed d1 window under :data:`REFERENCE_REQUESTER`
+    (replacing its last one); the planner skips what is covered. Returns the jobs (empty:
+    nothing missing). Never waits for a provider.
+    """
+    jobs: list[JobRef] = []
+    for ask in missing_references(app, symbol_ids):
+        report = ensure(
+            app,
+            [ask.ticker],
+            Timeframe.d1,
+            start=ask.start,
+            end=ask.end,
+            calendar=ask.calendar,
+            requester=REFERENCE_REQUESTER,
+        )
+        jobs.append(report.job)
+    return jobs
 
 
 @dataclass(frozen=True)

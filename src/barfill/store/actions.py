@@ -22,6 +22,7 @@ from barfill.domain.actions import ActionKind, CorporateAction, ex_starts
 from barfill.domain.adjust import Adjust, adjust_columns, needs_reference
 from barfill.domain.bars import Basis
 from barfill.domain.calendar import TradingCalendar
+from barfill.domain.reference import sessions_before
 from barfill.domain.timeframes import Timeframe
 from barfill.store import stamps
 from barfill.store.db import db_now
@@ -181,12 +182,9 @@ def reference_closes(
     timeframe) opening inside that session's regular hours. Ex dates with
     neither are absent (their dividend then gives no factor).
     """
-    wanted = sorted(set(ex_dates))
-    if not wanted:
+    sessions = sessions_before(ex_dates, calendar)
+    if not sessions:
         return {}
-    starts = ex_starts(wanted, calendar.tz)
-    prev = [int(i) - 1 for i in calendar.midnights.searchsorted(starts, side="left")]
-    sessions = {d: p for d, p in zip(wanted, prev, strict=True) if p >= 0}
     base = (bars.c.symbol_id == symbol_id) & (bars.c.basis == "raw") & (bars.c.layer == "historical")
     labels = {int(calendar.midnights[p]): d for d, p in sessions.items()}
     out: dict[dt.date, float] = {}
@@ -226,21 +224,41 @@ def refreshed_at(conn: Connection, symbol_id: int, provider: str) -> float | Non
 
 
 def due_for_refresh(conn: Connection, symbol_ids: Sequence[int], provider: str, every_s: float) -> list[int]:
-    """Of ``symbol_ids``, those whose ``provider`` actions were never or not in ``every_s`` refreshed."""
+    """Of ``symbol_ids``, those whose ``provider`` actions were never or not in ``every_s`` refreshed.
+
+    The never refreshed come first (a newly defined symbol's adjusted reads are wrong until
+    its first refresh), then the longest unrefreshed; ties in the given order.
+    """
     if not symbol_ids:
         return []
     r = action_refreshes.c
-    fresh = {
-        int(s)
-        for (s,) in conn.execute(
-            sa.select(r.symbol_id).where(
-                r.provider == provider,
-                r.symbol_id.in_(list(symbol_ids)),
-                r.refreshed_at > db_now(conn) - every_s,
+    last = {
+        int(s): float(at)
+        for s, at in conn.execute(
+            sa.select(r.symbol_id, r.refreshed_at).where(
+                r.provider == provider, r.symbol_id.in_(list(symbol_ids))
             )
         )
     }
-    return [s for s in symbol_ids if s not in fresh]
+    cutoff = float(conn.execute(sa.select(db_now(conn))).scalar_one()) - every_s
+    due = [s for s in symbol_ids if s not in last or last[s] <= cutoff]
+    return sorted(due, key=lambda s: last.get(s, float("-inf")))
+
+
+def never_refreshed(conn: Connection, symbol_ids: Sequence[int], providers: Sequence[str]) -> list[int]:
+    """Of ``symbol_ids``, those some of ``providers`` never refreshed the actions of.
+
+    Their adjusted reads may miss splits and dividends (see :func:`unapplied_dividends`).
+    """
+    if not symbol_ids or not providers:
+        return []
+    r = action_refreshes.c
+    done: dict[int, int] = {}
+    for (s,) in conn.execute(
+        sa.select(r.symbol_id).where(r.symbol_id.in_(list(symbol_ids)), r.provider.in_(list(providers)))
+    ):
+        done[int(s)] = done.get(int(s), 0) + 1
+    return [s for s in symbol_ids if done.get(s, 0) < len(set(providers))]
 
 
 def mark_refreshed(conn: Connection, symbol_id: int, provider: str) -> None:
@@ -252,6 +270,22 @@ def mark_refreshed(conn: Connection, symbol_id: int, provider: str) -> None:
     conn.execute(
         stmt.on_conflict_do_update(index_elements=["symbol_id", "provider"], set_={"refreshed_at": now})
     )
+
+
+def unapplied_dividends(
+    conn: Connection, symbol_id: int, calendar: TradingCalendar, first_ts: int, order: Sequence[str] = ()
+) -> list[dt.date]:
+    """Ex dates of the dividends in effect that an ``all`` read from ``first_ts`` cannot apply.
+
+    Their reference close (the raw close of the session before the ex date) is not
+    stored: :mod:`barfill.service.reference` queues it; until it lands, reads say so.
+    """
+    actions = load_actions(conn, symbol_id, order, in_effect=True)
+    wanted = needs_reference(Adjust.all_adjusted, actions, first_ts, calendar.tz)
+    if not wanted:
+        return []
+    closes = reference_closes(conn, symbol_id, wanted, calendar)
+    return sorted(d for d in wanted if d not in closes)
 
 
 def adjust_read(

@@ -19,20 +19,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from barfill.domain.adjust import Adjust
+from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError
-from barfill.store.actions import actions_fingerprint
+from barfill.store.actions import actions_fingerprint, unapplied_dividends
 from barfill.store.bar_reads import Fingerprint
 from barfill.store.db import db_now
 from barfill.store.schema import (
     LAYER_CODES,
     TIMEFRAME_CODES,
+    action_refreshes,
     bars,
     coverage,
     job_definitions,
     job_runs,
     symbols,
 )
+from barfill.store.symbols import symbol_calendars
 
 
 def bars_fingerprint(
@@ -236,3 +239,39 @@ def landed_since(conn: Connection, after: float, limit: int = 500) -> list[Lande
         Landed(int(i), float(f), int(d), str(t), str(tf), int(s), int(e), int(n))
         for i, f, d, t, tf, s, e, n in rows
     ]
+
+
+UNREFRESHED_HEADER = "Barfill-Actions-Unrefreshed"
+UNAPPLIED_HEADER = "Barfill-Unapplied-Dividends"
+
+
+def adjust_notes(
+    conn: Connection,
+    symbol_id: int,
+    adjust: Adjust | None,
+    first_ts: int | None,
+    order: Sequence[str] = (),
+) -> list[tuple[str, str]]:
+    """Response headers of an adjusted read that is not what it says, for want of data.
+
+    ``Barfill-Actions-Unrefreshed: true``: the symbol's corporate actions were never
+    fetched (by some provider that publishes them): splits and dividends may be missing.
+    ``Barfill-Unapplied-Dividends: <ex date>,...`` (``adjust=all``): dividends left out,
+    their reference close not stored yet (:mod:`barfill.service.reference` queues it).
+    ``first_ts``: when the read's first bar opens (None: no bars).
+    """
+    if adjust in (None, Adjust.raw):
+        return []
+    out: list[tuple[str, str]] = []
+    refreshed = conn.execute(
+        sa.select(action_refreshes.c.provider).where(action_refreshes.c.symbol_id == symbol_id)
+    ).first()
+    if refreshed is None:
+        out.append((UNREFRESHED_HEADER, "true"))
+    if adjust == Adjust.all_adjusted and first_ts is not None:
+        ticker_cal = symbol_calendars(conn, [symbol_id]).get(symbol_id)
+        if ticker_cal is not None:
+            missing = unapplied_dividends(conn, symbol_id, get_calendar(ticker_cal), first_ts, order)
+            if missing:
+                out.append((UNAPPLIED_HEADER, ",".join(d.isoformat() for d in missing)))
+    return out
