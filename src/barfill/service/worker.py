@@ -68,8 +68,16 @@ from barfill.ports import RateLimiter
 from barfill.providers import usage
 from barfill.providers.http import next_grant, on_send, warm_http_stack
 from barfill.providers.usage import AnswerCost
-from barfill.service.derive import Derivation, derive_after, drop_provisional_after, parse_derivations
+from barfill.service.derive import (
+    Derivation,
+    derive_after,
+    drop_provisional_after,
+    fresh_spans,
+    parse_derivations,
+    read_layers,
+)
 from barfill.service.verification import VerifyCounts, apply_verification, record_after_fill
+from barfill.store.bars import nothing_stored
 from barfill.store.changes import Changes
 from barfill.store.definitions import get_definition
 from barfill.store.densities import base_of, record_densities
@@ -718,6 +726,12 @@ class Worker:
             await self._commit_verify(items, fetched, cal)
             return
         fresh = {s.id: batches[0] for s, batches, _ in items}
+        alone: set[int] = set()  # slices whose derivation ranges held no bar before their upsert
+
+        def probe(conn: Connection, s: ClaimedSlice) -> None:
+            spans = fresh_spans(s.timeframe, s.start, s.end, self.derivations, cal)
+            if spans and nothing_stored(conn, s.symbol_id, s.timeframe, spans, layers=read_layers(layer)):
+                alone.add(s.id)
 
         def derived(conn: Connection, s: ClaimedSlice) -> None:
             record_densities(conn, {k: v for k, v in (densities or {}).items() if k[0] == s.symbol_id})
@@ -758,10 +772,11 @@ class Worker:
                 # Flagged bars are not read, so they are not derived from: then read the store.
                 fresh=None if flagged else fresh[s.id],
                 fresh_at=completion_time(conn, s.id),
+                fresh_alone=s.id in alone,
             )
 
         async with self._commit_slots:
-            result = await self._complete(items, layer, derived)
+            result = await self._complete(items, layer, derived, before=probe)
         self.stats.succeeded += len(result.done)
         self.stats.lease_lost += len(result.lost)
         self.stats.bars_written += result.rows
@@ -769,20 +784,29 @@ class Worker:
         telemetry.BARS_WRITTEN.inc(result.rows)
 
     async def _complete(
-        self, items: list[CompletionItem], layer: Layer, also: Callable[[Connection, ClaimedSlice], object]
+        self,
+        items: list[CompletionItem],
+        layer: Layer,
+        also: Callable[[Connection, ClaimedSlice], object],
+        *,
+        before: Callable[[Connection, ClaimedSlice], object] | None = None,
     ) -> CompleteManyResult:
         """Complete ``items`` in one transaction (in a thread), counting its time in the stats."""
-        result, seconds, cpu_s = await asyncio.to_thread(self._complete_timed, items, layer, also)
+        result, seconds, cpu_s = await asyncio.to_thread(self._complete_timed, items, layer, also, before)
         self.stats.commit_s += seconds
         self.stats.commit_cpu_s += cpu_s
         return result
 
     def _complete_timed(
-        self, items: list[CompletionItem], layer: Layer, also: Callable[[Connection, ClaimedSlice], object]
+        self,
+        items: list[CompletionItem],
+        layer: Layer,
+        also: Callable[[Connection, ClaimedSlice], object],
+        before: Callable[[Connection, ClaimedSlice], object] | None = None,
     ) -> tuple[CompleteManyResult, float, float]:
         with self._turns(urgent=False):
             t0, cpu0 = time.perf_counter(), time.thread_time()
-            result = self.app.queue.complete_many(items, layer=layer, also=also)
+            result = self.app.queue.complete_many(items, layer=layer, also=also, before=before)
             return result, time.perf_counter() - t0, time.thread_time() - cpu0
 
     async def _commit_verify(
