@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -95,6 +96,32 @@ SMALL_FRACTION = 10
 # After a newest screen lands, the pages claimed with it wait this long before they start (see
 # Worker._start): the chart's read of those bars goes first.
 NEWEST_READ_S = 0.05
+# The GIL switch interval while a worker runs on SQLite (Python's default is 5 ms): see
+# _short_switch. Measured in the unthrottled ingest: the writer waited ~0.8 s less (of ~10 s).
+WRITER_SWITCH_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users: list[float] = []  # the interval before the first user, once per running worker
+
+
+@contextlib.contextmanager
+def _short_switch() -> Iterator[None]:
+    """:data:`WRITER_SWITCH_S` while any worker of this process runs on SQLite.
+
+    SQLite's one writer lets go of the GIL for each statement and must win it
+    back to bind its next rows while the event loop parses pages: a short
+    interval hands it back sooner. The interval is the process's; the one
+    before the first worker comes back after the last one.
+    """
+    with _switch_lock:
+        _switch_users.append(sys.getswitchinterval() if not _switch_users else _switch_users[0])
+        sys.setswitchinterval(WRITER_SWITCH_S)
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            before = _switch_users.pop()
+            if not _switch_users:
+                sys.setswitchinterval(before)
 
 
 @dataclass
@@ -190,12 +217,14 @@ class Worker:
         # On real time an idle worker waits for new work to be committed (by any process), not
         # for its next poll: see _idle_sleep.
         self._changes = None if self.app.clock.simulated else Changes(self.app.db, channel=QUEUE_CHANNEL)
+        switch = _short_switch() if self.app.db.is_sqlite else contextlib.nullcontext()
         try:
             if self._changes is not None:
                 await self._changes.wait(0)  # listening (PostgreSQL) / knows the version (SQLite) from now on
-            return await self._run(
-                stop or asyncio.Event(), drain=drain, until_idle=until_idle, grace_s=grace_s
-            )
+            with switch:
+                return await self._run(
+                    stop or asyncio.Event(), drain=drain, until_idle=until_idle, grace_s=grace_s
+                )
         finally:
             if self._changes is not None:
                 await self._changes.aclose()
