@@ -22,6 +22,15 @@ process (default concurrency and derivations) hydrates the window.
   ``barfill worker`` that has started and found nothing to do, so the
   growth while hydrating reads as peak minus idle.
 
+Where the CPU goes, in the same window (``cpu_*_s``, CPU seconds): the
+worker process, this bench process (the fake server's threads, almost all
+of it), the database server (PostgreSQL's processes; 0 on SQLite, whose work
+is the worker's) and the whole machine (every core's busy time, from
+``/proc/stat``). ``busy`` is the machine's share of its cores kept busy;
+``cpu_bound_ratio`` is the ratio the run would reach if that same CPU work
+were spread perfectly over every core: close to ``ratio`` with ``busy`` near
+1 means the run was bound by the CPU the parts need, not by waiting.
+
 Where the time goes, beside the rate: ``worker_cpu_s`` (the worker's CPU
 seconds in the window), ``commit_s`` (seconds inside its commit
 transactions, from the stats it prints as it stops) and ``commit_cpu_s``
@@ -44,7 +53,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -75,6 +84,41 @@ KEY = "bench-ingest-key"
 PAGE = 50_000
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 200.0
+CORES = os.cpu_count() or 1
+
+
+class CpuSnapshot(NamedTuple):
+    """CPU seconds used so far: by the whole machine, this process, and PostgreSQL's processes."""
+
+    machine: float
+    bench: float
+    database: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        tick = os.sysconf("SC_CLK_TCK")
+        # cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        machine = (sum(fields) - fields[3] - fields[4]) / tick
+        return cls(machine, time.process_time(), _postgres_jiffies() / tick)
+
+    def until(self, later: CpuSnapshot) -> CpuSnapshot:
+        return CpuSnapshot(*(b - a for a, b in zip(self, later, strict=True)))
+
+
+def _postgres_jiffies() -> int:
+    """utime + stime of every live PostgreSQL process, plus what its exited children used
+    (a backend that exits is added to the postmaster's cutime/cstime when it is reaped)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if comm == "postgres":  # fields after the comm: state is rest[0], utime rest[11] .. cstime rest[14]
+            total += sum(int(x) for x in rest[11:15])
+    return total
 
 
 class PrerenderedServer(SteadyServerMixin, FakeServer):
@@ -84,6 +128,7 @@ class PrerenderedServer(SteadyServerMixin, FakeServer):
         super().__init__(wire, keep_alive=True)
         self.pages: dict[tuple[str, str | None], bytes] = {}
         self.first_at: float | None = None
+        self.first_cpu: CpuSnapshot | None = None
         self.requests = 0
         self.misses = 0
         self._count = threading.Lock()
@@ -107,6 +152,7 @@ class PrerenderedServer(SteadyServerMixin, FakeServer):
         with self._count:
             if self.first_at is None:
                 self.first_at = time.monotonic()
+                self.first_cpu = CpuSnapshot.take()
             self.requests += 1
         split = urlsplit(handler.path)
         cursor = parse_qs(split.query).get("cursor", [None])[0]
@@ -208,9 +254,11 @@ def _idle_rss_kib(db: Database, server: PrerenderedServer, logs: Path) -> int:
         proc.wait(timeout=30)
 
 
-def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float, int, dict[str, int], float]:
+def _hydrate(
+    db: Database, server: PrerenderedServer, logs: Path
+) -> tuple[float, int, dict[str, int], float, CpuSnapshot]:
     """Run one draining worker; returns (seconds from first request to empty queue, peak RSS KiB,
-    counts, worker CPU seconds in that window)."""
+    counts, worker CPU seconds in that window, the rest of the CPU used in that window)."""
     from barfill.store.queue import SqlQueue
 
     queue = SqlQueue(db)
@@ -231,6 +279,7 @@ def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float
             counts = queue.counts()
             if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
                 done_at = time.monotonic()
+                done_cpu = CpuSnapshot.take()
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 log = (logs / "worker.log").read_text(errors="replace")[-3000:]
@@ -241,12 +290,13 @@ def _hydrate(db: Database, server: PrerenderedServer, logs: Path) -> tuple[float
         if proc.returncode is None and proc.poll() is None:
             proc.kill()
             proc.wait()
-    if server.first_at is None:
+    if server.first_at is None or server.first_cpu is None:
         raise RuntimeError("the worker made no request")
     if status != 0:
         raise RuntimeError(f"worker exit status {status}: {(logs / 'worker.log').read_text()[-3000:]}")
     rss = peak.result()
-    return done_at - server.first_at, rss, counts, peak.cpu_between(server.first_at, done_at)
+    cpu = server.first_cpu.until(done_cpu)
+    return done_at - server.first_at, rss, counts, peak.cpu_between(server.first_at, done_at), cpu
 
 
 def _commit_stats(log: str) -> dict[str, float]:
@@ -292,7 +342,7 @@ def _measure(kind: str) -> list[Result]:
         served = sum(server.render(p) for p in paths)
         render_s = time.perf_counter() - t0
         page_mb = sum(len(b) for b in server.pages.values()) / 1e6
-        seconds, rss_kib, counts, cpu_s = _hydrate(db, server, Path(tmp))
+        seconds, rss_kib, counts, cpu_s, cpu = _hydrate(db, server, Path(tmp))
         commits = _commit_stats((Path(tmp) / "worker.log").read_text(errors="replace"))
         with db.read() as conn:
             ids = {
@@ -315,6 +365,11 @@ def _measure(kind: str) -> list[Result]:
         "seconds": round(seconds, 2),
         "worker_cpu_s": round(cpu_s, 2),  # ~seconds: the one worker process computed all along
         **commits,
+        "cpu_bench_s": round(cpu.bench, 2),
+        "cpu_database_s": round(cpu.database, 2),
+        "cpu_machine_s": round(cpu.machine, 2),
+        "busy": round(cpu.machine / (CORES * seconds), 2),
+        "cpu_bound_ratio": round(committed / (cpu.machine / CORES) / raw, 3),
         "derived_bars": derived,
         "final_counts": counts,
     }

@@ -386,3 +386,18 @@ def test_concurrent_batches_of_the_same_symbols_keep_every_span(db: Database) ->
     for sid, _ in setup.values():
         assert _coverage_rows(db, sid) == [(T0, T0 + per_symbol * HOUR, None)]
         assert len(_all_bars(db, sid)) == per_symbol
+
+
+def test_before_sees_the_store_as_it_was_before_each_slices_bars(db: Database, queue: SqlQueue) -> None:
+    setup = _setup(db, "AAPL", "MSFT")
+    _enqueue(queue, setup, 1)
+    claimed = queue.claim("w", 6, 60)
+    items = [(c, [_bars(c, [0, 1], 5.0)], [CoverageSpan(c.start, c.end)]) for c in claimed]
+    stored_before: list[int] = []
+
+    def before(conn: Connection, c: ClaimedSlice) -> None:
+        stored_before.append(count_bars(conn))  # the earlier slices' bars are in, its own are not
+
+    result = queue.complete_many(items, before=before)
+    assert result.done == [c.id for c in claimed]
+    assert stored_before == [2 * i for i in range(len(claimed))]

@@ -20,7 +20,7 @@ from barfill.domain.timeframes import Timeframe
 from barfill.service import derive
 from barfill.service.derive import derive_after, parse_derivations
 from barfill.store.bar_reads import read_bars
-from barfill.store.bars import only_written, upsert_bars
+from barfill.store.bars import nothing_stored, only_written, upsert_bars
 from barfill.store.coverage import add_coverage
 from barfill.store.db import Database
 from barfill.store.symbols import ensure_symbols
@@ -41,7 +41,12 @@ def _m1(provider: str, base: float, keep: slice = slice(None)) -> BarBatch:
 
 
 def _derive(
-    db: Database, fresh: BarBatch, *, others: list[tuple[BarBatch, float]], use_fresh: bool
+    db: Database,
+    fresh: BarBatch,
+    *,
+    others: list[tuple[BarBatch, float]],
+    use_fresh: bool,
+    alone: bool = False,
 ) -> BarBatch:
     """Store ``others`` then ``fresh`` (at NOW), derive m5, return the derived bars; all rolled back."""
     with db.write() as conn:
@@ -64,6 +69,7 @@ def _derive(
             precedence=["alpaca", "polygon"],
             fresh=fresh if use_fresh else None,
             fresh_at=NOW if use_fresh else None,
+            fresh_alone=alone,
         )
         got.append(read_bars(conn, sid, Timeframe.m5, TUE, TUE + 86_400, provider="resample:m1"))
         raise _RolledBack
@@ -134,3 +140,36 @@ def test_only_written_tells_the_fresh_upsert_from_anything_else(db: Database) ->
         assert check() == len(fresh)  # another layer is not what a historical read considers
         upsert_bars(conn, sid, _m1("alpaca", 1.0, slice(0, 1)), layer=Layer.historical, fetched_at=NOW)
         assert check() is None
+
+
+def test_fresh_alone_derives_the_same_without_counting_or_reading(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the worker does when its probe found the session empty before the upsert."""
+    fresh = _m1("polygon", 100.0)
+    looked: list[str] = []
+    monkeypatch.setattr(derive, "only_written", lambda *a, **k: looked.append("count"))
+    monkeypatch.setattr(derive, "read_bars", lambda *a, **k: looked.append("read"))
+    from_fresh = _derive(db, fresh, others=[], use_fresh=True, alone=True)
+    assert looked == []
+    monkeypatch.undo()
+    _same(from_fresh, _derive(db, fresh, others=[], use_fresh=False))
+
+
+def test_nothing_stored_probes_the_spans_timeframe_and_layers(db: Database) -> None:
+    day = [(TUE, TUE + 86_400)]
+    with db.write() as conn:
+        sid = ensure_symbols(conn, ["AAPL"])["AAPL"]
+
+        def empty(spans: list[tuple[int, int]], *layers: Layer, tf: Timeframe = Timeframe.m1) -> bool:
+            return nothing_stored(conn, sid, tf, spans, layers=layers)
+
+        assert empty(day, Layer.historical) and empty([], Layer.historical)
+        upsert_bars(conn, sid, _m1("polygon", 1.0, slice(5, 6)), layer=Layer.intraday, fetched_at=NOW)
+        assert empty(day, Layer.historical)  # another layer
+        assert not empty(day, Layer.historical, Layer.intraday)
+        assert empty(day, Layer.intraday, tf=Timeframe.m5)  # another timeframe
+        bar = OPEN + 5 * 60
+        assert empty([(TUE, bar), (bar + 60, TUE + 86_400)][:1], Layer.intraday)  # ends right before it
+        assert not empty([(TUE, bar + 1)], Layer.intraday)
+        assert not empty([(TUE, bar), (bar + 60, TUE + 86_400)], Layer.intraday)  # between spans: cautious

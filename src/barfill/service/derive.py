@@ -72,6 +72,7 @@ def derive_after(
     precedence: Precedence | Sequence[str] | None = None,
     fresh: BarBatch | None = None,
     fresh_at: float | None = None,
+    fresh_alone: bool = False,
 ) -> int:
     """Recompute every target bucket that [start, end) of ``source`` touches; returns bars written.
 
@@ -91,11 +92,14 @@ def derive_after(
             upserted (to ``layer``) and their ``fetched_at``. When the store
             holds nothing else that a read of a bucket range would consider,
             they are resampled as they are, instead of being read back.
+        fresh_alone: the ranges :func:`fresh_spans` names held none of :func:`read_layers`
+            before ``fresh`` was upserted (:func:`~barfill.store.bars.nothing_stored`, same
+            transaction): then its rows are all there is, and they are not counted again.
     """
     if fresh is not None and fresh.timeframe != source:
         fresh = None
     final = Layer(layer) is Layer.historical
-    layers = (Layer.historical,) if final else (Layer.historical, Layer.intraday)
+    layers = read_layers(layer)
     written = 0
     fetched_at: float | None = None
     for d in derivations:
@@ -111,7 +115,8 @@ def derive_after(
         if len(complete) == 0:
             continue
         by = range_timeframe(d.target)
-        src = _fresh_source(conn, symbol_id, lo, hi, calendar, by, layers, layer, fresh, fresh_at)
+        span = range_span(calendar, by, lo, hi)
+        src = _fresh_source(conn, symbol_id, lo, hi, span, layers, layer, fresh, fresh_at, fresh_alone)
         if src is None:
             src = read_bars(
                 conn,
@@ -135,6 +140,25 @@ def derive_after(
             conn, symbol_id, d.target, [CoverageSpan(lo, hi, coverage_expires_at) for lo, hi in spans]
         )
     return written
+
+
+def read_layers(layer: Layer) -> tuple[Layer, ...]:
+    """The layers a derivation into ``layer`` reads: a final one reads final bars only."""
+    return (Layer.historical,) if Layer(layer) is Layer.historical else (Layer.historical, Layer.intraday)
+
+
+def fresh_spans(
+    source: Timeframe, start: int, end: int, derivations: Sequence[Derivation], calendar: TradingCalendar
+) -> list[tuple[int, int]]:
+    """The whole ranges (sessions, weeks) whose stored ``source`` bars :func:`derive_after`
+    would take for a slice ``[start, end)``: where its fresh bars must be alone to be used as
+    they are. Pure: a caller probes them before its upsert."""
+    spans = []
+    for d in derivations:
+        if d.source == source:
+            lo, hi = touched_buckets(d.target, start, end, calendar)
+            spans.append(range_span(calendar, range_timeframe(d.target), lo, hi))
+    return spans
 
 
 def merged_spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
@@ -163,23 +187,28 @@ def _fresh_source(
     symbol_id: int,
     lo: int,
     hi: int,
-    calendar: TradingCalendar,
-    by: Timeframe,
+    span: tuple[int, int],
     layers: Sequence[Layer],
     layer: Layer,
     fresh: BarBatch | None,
     fresh_at: float | None,
+    alone: bool,
 ) -> BarBatch | None:
     """``fresh``'s bars in ``[lo, hi)`` when they are all a read would find there; else None.
 
     A read selects one source per whole range (session, or week) around
-    ``[lo, hi)``: if every row of those ranges is one the fresh upsert wrote,
-    the only source is the fresh batch and the read would return its bars
-    as they are (values round-trip exactly; NaN vwap and -1 trades too).
+    ``[lo, hi)``, ``span``: if every row of those ranges is one the fresh
+    upsert wrote, the only source is the fresh batch and the read would return
+    its bars as they are (values round-trip exactly; NaN vwap and -1 trades
+    too). ``alone`` (nothing was there before the upsert) says so without
+    counting the rows again; else they are counted.
     """
     if fresh is None or fresh_at is None or len(fresh) == 0:
         return None
-    span_lo, span_hi = range_span(calendar, by, lo, hi)
+    span_lo, span_hi = span
+    mine = fresh.between(span_lo, span_hi)
+    if alone and bool(np.all(mine.ts[1:] > mine.ts[:-1])):  # each row one upserted row
+        return mine.between(lo, hi)
     stored = only_written(
         conn,
         symbol_id,
@@ -191,7 +220,6 @@ def _fresh_source(
         layer=layer,
         fetched_at=fresh_at,
     )
-    mine = fresh.between(span_lo, span_hi)
     if stored is None or stored != len(mine):
         return None
     return mine.between(lo, hi)

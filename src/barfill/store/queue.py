@@ -470,6 +470,7 @@ class SqlQueue(QueueReports):
         *,
         layer: Layer = Layer.historical,
         also: Callable[[Connection, ClaimedSlice], object] | None = None,
+        before: Callable[[Connection, ClaimedSlice], object] | None = None,
     ) -> CompleteManyResult:
         """Complete many claimed slices in one transaction; returns which were committed and which lost.
 
@@ -481,7 +482,8 @@ class SqlQueue(QueueReports):
            others are *lost* (reaped, re-claimed, cancelled) and nothing at
            all is written for them;
         2. the bars of each won slice are upserted (``fetched_at`` is the
-           completion time);
+           completion time), each slice's after ``before(conn, claimed)``
+           (a look at the store as it was, for ``also``);
         3. the coverage of the won slices is merged with
            :func:`~barfill.store.coverage.add_coverage_many`, leaving the same
            rows as one :meth:`complete` per slice in item order;
@@ -539,6 +541,8 @@ class SqlQueue(QueueReports):
             if won:
                 now = max(finished.values())
                 for claimed, batches, _ in won:
+                    if before is not None:
+                        before(conn, claimed)
                     for batch in batches:
                         upsert_bars(conn, claimed.symbol_id, batch, layer=layer, fetched_at=now)
                 covered: list[tuple[CoverageKey, Sequence[CoverageSpan]]] = [

@@ -26,7 +26,7 @@ from barfill.domain.bars import BarBatch
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import ProviderError
-from barfill.providers import PolygonProvider
+from barfill.providers import PolygonProvider, polygon
 from barfill.providers.http import session_bars
 from barfill.providers.polygon import _PAGE
 
@@ -229,6 +229,88 @@ def test_any_page_gives_the_same_bars_or_the_same_error(results: list[Any]) -> N
         assert got == want
     else:
         assert_same(got.take(np.argsort(got.ts, kind="stable")), want)
+
+
+tricky = st.one_of(  # values that hold what the piece cutter looks for
+    anything,
+    st.sampled_from(["},{", "]", '"results":[', "}", "{"]),
+    st.lists(st.fixed_dictionaries({"a": number}), max_size=3),
+    st.dictionaries(st.sampled_from(["x", "results"]), st.lists(number, max_size=2), max_size=2),
+    st.fixed_dictionaries(
+        {"results": st.lists(st.fixed_dictionaries({"t": st.just(T0), "o": number}), max_size=2)}
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_of(anything, anything), tricky, st.booleans())
+def test_pieces_decode_as_the_whole_answer_does(results: list[Any], extra: Any, rows_last: bool) -> None:
+    """Cut at every row (pieces of 1 byte), with odd values in rows and around them."""
+    for i, row in enumerate(results):
+        if i % 3 == 1 and extra is not _ABSENT:
+            row["z"] = extra
+    body = page(results, message=extra if extra is not _ABSENT else None)
+    if rows_last:  # Polygon sends status, request_id and next_url after the rows; try both
+        body = {k: v for k, v in body.items() if k != "results"} | {"results": results}
+    content = orjson.dumps(body)
+    assert _in_pieces_of_one_byte(content) == _whole(content)
+
+
+def _in_pieces_of_one_byte(content: bytes) -> Any:
+    original = polygon._PIECE_BYTES
+    polygon._PIECE_BYTES = 1
+    try:
+        return polygon._decode_in_pieces(content)
+    except msgspec.MsgspecError as e:
+        return repr(e)
+    finally:
+        polygon._PIECE_BYTES = original
+
+
+def _whole(content: bytes) -> Any:
+    try:
+        return _PAGE.decode(content)
+    except msgspec.MsgspecError as e:
+        return repr(e)
+
+
+ODD_ANSWERS = {
+    "rows after a message holding an empty results": page([bar(0), bar(1)], message={"results": []}),
+    "no rows, a message holding bar-shaped results": page([], message={"results": [bar(5), bar(6)]}),
+    "no results key, a message holding one": page(None, message={"results": [bar(5)]}),
+    "a row holding a list of objects": page([bar(0, z=[{"a": 1}, {"a": 2}]), bar(1)]),
+    "a row holding the cut in a string": page([bar(0, z="},{"), bar(1, z="]")]),
+    "a row holding an empty list": page([bar(0, z=[]), bar(1)]),
+    "next_url after the rows": {**page([bar(0), bar(1)]), "next_url": "http://127.0.0.1:9/x"},
+}
+
+
+@pytest.mark.parametrize("body", ODD_ANSWERS.values(), ids=ODD_ANSWERS.keys())
+@pytest.mark.parametrize("indent", [False, True])
+def test_odd_answers_decode_in_pieces_as_whole(body: dict[str, Any], indent: bool) -> None:
+    content = json.dumps(body, indent=2).encode() if indent else orjson.dumps(body)
+    assert _in_pieces_of_one_byte(content) == _whole(content)
+
+
+def test_a_page_is_decoded_in_pieces_of_about_piece_bytes() -> None:
+    results = [bar(i) for i in range(300)]
+    content = orjson.dumps(page(results))
+    seen: list[int] = []
+    rows = polygon._ROWS
+
+    class Counting:
+        def decode(self, piece: bytes) -> Any:
+            seen.append(len(piece))
+            return rows.decode(piece)
+
+    original = polygon._ROWS, polygon._PIECE_BYTES
+    polygon._ROWS, polygon._PIECE_BYTES = Counting(), 2_000  # type: ignore[assignment]
+    try:
+        decoded = polygon._decode_in_pieces(content)
+    finally:
+        polygon._ROWS, polygon._PIECE_BYTES = original
+    assert decoded == _PAGE.decode(content)
+    assert len(seen) > 10 and max(seen) < 2_000 + 200  # each piece ends at the first row end past the size
 
 
 def test_a_t_beyond_float_precision_is_read_as_the_row_parser_reads_it() -> None:
