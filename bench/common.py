@@ -6,7 +6,6 @@ insert, the ideal request count ...), so they mean the same on any machine.
 
 from __future__ import annotations
 
-import gc
 import os
 import tempfile
 import time
@@ -40,30 +39,6 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class SteadyServerMixin:
-    """For a bench's in-process fake server: no long garbage collection while it serves.
-
-    The server stamps each request's arrival when its handler runs, in the
-    bench's own process; a full collection there (59 ms measured, with what
-    earlier suites left alive) holds every handler thread, so requests that
-    arrived during it are stamped together afterwards. The strict server then
-    judged a burst the client never sent (one 429 in a full run at 20/s). On
-    entry everything alive is collected once and frozen (``gc.freeze``): later
-    collections scan only what is allocated while the server runs.
-    """
-
-    def __enter__(self) -> Any:
-        gc.collect()
-        gc.freeze()
-        return super().__enter__()  # type: ignore[misc]
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            super().__exit__(*exc)  # type: ignore[misc]
-        finally:
-            gc.unfreeze()
 
 
 class Timer:

@@ -67,7 +67,7 @@ from barfill.store.bar_reads import read_bars
 from barfill.store.bars import count_bars
 from barfill.store.db import Database
 from barfill.store.schema import job_runs, symbols
-from bench.common import Result, SteadyServerMixin, scratch_database
+from bench.common import Result, scratch_database
 from bench.store import raw_insert_rate
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -121,11 +121,11 @@ def _postgres_jiffies() -> int:
     return total
 
 
-class PrerenderedServer(SteadyServerMixin, FakeServer):
+class PrerenderedServer(FakeServer):
     """Answers from pages rendered ahead; counts requests and stamps the first one (monotonic)."""
 
     def __init__(self, wire: PolygonWire) -> None:
-        super().__init__(wire, keep_alive=True)
+        super().__init__(wire, keep_alive=True, steady=True)
         self.pages: dict[tuple[str, str | None], bytes] = {}
         self.first_at: float | None = None
         self.first_cpu: CpuSnapshot | None = None

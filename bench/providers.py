@@ -61,7 +61,7 @@ from barfill.providers.polygon import PolygonProvider
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.providers.tradier import TradierProvider
 from barfill.providers.yahoo import YahooProvider
-from bench.common import Result, SteadyServerMixin, scratch_database
+from bench.common import Result, scratch_database
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # the fake servers live with the integration tests
@@ -311,7 +311,7 @@ def requests_vs_ideal() -> list[Result]:
 # -- 2. hydration under a shared rate limit ----------------------------------------------------
 
 
-class RateLimitedServer(SteadyServerMixin, FakeServer):
+class RateLimitedServer(FakeServer):
     """A :class:`FakeServer` that answers 429 when more than ``limit`` requests arrive within 1 s.
 
     Every arrival counts, answered or refused (a strict server). ``arrivals``
@@ -319,7 +319,7 @@ class RateLimitedServer(SteadyServerMixin, FakeServer):
     """
 
     def __init__(self, wire: Wire, limit: int, window_s: float = 1.0, *, keep_alive: bool = True) -> None:
-        super().__init__(wire, keep_alive=keep_alive)
+        super().__init__(wire, keep_alive=keep_alive, steady=True)
         self.limit = limit
         self.window_s = window_s
         self.refused = 0

@@ -14,7 +14,6 @@ import multiprocessing
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,7 +45,7 @@ from barfill.store.db import Database
 from barfill.store.ratelimit import COLD_S, SqlRateLimiter, acquire, record_send
 from barfill.testing.clock import SimClock
 from tests.e2e.helpers import make_app
-from tests.integration.providers.servers import most_in_any_window
+from tests.integration.providers.servers import StrictWindow, most_in_any_window, steady_gc
 
 SERVER_LIMIT = 20  # requests the server accepts in any 1-second window
 # Headroom under the server's limit, as a cautious operator would configure it.
@@ -390,20 +389,20 @@ def test_worker_counters_match_what_the_provider_saw(db: Database) -> None:
 
 
 class ThrottlingServer:
-    """Answers 200, or 429 when more than ``limit`` requests arrived in the last second."""
+    """Answers 200, or 429 when more than ``limit`` requests arrived in the last second
+    (a :class:`StrictWindow` on this process's monotonic clock)."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
+        self.window = StrictWindow(limit, 1.0, time.monotonic)
         self.lock = threading.Lock()
-        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, status)
-        self._recent: deque[float] = deque()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # kept-alive connections, as real providers serve
 
             def do_GET(self) -> None:
-                status = server.record()
+                with server.lock:
+                    status = server.window.arrive()
                 body = b'{"status":"OK"}' if status == 200 else b'{"status":"ERROR"}'
                 self.send_response(status)
                 if status == 429:
@@ -421,36 +420,22 @@ class ThrottlingServer:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def record(self) -> int:
-        with self.lock:
-            now = time.monotonic()
-            while self._recent and self._recent[0] <= now - 1.0:
-                self._recent.popleft()
-            self._recent.append(now)
-            status = 429 if len(self._recent) > self.limit else 200
-            self.arrivals.append((now, status))
-            return status
-
-    def max_in_any_second(self) -> int:
-        times = sorted(t for t, _ in self.arrivals)
-        best, j = 0, 0
-        for i, t in enumerate(times):
-            while times[j] <= t - 1.0:
-                j += 1
-            best = max(best, i - j + 1)
-        return best
+    @property
+    def arrivals(self) -> list[tuple[float, int]]:
+        return self.window.arrivals
 
 
 @contextmanager
 def _serving(limit: int) -> Iterator[ThrottlingServer]:
     srv = ThrottlingServer(limit)
-    srv.thread.start()
-    try:
-        yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join(timeout=5)
+    with steady_gc():
+        srv.thread.start()
+        try:
+            yield srv
+        finally:
+            srv.httpd.shutdown()
+            srv.httpd.server_close()
+            srv.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -515,7 +500,7 @@ def test_many_processes_never_exceed_the_servers_limit(db: Database, server: Thr
     _run_clients(db, server, PROCESSES, REQUESTS_EACH, CLIENT_LIMIT)
 
     statuses = [s for _, s in server.arrivals]
-    busiest = server.max_in_any_second()
+    busiest = server.window.most_in_any_window()
     span = server.arrivals[-1][0] - server.arrivals[0][0]
     seen = f"busiest 1 s window {busiest}/{SERVER_LIMIT}, {len(statuses)} requests in {span:.2f} s"
     print(f"\n{db.dialect}: {seen}")  # how well the budget is used is a figure for bench/, not a test
@@ -549,4 +534,4 @@ def test_processes_configured_at_the_servers_exact_limit_get_no_429(
     statuses = [s for _, s in strict_server.arrivals]
     assert statuses.count(429) == 0
     assert statuses.count(200) == STRICT_PROCESSES * STRICT_EACH
-    assert strict_server.max_in_any_second() <= STRICT_N
+    assert strict_server.window.most_in_any_window() <= STRICT_N
