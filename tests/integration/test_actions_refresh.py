@@ -11,6 +11,7 @@ from barfill.domain import sliding_log
 from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.domain.capabilities import RateLimit
+from barfill.providers.http import on_send
 from barfill.providers.synthetic import SyntheticProvider
 from barfill.service.actions import refresh_due
 from barfill.service.admin import set_enabled
@@ -18,6 +19,7 @@ from barfill.service.ensure import ensure
 from barfill.service.orchestrator import run_scheduler
 from barfill.store.actions import list_actions
 from barfill.store.db import Database
+from barfill.store.ratelimit import COLD_S, record_send
 from barfill.store.symbols import symbol_id
 from barfill.testing.clock import SimClock
 from tests.e2e.helpers import ts
@@ -66,18 +68,25 @@ def test_refresh_waits_for_the_rate_limit(db: Database) -> None:
     class Timed(SyntheticProvider):
         async def fetch_actions(self, symbol: str, start: dt.date, end: dt.date) -> list[CorporateAction]:
             seen.append(clock.now())
+            hooks.append(on_send.get())  # what the HTTP edge calls as this request leaves
             return await super().fetch_actions(symbol, start, end)
 
+    hooks: list[object] = []
     app = _app(db, Timed(calendar=CAL, now=clock.now, rate_limit=limit), clock)
     try:
         ensure(app, ["SPLT", "AAPL", "MSFT"], "d1", start="2024-06-03", end="2024-06-14")
         result = asyncio.run(refresh_due(app))
         assert result.fetched == {"synthetic": 3}
         # One request a minute (plus the limiter's send margin) on the (simulated) database
-        # clock: the refresh waited for its slots.
+        # clock: the refresh waited for its slots. As a worker's, the loop's first grant
+        # counts as sent COLD_S late (its first connection), and the next ones wait for that.
         step = sliding_log.window_s(limit)
         assert step >= 60
-        assert [round(t - seen[0], 3) for t in seen] == [0, round(step, 3), round(2 * step, 3)]
+        expected = [0, round(step + COLD_S, 3), round(2 * step + COLD_S, 3)]
+        assert [round(t - seen[0], 3) for t in seen] == expected
+        # The departure is checked against the grant and recorded, as a worker's request is
+        # (without it, a grant sent late let the next one out early: a 429 at a strict 4/s).
+        assert hooks == [record_send] * 3
     finally:
         app.close()
 

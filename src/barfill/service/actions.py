@@ -36,7 +36,7 @@ from barfill.domain.actions import CorporateAction
 from barfill.domain.calendar import get_calendar
 from barfill.errors import ProviderError
 from barfill.ports import ActionsProvider
-from barfill.providers.http import next_grant
+from barfill.providers.http import next_grant, on_send
 from barfill.service.ensure import ensure_reference_closes
 from barfill.service.progress import JobRef
 from barfill.store import stamps
@@ -48,6 +48,7 @@ from barfill.store.actions import (
     replace_actions,
 )
 from barfill.store.http_reads import notify_changed
+from barfill.store.ratelimit import acquire, record_send
 from barfill.store.schema import job_definitions, symbols
 
 log = logging.getLogger("barfill.actions")
@@ -101,9 +102,11 @@ def _symbols(app: App, tickers: Sequence[str] | None) -> list[tuple[int, str, st
 
 
 async def _take_slot(app: App, provider: str) -> None:
-    """Take a request slot of ``provider``'s shared limit, waiting (on the app's clock) as told."""
-    while (wait := await asyncio.to_thread(app.limiter.try_acquire, provider, app.rate_limit(provider))) > 0:
-        await app.clock.sleep(wait)
+    """Take a request slot of ``provider``'s shared limit as a worker does (:func:`acquire`:
+    a grant is good for the send margin only, and the request's departure is recorded)."""
+    clock = app.clock.now if app.clock.simulated else None
+    await acquire(app.limiter, provider, app.rate_limit(provider), sleep=app.clock.sleep, clock=clock)
+    on_send.set(record_send)  # this task's next request leaves on this grant
 
 
 def _store(
