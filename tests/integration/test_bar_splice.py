@@ -27,7 +27,7 @@ from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.providers.synthetic import SyntheticProvider
-from barfill.server import bars_out, v1
+from barfill.server import bars_out, bars_route
 from barfill.server.read_cache import BarReads
 from barfill.store import stamps
 from barfill.store.actions import upsert_actions
@@ -62,8 +62,8 @@ class Reader:
         its body's columns then read apart (not known to be the same data)."""
         args = ("AAPL", "m15", str(START), str(END), layers, None, END, adjust, False)
         key = self.reads.key(*args)
-        make = functools.partial(v1._bar_query, self.app, *args, self.reads if keep else None)
-        found = v1._reuse_or_compute(self.app, self.reads, key, make)
+        make = functools.partial(bars_route._bar_query, self.app, *args, self.reads if keep else None)
+        found = bars_route._reuse_or_compute(self.app, self.reads, key, make)
         body = asyncio.run(_join(bars_out.json_stream(self.app, found.query, reads=self.reads)))
         return found.tag, body
 

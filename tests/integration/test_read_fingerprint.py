@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
-from barfill.store.bar_reads import NO_ROWS, merge_fingerprints, read_bars, read_bars_scan
+from barfill.store.bar_reads import read_bars, read_bars_scan
+from barfill.store.bar_rows import NO_ROWS, merge_fingerprints
 from barfill.store.bars import upsert_bars
 from barfill.store.db import Database
 from barfill.store.http_reads import bars_fingerprint

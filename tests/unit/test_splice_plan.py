@@ -9,7 +9,8 @@ from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.server.bars_out import BarQuery
 from barfill.server.splice import KeptLayer, KeptRead, Plan, patch, plan
-from barfill.store.bar_reads import RowStamps, Scan
+from barfill.store.bar_reads import Scan
+from barfill.store.bar_rows import RowStamps
 from barfill.store.stamps import Change, upserted
 
 DAY = 86_400

@@ -29,9 +29,9 @@ from barfill.domain.apikeys import Scope as KeyScope
 from barfill.domain.apikeys import allows
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import InvalidInput
+from barfill.server.bars_route import bars_format
 from barfill.server.deps import ANONYMOUS, Auth
 from barfill.server.read_cache import BarReads, default_end, etag_matches, format_etag
-from barfill.server.v1 import bars_format
 
 PREFIX = "/v1/bars/"
 ROUTE = "/v1/bars/{symbol}"

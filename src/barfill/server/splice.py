@@ -12,7 +12,7 @@ kept read whose symbol's counter moved can be patched:
 * upserts of its own timeframe and layers → just the sessions they touched
   (whole sessions: a read picks one source per session) are read again and
   spliced into the kept columns; the ETag's fingerprint is computed again from
-  the kept rows' :class:`~barfill.store.bar_reads.RowStamps`, the same numbers a
+  the kept rows' :class:`~barfill.store.bar_rows.RowStamps`, the same numbers a
   cold read finds;
 * anything else — flags, deletions, corporate actions, an unknown writer, a
   read of the newest N (its start moves), ``adjust=all`` (its dividend factors
@@ -33,7 +33,8 @@ from sqlalchemy.engine import Connection
 
 from barfill.domain.adjust import Adjust
 from barfill.domain.bars import Layer
-from barfill.store.bar_reads import NO_ROWS, Fingerprint, RowStamps, Scan, merge_fingerprints, read_bars_scan
+from barfill.store.bar_reads import Scan, read_bars_scan
+from barfill.store.bar_rows import NO_ROWS, Fingerprint, RowStamps, merge_fingerprints
 from barfill.store.stamps import UPSERT, Change
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.timeframes import Timeframe
 from barfill.errors import DatabaseError
 from barfill.store.actions import actions_fingerprint, unapplied_dividends
-from barfill.store.bar_reads import Fingerprint
+from barfill.store.bar_rows import Fingerprint
 from barfill.store.db import db_now
 from barfill.store.schema import (
     LAYER_CODES,

@@ -38,7 +38,7 @@ from sqlalchemy.types import TypeDecorator
 # bars' timeframe and layer are stored as small integer codes: a narrower primary key
 # makes PostgreSQL's COPY into bars 1.2-1.45x faster (bench/store.py). The codes are
 # mapped at this boundary (see _Code): SQLAlchemy statements bind and return the tokens.
-# Raw SQL on bars (store/bars.py, store/bar_reads.py) uses these maps. Never renumber: rows hold them.
+# Raw SQL on bars (store/bars.py, store/bar_rows.py) uses these maps. Never renumber: rows hold them.
 TIMEFRAME_CODES: dict[str, int] = {"m1": 1, "m5": 2, "m15": 3, "m30": 4, "h1": 5, "h4": 6, "d1": 7, "w1": 8}
 LAYER_CODES: dict[str, int] = {"historical": 1, "intraday": 2, "forecast": 3}
 LAYER_NAMES: dict[int, str] = {v: k for k, v in LAYER_CODES.items()}
