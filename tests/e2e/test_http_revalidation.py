@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from barfill.bootstrap import App
 from barfill.domain.actions import split
@@ -66,6 +67,33 @@ def _wait(check: Any, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"still waiting for {what}"
         time.sleep(0.05)
+
+
+def _served(status: int) -> float:
+    """How many ``GET /v1/bars/{symbol}`` the request metrics counted with ``status``."""
+    labels = {"method": "GET", "route": "/v1/bars/{symbol}", "status": str(status)}
+    return REGISTRY.get_sample_value("barfill_http_request_duration_seconds_count", labels) or 0.0
+
+
+def test_bar_reads_are_labelled_by_their_route_whoever_answers(db: Database) -> None:
+    """The route answers a 200, the revalidation middleware a 304: both count under the route's
+    template in the request metrics (not ``unmatched``, nor a nested router's own path)."""
+    provider = SyntheticProvider(calendar=get_calendar())
+    app: App = make_app(db, {"synthetic": provider})
+    _store(db, provider, START, END)
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
+            version = server.fastapi_app.state.barfill_reads.version
+            _wait(lambda: version.exact, "the data version (PostgreSQL: LISTEN) to be live")
+            ok, not_modified = _served(200), _served(304)
+            etag = c.get("/v1/bars/AAPL", params=PARAMS).headers["etag"]
+            for _ in range(3):
+                assert (
+                    c.get("/v1/bars/AAPL", params=PARAMS, headers={"If-None-Match": etag}).status_code == 304
+                )
+            assert (_served(200) - ok, _served(304) - not_modified) == (1, 3)
+    finally:
+        app.close()
 
 
 def test_revalidation_runs_no_sql_and_ends_when_bars_land(db: Database) -> None:

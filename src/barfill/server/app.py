@@ -79,13 +79,15 @@ def create_app(app: App, options: ServerOptions | None = None) -> FastAPI:
     fastapi_app.state.barfill_wake = asyncio.Event()
     _error_handlers(fastapi_app)
 
-    from barfill.server import compat, events, v1, web
+    from barfill.server import bars_route, compat, events, v1, web
 
-    for module in (v1, events, metrics, compat, web):
+    for module in (v1, bars_route, events, metrics, compat, web):
         fastapi_app.include_router(module.router)
 
-    bars_route = next((r for r in fastapi_app.routes if getattr(r, "path", None) == revalidate.ROUTE), None)
-    fastapi_app.add_middleware(revalidate.RevalidateBars, state=fastapi_app.state, route=bars_route)
+    # The route a 304 answered before FastAPI is labelled with (metrics, logs). Looked up in its
+    # own router: the app's route list holds included routers, not their routes (FastAPI 0.165).
+    route = next(r for r in bars_route.router.routes if getattr(r, "path", None) == revalidate.ROUTE)
+    fastapi_app.add_middleware(revalidate.RevalidateBars, state=fastapi_app.state, route=route)
     fastapi_app.add_middleware(_RequestLog, json_logs=opts.json_logs)
     if app.settings.api_cors_origins:
         fastapi_app.add_middleware(

@@ -5,8 +5,10 @@ process's :class:`~barfill.server.read_cache.ReadCache`; after a commit it is
 served as it stands or patched (:func:`_reuse`, :mod:`barfill.server.splice`)
 rather than read again in full. :mod:`barfill.server.bars_out` encodes the
 answer; :mod:`barfill.server.revalidate` answers a known 304 before FastAPI.
-The route is registered on :data:`barfill.server.v1.router`, in its place
-among the other ``/v1`` routes.
+Its router carries the ``/v1`` prefix itself and is included in the app beside
+:data:`barfill.server.v1.router`, not inside it: a route of a router nested in
+another is matched with its own path only (``/bars/{symbol}``, FastAPI 0.165),
+which is what the request metrics and logs would then label it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from barfill.domain.bars import Layer
 from barfill.domain.symbols import validate_ticker
 from barfill.errors import InvalidInput
 from barfill.server import bars_out, splice
+from barfill.server.deps import ERROR_RESPONSES
 from barfill.server.params import MIN_TIME, AppDep, Read, Symbol, parse_query_time, parse_timeframe
 from barfill.server.read_cache import BarReads, default_end, etag_matches, format_etag
 from barfill.server.splice import KeptLayer, KeptRead
@@ -37,8 +40,7 @@ from barfill.store.actions import next_effective
 from barfill.store.bar_reads import session_span
 from barfill.store.symbols import symbol_id
 
-router = APIRouter()
-_FORMATS = ("json", "csv", "parquet", "arrow")
+router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
 _ARROW = "application/vnd.apache.arrow.stream"
 _BARS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

@@ -30,7 +30,6 @@ from barfill.domain.calendar import get_calendar
 from barfill.domain.intervals import Interval
 from barfill.domain.symbols import validate_ticker
 from barfill.errors import InvalidInput
-from barfill.server import bars_route
 from barfill.server.deps import ERROR_RESPONSES
 from barfill.server.params import (
     MAX_TIME,
@@ -218,12 +217,6 @@ async def get_progress(
     """Progress of the work one ensure started: slice counts, bars written, percent, ETA."""
     ref = decode_job(job)
     return progress_out(await run_in_threadpool(job_progress, app.db, ref))
-
-
-# -- bars ------------------------------------------------------------------------------------
-
-# The read, its ETag and its kept copies are in their own module; the route keeps its place here.
-router.include_router(bars_route.router)
 
 
 # -- coverage --------------------------------------------------------------------------------
