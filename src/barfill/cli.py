@@ -766,9 +766,15 @@ def actions(
     BARFILL_ACTIONS_REFRESH_S; reads adjust raw bars with them (`barfill bars --adjust split`).
     """
     from barfill.api import Barfill
+    from barfill.store.symbols import symbol_id
 
     ticker = validate_ticker(symbol)
     with _opened() as app:
+        with app.db.read() as conn:
+            known = symbol_id(conn, ticker) is not None
+        if not known:  # nothing stored, and a refresh only fetches symbols barfill keeps
+            stderr().print(f"{ticker} is not a known symbol: `barfill ensure {ticker} …` first")
+            raise typer.Exit(1 if refresh else 0)
         fx = Barfill.wrap(app)
         if refresh:
             result = fx.refresh_actions([ticker])

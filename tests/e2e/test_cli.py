@@ -262,3 +262,8 @@ def test_actions_and_adjusted_bars(capsys, env: Path) -> None:
         assert a["basis"] == "split" and r["basis"] == "raw"
     code, _, err = run(capsys, "bars", "SPLT", "-t", "d1", "--adjust", "dividend")
     assert code == 2 and "adjust" in err
+    # A symbol barfill does not keep: said so, and a refresh of it fails (it would fetch nothing).
+    code, out, err = run(capsys, "actions", "NOPE")
+    assert code == 0 and "NOPE is not a known symbol" in err and "action(s)" not in out
+    code, _, err = run(capsys, "actions", "NOPE", "--refresh")
+    assert code == 1 and "NOPE is not a known symbol" in err
