@@ -29,8 +29,8 @@ from barfill.domain.adjust import Adjust
 from barfill.domain.bars import BarBatch, Layer
 from barfill.domain.timeframes import Timeframe
 from barfill.server.read_cache import BarReads
-from barfill.server.splice import KeptLayer
-from barfill.store.bar_reads import read_bars, read_bars_scan
+from barfill.server.splice import KeptLayer, scan_layer
+from barfill.store.bar_reads import read_bars
 
 CHUNK_BARS = 100_000
 _TEXT_PIECE = 50_000
@@ -82,19 +82,7 @@ def columns_key(q: BarQuery, layer: Layer) -> Hashable:
 def layer_columns(conn: Connection, q: BarQuery, layer: Layer) -> KeptLayer:
     """One layer's bars over the whole range, read chunk by chunk in ``conn``'s transaction, with
     what patching them later needs (:mod:`barfill.server.splice`)."""
-    scans = [
-        read_bars_scan(
-            conn,
-            q.symbol_id,
-            q.timeframe,
-            lo,
-            hi,
-            layers=[layer],
-            adjust=q.adjust,
-            include_flagged=q.include_flagged,
-        )
-        for lo, hi in _chunks(q)
-    ]
+    scans = [scan_layer(conn, q, layer, lo, hi) for lo, hi in _chunks(q)]
     return KeptLayer.of(scans)
 
 

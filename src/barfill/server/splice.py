@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from barfill.domain.adjust import Adjust
-from barfill.domain.bars import Layer
+from barfill.domain.bars import Basis, Layer
 from barfill.store.bar_reads import Scan, read_bars_scan
 from barfill.store.bar_rows import NO_ROWS, Fingerprint, RowStamps, merge_fingerprints
 from barfill.store.stamps import UPSERT, Change
@@ -238,19 +238,27 @@ def respliced(
                 return None
             else:
                 basis = next(iter(layer_kept.bases), None)
-            scan = read_bars_scan(
-                conn,
-                q.symbol_id,
-                q.timeframe,
-                start,
-                end,
-                layers=[layer],
-                adjust=q.adjust,
-                include_flagged=q.include_flagged,
-                basis=basis,
-            )
+            scan = scan_layer(conn, q, layer, start, end, basis=basis)
             if q.adjust != Adjust.raw and len(layer_kept.bases | scan.bases) > 1:
                 return None
             layer_kept = patch(layer_kept, start, end, scan)
         out[layer] = layer_kept
     return out
+
+
+def scan_layer(
+    conn: Connection, q: BarQuery, layer: Layer, start: int, end: int, *, basis: Basis | str | None = None
+) -> Scan:
+    """One layer of ``q``'s bars in ``[start, end)`` with their stamps: how a cold read scans
+    its chunks and a patch its sessions, so both see the same rows."""
+    return read_bars_scan(
+        conn,
+        q.symbol_id,
+        q.timeframe,
+        start,
+        end,
+        layers=[layer],
+        adjust=q.adjust,
+        include_flagged=q.include_flagged,
+        basis=basis,
+    )
